@@ -1,0 +1,102 @@
+"""Thin routes: parse, call serving, render. No logic lives here."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from gateway.api.protocol import ChatCompletionRequest, CompletionRequest
+from gateway.errors import GatewayError, Overloaded
+from gateway.middleware import request_id_of
+from gateway.serving import Serving
+
+__all__ = ["router"]
+
+router = APIRouter()
+T = TypeVar("T")
+
+
+class ClientDisconnected(Exception):
+    pass
+
+
+async def _until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Run ``work``, cancelling it (and so aborting generation) if the client goes away."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        raise ClientDisconnected
+    return task.result()
+
+
+async def _answer(request: Request, body: ChatCompletionRequest | CompletionRequest) -> Response:
+    serving: Serving = request.app.state.serving
+    request_id = request_id_of(request.scope)
+    headers = {"x-distillgate-task": body.model}
+    if body.stream:
+        stream = await serving.stream(body, request_id)
+        return StreamingResponse(
+            aiter(stream),
+            media_type="text/event-stream",
+            headers={**headers, "cache-control": "no-cache"},
+        )
+    try:
+        result = await _until_disconnect(request, serving.complete(body, request_id))
+    except ClientDisconnected:
+        return Response(status_code=499)
+    return JSONResponse(result, headers=headers)
+
+
+@router.post("/v1/chat/completions")
+async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Response:
+    return await _answer(request, body)
+
+
+@router.post("/v1/completions")
+async def create_completion(body: CompletionRequest, request: Request) -> Response:
+    return await _answer(request, body)
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> dict[str, Any]:
+    serving: Serving = request.app.state.serving
+    return serving.models()
+
+
+@router.get("/v1/models/{model}")
+async def retrieve_model(model: str, request: Request) -> dict[str, Any]:
+    serving: Serving = request.app.state.serving
+    serving.task(model)
+    return next(m for m in serving.models()["data"] if m["id"] == model)
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "alive"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> dict[str, str]:
+    serving: Serving | None = getattr(request.app.state, "serving", None)
+    if serving is None:
+        raise Overloaded("The gateway is starting.", status_code=503)
+    try:
+        for engine in serving.engines.values():
+            await engine.check_health()
+    except GatewayError as exc:
+        raise Overloaded(f"Not ready: {exc.message}", status_code=503) from None
+    return {"status": "ready"}

@@ -1,0 +1,93 @@
+"""The student-engine seam: what serving needs from any engine, and the data it exchanges.
+
+An engine takes chat messages (it applies the model's own chat template) or a raw
+prompt, works on token ids, and yields one ``TokenDelta`` per generated token with the
+chosen token's log-probability and the top-k alternatives: the raw material of
+confidence. Engines never see wire models; ``api/protocol.py`` converts into these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+__all__ = [
+    "FinishReason",
+    "GenerationRequest",
+    "Message",
+    "SamplingParams",
+    "StudentEngine",
+    "TokenDelta",
+    "TokenLogprob",
+]
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int
+    temperature: float = 0.0  # 0 means greedy
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    top_logprobs: int = 0  # alternatives to report per token, besides the chosen one
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Exactly one of ``messages`` (chat) and ``prompt`` (raw completion) is set."""
+
+    request_id: str
+    sampling: SamplingParams
+    messages: tuple[Message, ...] = ()
+    prompt: str | None = None
+
+    def __post_init__(self) -> None:
+        if bool(self.messages) == (self.prompt is not None):
+            raise ValueError("set exactly one of messages and prompt")
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    token_id: int
+    token: str
+    logprob: float
+
+
+@dataclass(frozen=True)
+class TokenDelta:
+    """One generated token. ``text`` may be empty while a stop string could still match."""
+
+    token_id: int
+    text: str
+    logprob: float
+    top_logprobs: tuple[TokenLogprob, ...] = field(default=())
+    token: str = ""
+    finish_reason: FinishReason | None = None
+    prompt_tokens: int = 0
+
+
+@runtime_checkable
+class StudentEngine(Protocol):
+    """Generation with per-token logprobs; closing the iterator early aborts the request."""
+
+    @property
+    def max_context(self) -> int: ...
+
+    def generate(self, request: GenerationRequest) -> AsyncGenerator[TokenDelta, None]: ...
+
+    async def abort(self, request_id: str) -> None: ...
+
+    async def check_health(self) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,347 @@
+"""The embedded student engine: transformers on CPU (or CUDA), with continuous batching.
+
+One worker thread owns the model. Each iteration it admits waiting requests (a batched
+prefill), merges them into the running batch, and advances every running row by one
+token in a single forward pass over the shared KV cache; finished and aborted rows
+leave between steps. The event loop only tokenizes, detokenizes and awaits queues, so
+it never blocks on torch. A bounded waiting queue turns overload into a 429 with
+``Retry-After`` instead of unbounded latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+
+from gateway.engines.base import (
+    FinishReason,
+    GenerationRequest,
+    SamplingParams,
+    TokenDelta,
+    TokenLogprob,
+)
+from gateway.engines.batch import RunningBatch, left_pad
+from gateway.engines.detokenizer import IncrementalDetokenizer
+from gateway.errors import EngineError, InvalidRequest, Overloaded
+
+__all__ = ["TransformersEngine"]
+
+logger = logging.getLogger(__name__)
+
+_MAX_TOP_LOGPROBS = 20
+
+
+@dataclass
+class _Token:
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]]
+    finish: FinishReason | None
+
+
+@dataclass
+class _Sequence:
+    request_id: str
+    prompt: list[int]
+    sampling: SamplingParams
+    emit: Callable[[_Token | BaseException], None]
+    generator: torch.Generator | None = None
+    generated: int = 0
+    last_token: int = -1
+    aborted: bool = False
+    done: bool = False
+
+
+class TransformersEngine:
+    """``StudentEngine`` over a Hugging Face causal LM folder.
+
+    Parameters
+    ----------
+    model_dir : folder with config.json, model.safetensors, tokenizer files, chat template.
+    max_batch_size : rows advanced together per forward pass; 1 disables batching.
+    max_waiting : requests allowed to queue for a batch slot before new ones get 429.
+    device : "cpu", "cuda" or "auto".
+    on_step : called from the worker with the number of rows in each decode step.
+    """
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        *,
+        max_batch_size: int = 32,
+        max_waiting: int = 256,
+        device: str = "auto",
+        on_step: Callable[[int], None] | None = None,
+    ) -> None:
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model_dir = Path(model_dir)
+        self.max_batch_size = max_batch_size
+        self.max_waiting = max_waiting
+        self.device = torch.device(device)
+        self._on_step = on_step
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        model = AutoModelForCausalLM.from_pretrained(self.model_dir)
+        self.model = model.to(self.device).eval()  # type: ignore[arg-type]  # transformers' stub
+        self._eos = {self.tokenizer.eos_token_id}
+        self._pad = self.tokenizer.pad_token_id or 0
+        self._waiting: collections.deque[_Sequence] = collections.deque()
+        self._by_id: dict[str, _Sequence] = {}
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._failure: BaseException | None = None
+
+    @property
+    def max_context(self) -> int:
+        return int(self.model.config.max_position_embeddings)
+
+    @property
+    def pending(self) -> int:
+        """Requests accepted and not yet finished, running or waiting."""
+        with self._wake:
+            return len(self._by_id)
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="student-engine", daemon=True)
+            self._thread.start()
+
+    async def aclose(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 10)
+
+    async def check_health(self) -> None:
+        if self._failure is not None:
+            raise EngineError("the student engine has failed") from self._failure
+        if self._thread is None or not self._thread.is_alive():
+            raise EngineError("the student engine is not running")
+
+    async def abort(self, request_id: str) -> None:
+        with self._wake:
+            seq = self._by_id.get(request_id)
+            if seq is not None:
+                seq.aborted = True
+                self._wake.notify()
+
+    # -- requests ----------------------------------------------------------------------
+    def encode(self, request: GenerationRequest) -> list[int]:
+        if request.prompt is not None:
+            return list(self.tokenizer.encode(request.prompt, add_special_tokens=False))
+        chat = [{"role": m.role, "content": m.content} for m in request.messages]
+        ids = self.tokenizer.apply_chat_template(
+            chat, add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+        return list(ids)
+
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[TokenDelta, None]:
+        await self.check_health()
+        prompt = self.encode(request)
+        sampling = request.sampling
+        if len(prompt) + sampling.max_tokens > self.max_context:
+            raise InvalidRequest(
+                f"This student's context is {self.max_context} tokens; the prompt has "
+                f"{len(prompt)} and max_tokens asks for {sampling.max_tokens} more.",
+                param="messages" if request.messages else "prompt",
+                code="context_length_exceeded",
+            )
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[_Token | BaseException] = asyncio.Queue()
+
+        def emit(item: _Token | BaseException) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        seq = _Sequence(request.request_id, prompt, sampling, emit)
+        if sampling.temperature > 0:
+            seq.generator = torch.Generator(device="cpu")
+            if sampling.seed is not None:
+                seq.generator.manual_seed(sampling.seed)
+            else:
+                seq.generator.seed()
+        with self._wake:
+            if self._stopping:
+                raise Overloaded("The gateway is shutting down.", status_code=503)
+            if len(self._waiting) >= self.max_waiting:
+                raise Overloaded(
+                    f"The student's queue is full ({self.max_waiting} waiting); retry shortly."
+                )
+            if request.request_id in self._by_id:
+                raise InvalidRequest(f"request id {request.request_id!r} is already running")
+            self._by_id[request.request_id] = seq
+            self._waiting.append(seq)
+            self._wake.notify()
+
+        detok = IncrementalDetokenizer(self._decode, sampling.stop)
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise EngineError("the student engine failed while generating") from item
+                text = detok.push(item.token_id) if item.token_id not in self._eos else ""
+                finish = "stop" if detok.stopped else item.finish
+                if finish is not None:
+                    text += detok.flush()
+                yield TokenDelta(
+                    token_id=item.token_id,
+                    text=text,
+                    token=self._token_text(item.token_id),
+                    logprob=item.logprob,
+                    top_logprobs=tuple(
+                        TokenLogprob(t, self._token_text(t), lp) for t, lp in item.top
+                    ),
+                    finish_reason=finish,
+                    prompt_tokens=len(prompt),
+                )
+                if finish is not None:
+                    return
+        finally:
+            if not seq.done:  # the client left, or a stop string ended it early
+                await self.abort(request.request_id)
+
+    def _decode(self, ids: list[int]) -> str:
+        return str(self.tokenizer.decode(ids, skip_special_tokens=True))
+
+    def _token_text(self, token_id: int) -> str:
+        """A token as logprobs show it: special tokens by name, others as their text."""
+        return str(self.tokenizer.decode([token_id], skip_special_tokens=False))
+
+    # -- worker ------------------------------------------------------------------------
+    def _run(self) -> None:
+        running: list[_Sequence] = []
+        batch: RunningBatch | None = None
+        try:
+            with torch.inference_mode():
+                while True:
+                    with self._wake:
+                        while not self._stopping and not self._waiting and not running:
+                            self._wake.wait()
+                        if self._stopping:
+                            break
+                        admitted: list[_Sequence] = []
+                        while self._waiting and len(running) + len(admitted) < self.max_batch_size:
+                            seq = self._waiting.popleft()
+                            if not seq.aborted:
+                                admitted.append(seq)
+                            else:
+                                self._by_id.pop(seq.request_id, None)
+                    if admitted:
+                        fresh = self._prefill(admitted)
+                        batch = fresh if batch is None else batch.merge(fresh)
+                        running += admitted
+                        running, batch = self._retire(running, batch)
+                    if running and batch is not None:
+                        batch = self._decode_step(running, batch)
+                        running, batch = self._retire(running, batch)
+        except BaseException as exc:  # surfaces to every waiting client as an EngineError
+            logger.exception("student engine worker failed")
+            self._failure = exc
+            with self._wake:
+                for seq in [*running, *self._waiting]:
+                    seq.emit(exc)
+                self._waiting.clear()
+                self._by_id.clear()
+            return
+        with self._wake:  # shutting down: nothing accepted is dropped silently
+            for seq in [*running, *self._waiting]:
+                seq.emit(Overloaded("The gateway is shutting down.", status_code=503))
+
+    def _prefill(self, seqs: list[_Sequence]) -> RunningBatch:
+        ids, mask = left_pad([s.prompt for s in seqs], self._pad)
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        out = self.model(
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=positions.to(self.device),
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        batch = RunningBatch(
+            out.past_key_values, mask.to(self.device), mask.sum(dim=1).to(self.device)
+        )
+        self._sample(seqs, out.logits[:, -1, :])
+        return batch
+
+    def _decode_step(self, seqs: list[_Sequence], batch: RunningBatch) -> RunningBatch:
+        if self._on_step is not None:
+            self._on_step(len(seqs))
+        ids = torch.tensor([[s.last_token] for s in seqs], dtype=torch.long, device=self.device)
+        mask = torch.cat([batch.mask, batch.mask.new_ones((batch.rows, 1))], dim=1)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=batch.positions[:, None],
+            past_key_values=batch.cache,
+            use_cache=True,
+        )
+        self._sample(seqs, out.logits[:, -1, :])
+        return RunningBatch(out.past_key_values, mask, batch.positions + 1)
+
+    def _sample(self, seqs: list[_Sequence], logits: torch.Tensor) -> None:
+        logits = logits.float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        chosen = logprobs.argmax(dim=-1)
+        for i, seq in enumerate(seqs):
+            if seq.sampling.temperature > 0:
+                chosen[i] = _sample_row(logits[i], seq.sampling, seq.generator)
+        k = min(max(s.sampling.top_logprobs for s in seqs), _MAX_TOP_LOGPROBS)
+        top_lp, top_id = logprobs.topk(k, dim=-1) if k else (None, None)
+        chosen_lp = logprobs.gather(1, chosen[:, None])[:, 0]
+        chosen_l, chosen_lp_l = chosen.tolist(), chosen_lp.tolist()
+        top_lp_l = top_lp.tolist() if top_lp is not None else None
+        top_id_l = top_id.tolist() if top_id is not None else None
+        for i, seq in enumerate(seqs):
+            token = chosen_l[i]
+            seq.generated += 1
+            seq.last_token = token
+            finish: FinishReason | None = None
+            if token in self._eos:
+                finish = "stop"
+            elif seq.generated >= seq.sampling.max_tokens:
+                finish = "length"
+            n = seq.sampling.top_logprobs
+            top = []
+            if n and top_id_l is not None and top_lp_l is not None:
+                top = list(zip(top_id_l[i][:n], top_lp_l[i][:n], strict=True))
+            if finish is not None:
+                seq.done = True
+            seq.emit(_Token(token, chosen_lp_l[i], top, finish))
+
+    def _retire(
+        self, running: list[_Sequence], batch: RunningBatch
+    ) -> tuple[list[_Sequence], RunningBatch | None]:
+        with self._wake:
+            keep = [i for i, s in enumerate(running) if not (s.done or s.aborted)]
+            for s in running:
+                if s.done or s.aborted:
+                    self._by_id.pop(s.request_id, None)
+        if len(keep) == len(running):
+            return running, batch
+        if not keep:
+            return [], None
+        return [running[i] for i in keep], batch.select(keep)
+
+
+def _sample_row(
+    logits: torch.Tensor, sampling: SamplingParams, generator: torch.Generator | None
+) -> torch.Tensor:
+    probs = torch.softmax(logits / sampling.temperature, dim=-1)
+    if sampling.top_p < 1.0:
+        sorted_p, order = probs.sort(descending=True)
+        outside = sorted_p.cumsum(0) - sorted_p > sampling.top_p
+        sorted_p[outside] = 0.0
+        probs = torch.zeros_like(probs).scatter(0, order, sorted_p)
+    return torch.multinomial(probs.cpu(), 1, generator=generator)[0]

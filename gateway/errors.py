@@ -1,0 +1,90 @@
+"""Every error a client can see, and the OpenAI body it is rendered as.
+
+    GatewayError                      500  api_error
+    ├── InvalidRequest                400  invalid_request_error
+    │   └── PayloadTooLarge           413  invalid_request_error
+    ├── Unauthorized                  401  authentication_error
+    ├── UnknownTask                   404  invalid_request_error (code model_not_found)
+    ├── Overloaded                    429/503  (carries retry_after)
+    └── EngineError                   500  api_error
+
+Adapters translate foreign exceptions (torch, SDKs) into this tree at their boundary, so
+one handler in ``app.py`` renders every failure and no stack trace reaches a client.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "EngineError",
+    "GatewayError",
+    "InvalidRequest",
+    "Overloaded",
+    "PayloadTooLarge",
+    "Unauthorized",
+    "UnknownTask",
+    "error_body",
+]
+
+
+class GatewayError(Exception):
+    status_code = 500
+    error_type = "api_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class InvalidRequest(GatewayError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class PayloadTooLarge(InvalidRequest):
+    status_code = 413
+    code = "request_too_large"
+
+
+class Unauthorized(GatewayError):
+    status_code = 401
+    error_type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class UnknownTask(GatewayError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class Overloaded(GatewayError):
+    """Too much work queued (429) or the service cannot take work now (503)."""
+
+    error_type = "server_overloaded"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0, status_code: int = 429) -> None:
+        super().__init__(message, code="overloaded")
+        self.retry_after = retry_after
+        self.status_code = status_code
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, round(self.retry_after)))}
+
+
+class EngineError(GatewayError):
+    """The student engine failed; the message is safe to show, the cause is logged."""
+
+
+def error_body(
+    message: str, error_type: str, *, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}

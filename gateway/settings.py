@@ -1,0 +1,33 @@
+"""The one configuration object. Every field is an env var with the ``DISTILLGATE_`` prefix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DISTILLGATE_", env_file=None, extra="ignore")
+
+    tasks_dir: Path = Field(Path("tasks"), description="Folder of task files (`<task>.toml`).")
+    host: str = Field("127.0.0.1", description="Address `distillgate serve` binds.")
+    port: int = Field(8000, ge=0, le=65535, description="Port `distillgate serve` binds.")
+    api_keys: list[str] = Field(
+        default_factory=list,
+        description="Accepted bearer keys (JSON list); empty means no authentication.",
+    )
+    redis_url: str = Field("redis://localhost:6379/0", description="Capture stream's Redis.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Student device.")
+    torch_threads: int | None = Field(None, ge=1, description="CPU threads for the student.")
+    max_batch_size: int = Field(32, ge=1, description="Requests decoded together per step.")
+    max_waiting: int = Field(256, ge=0, description="Queued requests before 429.")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body (413).")
+    build_missing_students: bool = Field(
+        True, description="`serve` trains a task's student from its [build] recipe if missing."
+    )
+    log_level: str = Field("info", description="Log level of the gateway.")

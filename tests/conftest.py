@@ -1,0 +1,138 @@
+"""Shared fixtures: a real tiny student trained once per session, and a real gateway server.
+
+The student is trained by the project's own trainer on four Banking77 intents (one with
+capitals, to exercise the tokenizer's round trip) with a small shape, so it takes
+seconds and still answers in-domain prompts with real labels.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import uvicorn
+
+from gateway.app import create_app
+from gateway.settings import Settings
+from training.examples import Example, read_examples
+from training.model import StudentShape
+from training.trainer import TrainConfig, train_student
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data" / "banking77"
+LABELS = ("card_arrival", "exchange_rate", "lost_or_stolen_card", "Refund_not_showing_up")
+TINY = TrainConfig(
+    shape=StudentShape(
+        hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2, max_positions=128
+    ),
+    vocab_size=400,
+    batch_size=16,
+    lr=3e-3,
+    max_steps=250,
+    time_budget_s=120,
+    eval_every_s=1e9,
+    dropout=0.0,
+    word_dropout=0.0,
+    threads=2,
+)
+
+
+def subset(path: Path, per_label: int) -> list[Example]:
+    out: list[Example] = []
+    for label in LABELS:
+        out += [e for e in read_examples(path) if e.answer == label][:per_label]
+    return out
+
+
+@dataclass(frozen=True)
+class TinyStudent:
+    path: Path
+    train: list[Example]
+    test: list[Example]
+
+
+@pytest.fixture(scope="session")
+def tiny_student(tmp_path_factory: pytest.TempPathFactory) -> TinyStudent:
+    out = tmp_path_factory.mktemp("student")
+    train, test = subset(DATA / "train.jsonl", 60), subset(DATA / "test.jsonl", 10)
+    train_student(train, test, out, TINY)
+    return TinyStudent(out, train, test)
+
+
+def write_task(tasks_dir: Path, student: Path, name: str = "banking77", extra: str = "") -> Path:
+    tasks_dir.mkdir(parents=True, exist_ok=True)
+    labels = ", ".join(f'"{label}"' for label in LABELS)
+    path = tasks_dir / f"{name}.toml"
+    path.write_text(
+        f'description = "test task"\nstudent = "{student}"\nanswers = [{labels}]\n'
+        f"[generation]\nmax_tokens = 24\n{extra}"
+    )
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Gateway:
+    url: str
+    settings: Settings
+
+    def client(self, **kw: object) -> openai.OpenAI:
+        return openai.OpenAI(
+            base_url=f"{self.url}/v1", api_key=kw.pop("api_key", "test"), max_retries=0, **kw
+        )  # type: ignore[arg-type]
+
+    def metric(self, name: str) -> float:
+        """Sum of a Prometheus sample over all its labels."""
+        text = httpx.get(f"{self.url}/metrics").text
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(name + "{") or line.startswith(name + " ")
+        )
+
+
+@pytest.fixture(scope="session")
+def run_gateway() -> Iterator[object]:
+    """Start gateways as real uvicorn servers on free ports; all stop at session end."""
+    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start(settings: Settings) -> Gateway:
+        port = free_port()
+        server = uvicorn.Server(
+            uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+        )
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("gateway did not start")
+            time.sleep(0.05)
+        servers.append((server, thread))
+        return Gateway(f"http://127.0.0.1:{port}", settings)
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def gateway(
+    tiny_student: TinyStudent, run_gateway, tmp_path_factory: pytest.TempPathFactory
+) -> Gateway:  # type: ignore[no-untyped-def]
+    tasks = tmp_path_factory.mktemp("tasks")
+    write_task(tasks, tiny_student.path)
+    return run_gateway(Settings(tasks_dir=tasks, max_batch_size=32, max_waiting=64))  # type: ignore[no-any-return]

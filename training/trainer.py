@@ -1,0 +1,305 @@
+"""Train the from-scratch student on prompt → answer pairs.
+
+The recipe (see docs/student.md for what was measured): loss on the answer tokens and
+``<|end|>`` only; AdamW with warm-up then cosine decay *by wall-clock budget*, so a run
+ends on time on any machine; dropout and word dropout against over-fitting; an EMA of
+the weights is what gets evaluated and saved; the best held-out checkpoint is kept.
+Held-out accuracy is teacher-forced exact match, which equals greedy-decoding exact
+match (greedy produces the answer iff every answer token is the argmax given the
+previous ones) at the cost of one forward pass.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import cast
+
+import torch
+from torch import nn
+from transformers import GenerationConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from training.examples import Example
+from training.model import StudentShape, add_training_dropout, new_student
+from training.tokenizer import ASSISTANT, USER, build_tokenizer
+
+__all__ = ["EncodedExample", "TrainConfig", "TrainResult", "encode", "exact_match", "train_student"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    shape: StudentShape = field(default_factory=StudentShape)
+    vocab_size: int = 3000
+    lowercase: bool = True
+    max_prompt_tokens: int = 64
+    batch_size: int = 32
+    lr: float = 2e-3
+    betas: tuple[float, float] = (0.9, 0.98)
+    weight_decay: float = 0.1
+    clip_norm: float = 1.0
+    warmup_fraction: float = 0.03
+    final_lr_fraction: float = 0.05
+    ema_decay: float = 0.998
+    dropout: float = 0.1
+    word_dropout: float = 0.1
+    time_budget_s: float = 780.0
+    max_steps: int | None = None
+    eval_every_s: float = 45.0
+    seed: int = 0
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    steps: int
+    seconds: float
+    best_eval_accuracy: float
+    parameters: int
+
+
+@dataclass(frozen=True)
+class EncodedExample:
+    prefix: tuple[int, ...]  # earlier turns, rendered by the chat template
+    text: str  # the last user message, which word dropout may thin
+    answer: tuple[int, ...]  # answer ids followed by <|end|>
+
+
+def encode(examples: Sequence[Example], tokenizer: PreTrainedTokenizerFast) -> list[EncodedExample]:
+    """Split each example into the parts the batcher needs; the last turn must be the user's."""
+    out = []
+    for ex in examples:
+        chat = ex.chat()
+        if chat[-1]["role"] != "user":
+            raise ValueError("an example's conversation must end with a user message")
+        prefix: list[int] = []
+        if len(chat) > 1:
+            rendered = tokenizer.apply_chat_template(chat[:-1], tokenize=True, return_dict=False)
+            prefix = cast(list[int], rendered)
+        answer = tokenizer.encode(ex.answer, add_special_tokens=False)
+        out.append(
+            EncodedExample(tuple(prefix), chat[-1]["content"], (*answer, tokenizer.eos_token_id))
+        )
+    return out
+
+
+def _prompt_ids(
+    tokenizer: PreTrainedTokenizerFast, prefix: Sequence[int], text_ids: Sequence[int], limit: int
+) -> list[int]:
+    user = cast(int, tokenizer.convert_tokens_to_ids(USER))
+    assistant = cast(int, tokenizer.convert_tokens_to_ids(ASSISTANT))
+    return [*prefix, user, *text_ids[:limit], assistant]
+
+
+def _collate(
+    rows: Sequence[tuple[list[int], Sequence[int]]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ids, attention mask, and labels that are -100 outside the answers."""
+    width = max(len(p) + len(a) for p, a in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    for i, (p, a) in enumerate(rows):
+        seq = [*p, *a]
+        ids[i, : len(seq)] = torch.tensor(seq)
+        mask[i, : len(seq)] = 1
+        labels[i, len(p) : len(seq)] = torch.tensor(a)
+    return ids, mask, labels
+
+
+def _drop_words(text: str, p: float, rng: random.Random) -> str:
+    words = text.split()
+    kept = [w for w in words if rng.random() >= p]
+    return " ".join(kept or words)
+
+
+@torch.no_grad()
+def exact_match(
+    model: LlamaForCausalLM,
+    tokenizer: PreTrainedTokenizerFast,
+    data: Sequence[EncodedExample],
+    *,
+    max_prompt_tokens: int,
+    batch_size: int = 256,
+) -> float:
+    """Share of examples whose whole answer (and <|end|>) is the argmax at every step."""
+    model.eval()
+    texts = tokenizer([d.text for d in data], add_special_tokens=False)["input_ids"]
+    rows = [
+        (_prompt_ids(tokenizer, d.prefix, t, max_prompt_tokens), d.answer)
+        for d, t in zip(data, texts, strict=True)
+    ]
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]) + len(rows[i][1]))
+    correct = 0
+    for start in range(0, len(order), batch_size):
+        batch = [rows[i] for i in order[start : start + batch_size]]
+        ids, mask, labels = _collate(batch, tokenizer.pad_token_id)
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        pred = logits[:, :-1].argmax(-1)
+        target = labels[:, 1:]
+        wrong = (pred != target) & (target != -100)
+        correct += int((~wrong.any(dim=1)).sum())
+    return correct / len(rows)
+
+
+def _answer_loss(
+    model: LlamaForCausalLM, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    """Cross-entropy on answer tokens, projecting to the vocabulary only where it counts.
+
+    Most positions are prompt; skipping their LM-head matmul makes a step ~20 % cheaper.
+    """
+    hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
+    target = labels[:, 1:]
+    keep = target != -100
+    logits = model.lm_head(hidden[:, :-1][keep])
+    return nn.functional.cross_entropy(logits, target[keep])
+
+
+def _lr_factor(progress: float, cfg: TrainConfig) -> float:
+    if progress < cfg.warmup_fraction:
+        return max(progress / cfg.warmup_fraction, 1e-3)
+    t = min((progress - cfg.warmup_fraction) / (1.0 - cfg.warmup_fraction), 1.0)
+    lo = cfg.final_lr_fraction
+    return lo + (1.0 - lo) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def _batches(
+    data: Sequence[EncodedExample], batch_size: int, rng: random.Random
+) -> list[list[int]]:
+    """Length-grouped batches: shuffle, sort within chunks of 50 batches, shuffle batches."""
+    idx = list(range(len(data)))
+    rng.shuffle(idx)
+    chunk = batch_size * 50
+    batches = []
+    for start in range(0, len(idx), chunk):
+        part = sorted(idx[start : start + chunk], key=lambda i: len(data[i].text))
+        batches += [part[j : j + batch_size] for j in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def train_student(
+    train: Sequence[Example],
+    held_out: Sequence[Example],
+    out_dir: str | Path,
+    cfg: TrainConfig = TrainConfig(),
+    *,
+    progress: Callable[[float, dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train, keep the best EMA checkpoint on ``held_out``, save a Hugging Face folder."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+
+    tokenizer = build_tokenizer(
+        [t["content"] for ex in train for t in ex.chat()],
+        [ex.answer for ex in train],
+        vocab_size=cfg.vocab_size,
+        lowercase=cfg.lowercase,
+    )
+    model = new_student(cfg.shape, tokenizer)
+    add_training_dropout(model, cfg.dropout)
+    ema = copy.deepcopy(model)
+    ema.eval()
+    for p in ema.parameters():
+        p.requires_grad_(False)
+
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=cfg.lr,
+        betas=cfg.betas,
+    )
+    train_enc = encode(train, tokenizer)
+    held_enc = encode(held_out, tokenizer)
+    params: list[torch.Tensor] = list(model.parameters())
+    ema_params: list[torch.Tensor] = list(ema.parameters())
+
+    best_acc, best_state = -1.0, copy.deepcopy(ema.state_dict())
+    step, started, last_eval = 0, time.monotonic(), time.monotonic()
+    done = False
+    while not done:
+        for batch_idx in _batches(train_enc, cfg.batch_size, rng):
+            elapsed = time.monotonic() - started
+            prog = elapsed / cfg.time_budget_s
+            if cfg.max_steps:
+                prog = max(prog, step / cfg.max_steps)
+            if prog >= 1.0:
+                done = True
+                break
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * _lr_factor(prog, cfg)
+
+            texts = [_drop_words(train_enc[i].text, cfg.word_dropout, rng) for i in batch_idx]
+            text_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+            rows = [
+                (
+                    _prompt_ids(tokenizer, train_enc[i].prefix, t, cfg.max_prompt_tokens),
+                    train_enc[i].answer,
+                )
+                for i, t in zip(batch_idx, text_ids, strict=True)
+            ]
+            ids, mask, labels = _collate(rows, tokenizer.pad_token_id)
+            model.train()
+            loss = _answer_loss(model, ids, mask, labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(params, cfg.clip_norm)
+            opt.step()
+            step += 1
+            with torch.no_grad():
+                d = min(cfg.ema_decay, (1 + step) / (10 + step))
+                torch._foreach_mul_(ema_params, d)
+                torch._foreach_add_(ema_params, params, alpha=1.0 - d)
+
+            now = time.monotonic()
+            if now - last_eval >= cfg.eval_every_s:
+                last_eval = now
+                acc = exact_match(ema, tokenizer, held_enc, max_prompt_tokens=cfg.max_prompt_tokens)
+                if acc > best_acc:
+                    best_acc, best_state = acc, copy.deepcopy(ema.state_dict())
+            if progress:
+                progress(min(prog, 1.0), {"step": step, "loss": loss.item(), "best": best_acc})
+
+    acc = exact_match(ema, tokenizer, held_enc, max_prompt_tokens=cfg.max_prompt_tokens)
+    if acc > best_acc:
+        best_acc, best_state = acc, ema.state_dict()
+    ema.load_state_dict(best_state)
+    seconds = time.monotonic() - started
+    _save(ema, tokenizer, Path(out_dir), cfg, steps=step, seconds=seconds, accuracy=best_acc)
+    n_params = sum(p.numel() for p in ema.parameters())
+    return TrainResult(
+        steps=step, seconds=seconds, best_eval_accuracy=best_acc, parameters=n_params
+    )
+
+
+def _save(
+    model: LlamaForCausalLM,
+    tokenizer: PreTrainedTokenizerFast,
+    out: Path,
+    cfg: TrainConfig,
+    **stats: float,
+) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    model.config.attention_dropout = 0.0
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=False,
+        max_new_tokens=32,
+    )
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    card = {"trainer": "distillgate", "config": asdict(cfg), **stats}
+    (out / "distillgate_student.json").write_text(json.dumps(card, indent=2) + "\n")
