@@ -48,6 +48,7 @@ def transformers_engine(task: Task, settings: Settings, metrics: Metrics) -> Stu
         max_batch_size=settings.max_batch_size,
         max_waiting=settings.max_waiting,
         device=settings.device,
+        threads=settings.torch_threads,
         on_step=observe,
     )
 

@@ -47,12 +47,16 @@ class _Token:
     finish: FinishReason | None
 
 
+Item = _Token | BaseException
+
+
 @dataclass
 class _Sequence:
     request_id: str
     prompt: list[int]
     sampling: SamplingParams
-    emit: Callable[[_Token | BaseException], None]
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[Item]
     generator: torch.Generator | None = None
     generated: int = 0
     last_token: int = -1
@@ -68,7 +72,9 @@ class TransformersEngine:
     model_dir : folder with config.json, model.safetensors, tokenizer files, chat template.
     max_batch_size : rows advanced together per forward pass; 1 disables batching.
     max_waiting : requests allowed to queue for a batch slot before new ones get 429.
+    admit_every : while a batch runs, decode steps between admissions of a few newcomers.
     device : "cpu", "cuda" or "auto".
+    threads : torch's CPU threads (process-wide); torch's default when None.
     on_step : called from the worker with the number of rows in each decode step.
     """
 
@@ -78,19 +84,29 @@ class TransformersEngine:
         *,
         max_batch_size: int = 32,
         max_waiting: int = 256,
+        admit_every: int = 2,
         device: str = "auto",
+        threads: int | None = None,
         on_step: Callable[[int], None] | None = None,
     ) -> None:
+        if threads is not None:
+            torch.set_num_threads(threads)
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model_dir = Path(model_dir)
         self.max_batch_size = max_batch_size
         self.max_waiting = max_waiting
+        self.admit_every = admit_every
         self.device = torch.device(device)
         self._on_step = on_step
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         model = AutoModelForCausalLM.from_pretrained(self.model_dir)
         self.model = model.to(self.device).eval()  # type: ignore[arg-type]  # transformers' stub
+        # Logprobs name every token; decode each id once, not once per generated token.
+        self._token_texts = [
+            str(self.tokenizer.decode([i], skip_special_tokens=False))
+            for i in range(len(self.tokenizer))
+        ]
         self._eos = {self.tokenizer.eos_token_id}
         self._pad = self.tokenizer.pad_token_id or 0
         self._waiting: collections.deque[_Sequence] = collections.deque()
@@ -157,13 +173,8 @@ class TransformersEngine:
                 param="messages" if request.messages else "prompt",
                 code="context_length_exceeded",
             )
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[_Token | BaseException] = asyncio.Queue()
-
-        def emit(item: _Token | BaseException) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-
-        seq = _Sequence(request.request_id, prompt, sampling, emit)
+        queue: asyncio.Queue[Item] = asyncio.Queue()
+        seq = _Sequence(request.request_id, prompt, sampling, asyncio.get_running_loop(), queue)
         if sampling.temperature > 0:
             seq.generator = torch.Generator(device="cpu")
             if sampling.seed is not None:
@@ -215,12 +226,32 @@ class TransformersEngine:
 
     def _token_text(self, token_id: int) -> str:
         """A token as logprobs show it: special tokens by name, others as their text."""
-        return str(self.tokenizer.decode([token_id], skip_special_tokens=False))
+        return self._token_texts[token_id]
 
     # -- worker ------------------------------------------------------------------------
+    def _admit(self, running: int, steps_since_admit: int) -> list[_Sequence]:
+        """Take waiting requests into the batch; call with the lock held.
+
+        A prefill is a whole forward pass, so while a batch is running, newcomers are
+        taken in groups: when they would fill the free slots, or every few decode steps
+        (a few milliseconds of extra wait) rather than one forward pass each.
+        """
+        free = self.max_batch_size - running
+        if running and len(self._waiting) < free and steps_since_admit < self.admit_every:
+            return []
+        admitted: list[_Sequence] = []
+        while self._waiting and len(admitted) < free:
+            seq = self._waiting.popleft()
+            if seq.aborted:
+                self._by_id.pop(seq.request_id, None)
+            else:
+                admitted.append(seq)
+        return admitted
+
     def _run(self) -> None:
         running: list[_Sequence] = []
         batch: RunningBatch | None = None
+        steps_since_admit = 0
         try:
             with torch.inference_mode():
                 while True:
@@ -229,33 +260,28 @@ class TransformersEngine:
                             self._wake.wait()
                         if self._stopping:
                             break
-                        admitted: list[_Sequence] = []
-                        while self._waiting and len(running) + len(admitted) < self.max_batch_size:
-                            seq = self._waiting.popleft()
-                            if not seq.aborted:
-                                admitted.append(seq)
-                            else:
-                                self._by_id.pop(seq.request_id, None)
+                        admitted = self._admit(len(running), steps_since_admit)
                     if admitted:
+                        steps_since_admit = 0
                         fresh = self._prefill(admitted)
                         batch = fresh if batch is None else batch.merge(fresh)
                         running += admitted
                         running, batch = self._retire(running, batch)
                     if running and batch is not None:
+                        steps_since_admit += 1
                         batch = self._decode_step(running, batch)
                         running, batch = self._retire(running, batch)
         except BaseException as exc:  # surfaces to every waiting client as an EngineError
             logger.exception("student engine worker failed")
             self._failure = exc
             with self._wake:
-                for seq in [*running, *self._waiting]:
-                    seq.emit(exc)
+                _deliver([(seq, exc) for seq in [*running, *self._waiting]])
                 self._waiting.clear()
                 self._by_id.clear()
             return
         with self._wake:  # shutting down: nothing accepted is dropped silently
-            for seq in [*running, *self._waiting]:
-                seq.emit(Overloaded("The gateway is shutting down.", status_code=503))
+            closing = Overloaded("The gateway is shutting down.", status_code=503)
+            _deliver([(seq, closing) for seq in [*running, *self._waiting]])
 
     def _prefill(self, seqs: list[_Sequence]) -> RunningBatch:
         ids, mask = left_pad([s.prompt for s in seqs], self._pad)
@@ -303,6 +329,7 @@ class TransformersEngine:
         chosen_l, chosen_lp_l = chosen.tolist(), chosen_lp.tolist()
         top_lp_l = top_lp.tolist() if top_lp is not None else None
         top_id_l = top_id.tolist() if top_id is not None else None
+        out: list[tuple[_Sequence, Item]] = []
         for i, seq in enumerate(seqs):
             token = chosen_l[i]
             seq.generated += 1
@@ -318,7 +345,8 @@ class TransformersEngine:
                 top = list(zip(top_id_l[i][:n], top_lp_l[i][:n], strict=True))
             if finish is not None:
                 seq.done = True
-            seq.emit(_Token(token, chosen_lp_l[i], top, finish))
+            out.append((seq, _Token(token, chosen_lp_l[i], top, finish)))
+        _deliver(out)
 
     def _retire(
         self, running: list[_Sequence], batch: RunningBatch
@@ -333,6 +361,21 @@ class TransformersEngine:
         if not keep:
             return [], None
         return [running[i] for i in keep], batch.select(keep)
+
+
+def _deliver(items: list[tuple[_Sequence, Item]]) -> None:
+    """Hand a step's results to their event loops: one wake-up per loop, not per token."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Sequence, Item]]] = {}
+    for seq, item in items:
+        by_loop.setdefault(seq.loop, []).append((seq, item))
+    for loop, batch in by_loop.items():
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(_put_all, batch)
+
+
+def _put_all(batch: list[tuple[_Sequence, Item]]) -> None:
+    for seq, item in batch:
+        seq.queue.put_nowait(item)
 
 
 def _sample_row(
