@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from calibration import Calibration, load_calibration
 from gateway.api.routes import router
 from gateway.engines.base import StudentEngine
 from gateway.errors import GatewayError, error_body
@@ -23,9 +24,10 @@ from gateway.middleware import (
     ErrorBoundaryMiddleware,
     RequestIdMiddleware,
 )
-from gateway.serving import Serving
+from gateway.serving import Serving, TaskRuntime
 from gateway.settings import Settings
 from gateway.tasks import Task, load_tasks
+from gateway.teachers.factory import OpenedTeacher, open_teacher
 
 __all__ = ["EngineFactory", "create_app"]
 
@@ -51,6 +53,14 @@ def transformers_engine(task: Task, settings: Settings, metrics: Metrics) -> Stu
         threads=settings.torch_threads,
         on_step=observe,
     )
+
+
+def _calibration(task: Task) -> Calibration | None:
+    """The task's calibrator, refused unless it was fitted for this very student."""
+    if task.calibrator is None or not task.calibrator.is_file():
+        logger.warning("task %s has no calibrator: the student answers everything", task.name)
+        return None
+    return load_calibration(task.calibrator, student_dir=task.student)
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -92,19 +102,27 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tasks: Mapping[str, Task] = load_tasks(settings.tasks_dir)
-        engines: dict[str, StudentEngine] = {}
         shared: dict[str, StudentEngine] = {}  # one engine per student folder
+        teachers: list[OpenedTeacher] = []
+        runtimes: dict[str, TaskRuntime] = {}
         try:
             for task in tasks.values():
                 key = str(task.student)
                 if key not in shared:
                     shared[key] = engine_factory(task, settings, metrics)
                     await shared[key].start()
-                engines[task.name] = shared[key]
-            app.state.serving = Serving(tasks, engines)
+                runtime = TaskRuntime(task, shared[key], calibration=_calibration(task))
+                if task.teacher is not None:
+                    opened = await open_teacher(task.name, task.teacher, task.answers)
+                    teachers.append(opened)
+                    runtime.teacher, runtime.teacher_label = opened.teacher, opened.label
+                runtimes[task.name] = runtime
+            app.state.serving = Serving(runtimes)
             logger.info("serving tasks: %s", ", ".join(tasks))
             yield
         finally:
+            for opened in teachers:
+                await opened.aclose()
             for engine in shared.values():
                 await engine.aclose()
 

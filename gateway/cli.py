@@ -6,6 +6,11 @@ distillgate student build --task NAME          (train per the task's [build] rec
 distillgate student evaluate (--task NAME | --student DIR) --data test.jsonl
 distillgate data import-csv FILE.csv --out FILE.jsonl [--prompt-column C --answer-column C]
 distillgate data split FILE.jsonl --fraction F --out-kept A.jsonl --out-split B.jsonl
+distillgate calibrate (--task NAME | --student DIR) --data cal.jsonl
+                      [--target-accuracy A | --max-escalation E] [--delta D] [--out FILE]
+distillgate evaluate (--task NAME | --student DIR --calibrator FILE) --data test.jsonl
+                     --out report.json
+distillgate teacher-sim --data labelled.jsonl [--host H] [--port P] [--accuracy A] [--latency-ms MS]
 """
 
 from __future__ import annotations
@@ -14,10 +19,12 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from gateway.settings import Settings
 from gateway.tasks import Task, TaskConfigError, load_tasks
@@ -132,6 +139,175 @@ async def _evaluate(student: Path, data: Path, task: Task | None) -> dict[str, f
     }
 
 
+def _calibrate(
+    student: Path,
+    data: Path,
+    out: Path,
+    *,
+    target_accuracy: float | None,
+    max_escalation: float | None,
+    delta: float,
+    max_tokens: int,
+) -> None:
+    from tqdm import tqdm
+
+    from calibration import save_calibration
+    from calibration.plots import reliability_figure, risk_coverage_figure
+    from gateway.commands.calibrate import fit_calibration, score_set, sequence_confidence
+    from training.examples import read_examples
+
+    examples = read_examples(data)
+    with tqdm(total=3, desc="calibrate", bar_format="{l_bar}{bar}| {n}/{total} {postfix}") as bar:
+        bar.set_postfix_str(f"replaying {len(examples)} examples through the student")
+        scored = asyncio.run(score_set(student, examples, max_tokens=max_tokens))
+        bar.update()
+        bar.set_postfix_str("fitting temperature and threshold")
+        calibration, held = fit_calibration(
+            scored,
+            student,
+            target_accuracy=target_accuracy,
+            max_escalation=max_escalation,
+            delta=delta,
+        )
+        bar.update()
+        bar.set_postfix_str("writing artifact and plots")
+        save_calibration(calibration, out)
+        curves = {
+            "before (T = 1)": sequence_confidence(held.greedy, 1.0),
+            f"after (T = {calibration.temperature:.2f})": sequence_confidence(
+                held.greedy, calibration.temperature
+            ),
+        }
+        stem = out.with_suffix("")
+        reliability_figure(held.correct, curves).savefig(f"{stem}.reliability.png", dpi=110)
+        coverage = calibration.metrics_after.get("coverage")
+        risk_coverage_figure(held.correct, curves, threshold_coverage=coverage).savefig(
+            f"{stem}.risk_coverage.png", dpi=110
+        )
+        bar.update()
+    before, after = calibration.metrics_before, calibration.metrics_after
+    n_t, n_s = calibration.n_temperature, calibration.n_threshold
+    sizes = f"n = {n_s}, disjoint from the {n_t} that fitted T"
+    print(f"\n{'metric':<12} {'before':>10} {'after':>10}   ({sizes})")
+    for key in ("accuracy", "ece", "mce", "brier", "nll", "aurc", "token_nll"):
+        print(f"{key:<12} {before[key]:>10.4f} {after[key]:>10.4f}")
+    goal = (
+        f"target accepted accuracy {calibration.target_accuracy} (delta {calibration.delta})"
+        if calibration.target_accuracy is not None
+        else f"escalate at most {calibration.max_escalation}"
+    )
+    warning = "" if calibration.certified else " -- NOT CERTIFIED: everything escalates"
+    print(
+        f"\ntemperature {calibration.temperature:.4f}; "
+        f"threshold {calibration.threshold:.4f} for {goal}: "
+        f"accepts {after['coverage']:.1%} with accuracy {after['accepted_accuracy']:.4f} "
+        f"(error bound {calibration.error_bound:.4f}){warning}"
+    )
+    print(f"wrote {out}, {stem}.reliability.png and {stem}.risk_coverage.png")
+
+
+def calibrate_task(task: Task, data: Path | None = None) -> None:
+    data = data or task.routing.calibration_data
+    if data is None:
+        raise SystemExit(
+            f"task {task.name!r}: give --data (the task has no routing.calibration_data)"
+        )
+    out = task.calibrator or task.student.with_name(task.student.name + ".calibration.json")
+    _calibrate(
+        task.student,
+        data,
+        out,
+        target_accuracy=task.routing.target_accuracy,
+        max_escalation=task.routing.max_escalation,
+        delta=task.routing.delta,
+        max_tokens=task.generation.max_tokens,
+    )
+
+
+def _evaluate_routing(task: Task, data: Path, out: Path) -> None:
+    from calibration import load_calibration
+    from calibration.plots import quality_cost_figure
+    from gateway.commands.evaluate import evaluate
+    from gateway.engines.transformers import TransformersEngine
+    from gateway.serving import TaskRuntime
+    from gateway.teachers.base import Teacher
+    from gateway.teachers.factory import OpenedTeacher, open_teacher
+    from gateway.teachers.sim import SimulatedAnswers, SimulatedTeacher
+    from training.examples import read_examples
+
+    examples = read_examples(data)
+    if task.calibrator is None or not task.calibrator.is_file():
+        raise SystemExit(
+            f"task {task.name!r}: no calibrator at {task.calibrator}; run `distillgate calibrate`"
+        )
+    calibration = load_calibration(task.calibrator, student_dir=task.student)
+
+    async def run() -> dict[str, Any]:
+        engine = TransformersEngine(task.student, max_batch_size=64, max_waiting=len(examples))
+        await engine.start()
+        config = task.teacher
+        opened: OpenedTeacher | None = None
+        teacher: Teacher
+        if config is not None and os.environ.get(config.api_key_env):
+            opened = await open_teacher(task.name, config, task.answers)
+            teacher, label = opened.teacher, opened.label
+        else:
+            accuracy = config.simulator_accuracy if config else 1.0
+            answers = SimulatedAnswers.from_examples(examples, accuracy=accuracy)
+            if task.answers:
+                answers.answer_set = tuple(task.answers)
+            teacher, label = SimulatedTeacher(answers), f"simulator (accuracy {accuracy})"
+        try:
+            result = await evaluate(
+                TaskRuntime(task, engine, calibration, teacher, label), examples
+            )
+        finally:
+            await engine.aclose()
+            if opened is not None:
+                await opened.aclose()
+        r = result.report
+        fig = quality_cost_figure(
+            result.curve_share,
+            result.curve_accuracy,
+            student=r["student_accuracy"],
+            teacher=r["teacher_accuracy"],
+            chosen=(r["escalation_rate"], r["routed_accuracy"]),
+        )
+        fig.savefig(out.with_suffix(".png"), dpi=110)
+        return r
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = asyncio.run(run())
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+def _task_for_student(student: Path, calibrator: Path | None, data: Path) -> Task:
+    """An ad-hoc task around a bare student folder, its answer set taken from the data."""
+    from training.examples import read_examples
+
+    answers = sorted({ex.answer for ex in read_examples(data)})
+    return Task(name=student.name, student=student, calibrator=calibrator, answers=tuple(answers))
+
+
+def _teacher_sim(data: Path, host: str, port: int, accuracy: float, latency_ms: float) -> None:
+    import uvicorn
+
+    from gateway.teachers.sim import SimulatedAnswers, create_sim_app
+    from training.examples import read_examples
+
+    answers = SimulatedAnswers.from_examples(read_examples(data), accuracy=accuracy)
+    known = len(answers.references)
+    print(f"teacher simulator: {known} known prompts, accuracy {accuracy}, latency {latency_ms} ms")
+    uvicorn.run(
+        create_sim_app(answers, latency_s=latency_ms / 1000),
+        host=host,
+        port=port,
+        log_level="warning",
+    )
+
+
 def _serve(settings: Settings) -> None:
     import uvicorn
 
@@ -143,6 +319,13 @@ def _serve(settings: Settings) -> None:
                 raise SystemExit(f"task {task.name!r}: no student at {task.student}")
             print(f"task {task.name!r} has no student yet; building it first (one time).")
             build_student(task)
+        if (
+            task.calibrator is not None
+            and not task.calibrator.is_file()
+            and task.routing.calibration_data
+        ):
+            print(f"task {task.name!r} has no calibrator yet; calibrating it first (one time).")
+            calibrate_task(task)
     uvicorn.run(
         create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level
     )
@@ -197,6 +380,38 @@ def _parser() -> argparse.ArgumentParser:
     split.add_argument("--out-kept", type=Path, required=True)
     split.add_argument("--out-split", type=Path, required=True)
     split.add_argument("--seed", type=int, default=0)
+    cal = sub.add_parser("calibrate", help="fit a task's temperature and accept threshold")
+    which = cal.add_mutually_exclusive_group(required=True)
+    which.add_argument("--task")
+    which.add_argument("--student", type=Path)
+    cal.add_argument(
+        "--data", type=Path, help="labelled JSONL (default: the task's routing.calibration_data)"
+    )
+    goal = cal.add_mutually_exclusive_group()
+    goal.add_argument("--target-accuracy", type=float)
+    goal.add_argument("--max-escalation", type=float)
+    cal.add_argument("--delta", type=float)
+    cal.add_argument("--out", type=Path, help="artifact path (default: the task's calibrator)")
+    cal.add_argument("--max-tokens", type=int, default=32, help="with --student")
+
+    ev = sub.add_parser(
+        "evaluate", help="replay labelled data through the routing; report quality and cost"
+    )
+    which = ev.add_mutually_exclusive_group(required=True)
+    which.add_argument("--task")
+    which.add_argument("--student", type=Path)
+    ev.add_argument("--calibrator", type=Path)
+    ev.add_argument("--data", type=Path, required=True)
+    ev.add_argument("--out", type=Path, required=True)
+
+    sim = sub.add_parser(
+        "teacher-sim", help="serve the teacher simulator (Anthropic and OpenAI APIs)"
+    )
+    sim.add_argument("--data", type=Path, required=True)
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8100)
+    sim.add_argument("--accuracy", type=float, default=1.0)
+    sim.add_argument("--latency-ms", type=float, default=0.0)
     return p
 
 
@@ -235,6 +450,18 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
         task = _task(settings, args.task) if args.task else None
         student = task.student if task else args.student
         print(json.dumps(asyncio.run(_evaluate(student, args.data, task)), indent=2))
+    elif args.command == "calibrate":
+        _dispatch_calibrate(args, settings)
+    elif args.command == "evaluate":
+        if args.task:
+            task = _task(settings, args.task)
+            if args.calibrator:
+                task = task.model_copy(update={"calibrator": args.calibrator})
+        else:
+            task = _task_for_student(args.student, args.calibrator, args.data)
+        _evaluate_routing(task, args.data, args.out)
+    elif args.command == "teacher-sim":
+        _teacher_sim(args.data, args.host, args.port, args.accuracy, args.latency_ms)
     elif args.command == "data" and args.action == "import-csv":
         from training.examples import examples_from_csv, write_examples
 
@@ -254,6 +481,38 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
         write_examples(args.out_kept, kept)
         write_examples(args.out_split, held)
         print(f"kept {len(kept)} -> {args.out_kept}; split {len(held)} -> {args.out_split}")
+
+
+def _dispatch_calibrate(args: argparse.Namespace, settings: Settings) -> None:
+    goal_given = args.target_accuracy is not None or args.max_escalation is not None
+    if args.task:
+        task = _task(settings, args.task)
+        routing = task.routing
+        if goal_given:
+            routing = routing.model_copy(
+                update={
+                    "target_accuracy": args.target_accuracy,
+                    "max_escalation": args.max_escalation,
+                }
+            )
+        if args.delta is not None:
+            routing = routing.model_copy(update={"delta": args.delta})
+        updates: dict[str, Any] = {"routing": routing}
+        if args.out:
+            updates["calibrator"] = args.out
+        calibrate_task(task.model_copy(update=updates), args.data)
+        return
+    if args.data is None:
+        raise SystemExit("--student needs --data")
+    _calibrate(
+        args.student,
+        args.data,
+        args.out or args.student.with_name(args.student.name + ".calibration.json"),
+        target_accuracy=args.target_accuracy if goal_given else 0.97,
+        max_escalation=args.max_escalation,
+        delta=args.delta or 0.05,
+        max_tokens=args.max_tokens,
+    )
 
 
 if __name__ == "__main__":

@@ -6,7 +6,10 @@
     ├── Unauthorized                  401  authentication_error
     ├── UnknownTask                   404  invalid_request_error (code model_not_found)
     ├── Overloaded                    429/503  (carries retry_after)
-    └── EngineError                   500  api_error
+    ├── EngineError                   500  api_error
+    └── TeacherError                  502  api_error (teacher_error)
+        ├── TeacherTimeout            504  (the teacher's deadline passed)
+        └── TeacherUnavailable        503  (circuit open, or retries spent)
 
 Adapters translate foreign exceptions (torch, SDKs) into this tree at their boundary, so
 one handler in ``app.py`` renders every failure and no stack trace reaches a client.
@@ -22,6 +25,9 @@ __all__ = [
     "InvalidRequest",
     "Overloaded",
     "PayloadTooLarge",
+    "TeacherError",
+    "TeacherTimeout",
+    "TeacherUnavailable",
     "Unauthorized",
     "UnknownTask",
     "error_body",
@@ -82,6 +88,30 @@ class Overloaded(GatewayError):
 
 class EngineError(GatewayError):
     """The student engine failed; the message is safe to show, the cause is logged."""
+
+
+class TeacherError(GatewayError):
+    """The teacher failed. ``retryable`` marks failures worth another try (429, 5xx, 529)."""
+
+    status_code = 502
+    code = "teacher_error"
+
+    def __init__(
+        self, message: str, *, retryable: bool = False, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class TeacherTimeout(TeacherError):
+    status_code = 504
+    code = "teacher_timeout"
+
+
+class TeacherUnavailable(TeacherError):
+    status_code = 503
+    code = "teacher_unavailable"
 
 
 def error_body(

@@ -70,6 +70,9 @@ class ErrorBoundaryMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = False
 
         async def tracking_send(message: Message) -> None:

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(32, ge=1, description="Requests decoded together per step.")
     max_waiting: int = Field(256, ge=0, description="Queued requests before 429.")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body (413).")
+    allow_force_route: bool = Field(
+        False, description="Honour the x-distillgate-force-route header (tests, load tests)."
+    )
     build_missing_students: bool = Field(
         True, description="`serve` trains a task's student from its [build] recipe if missing."
     )

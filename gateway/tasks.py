@@ -12,14 +12,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = [
     "BuildRecipe",
     "GenerationLimits",
+    "Prices",
     "PromptFormat",
+    "RoutingPolicy",
     "Task",
     "TaskConfigError",
+    "TeacherConfig",
     "load_tasks",
 ]
 
@@ -57,6 +60,53 @@ class BuildRecipe(_Section):
     time_budget_s: float = Field(780.0, gt=0)
 
 
+class RoutingPolicy(_Section):
+    """How the threshold is chosen, and what happens when the teacher fails.
+
+    Exactly one of ``target_accuracy`` (accepted answers at least this accurate, with
+    probability 1 - delta) and ``max_escalation`` (a budget); 0.97 accuracy if neither.
+    """
+
+    target_accuracy: float | None = Field(None, gt=0, lt=1)
+    max_escalation: float | None = Field(None, ge=0, le=1)
+    delta: float = Field(0.05, gt=0, lt=1)
+    calibration_data: Path | None = None  # `serve` calibrates from it when no calibrator exists
+    on_teacher_failure: Literal["student", "error"] = "student"
+
+    @model_validator(mode="after")
+    def _one_form(self) -> RoutingPolicy:
+        if self.target_accuracy is not None and self.max_escalation is not None:
+            raise ValueError("give target_accuracy or max_escalation, not both")
+        if self.target_accuracy is None and self.max_escalation is None:
+            object.__setattr__(self, "target_accuracy", 0.97)
+        return self
+
+
+class TeacherConfig(_Section):
+    provider: Literal["anthropic", "openai"] = "anthropic"
+    model: str = "claude-haiku-4-5"
+    base_url: str | None = None
+    api_key_env: str = "ANTHROPIC_API_KEY"
+    system: str | None = None
+    max_tokens: int = Field(64, ge=1)
+    timeout_s: float = Field(10.0, gt=0)
+    deadline_s: float = Field(20.0, gt=0)
+    max_attempts: int = Field(3, ge=1)
+    # Without the API key, a clearly labelled local simulator answers instead, from these
+    # labelled files (demos and tests). Empty: a missing key is a start-up error.
+    simulator_data: tuple[Path, ...] = ()
+    simulator_accuracy: float = Field(1.0, ge=0, le=1)
+
+
+class Prices(_Section):
+    """USD per million tokens, for cost reports."""
+
+    teacher_input: float = Field(1.0, ge=0)
+    teacher_output: float = Field(5.0, ge=0)
+    student_input: float = Field(0.0, ge=0)
+    student_output: float = Field(0.0, ge=0)
+
+
 class Task(_Section):
     name: str
     description: str = ""
@@ -66,6 +116,10 @@ class Task(_Section):
     answers_file: Path | None = None
     generation: GenerationLimits = GenerationLimits()
     build: BuildRecipe | None = None
+    calibrator: Path | None = None
+    routing: RoutingPolicy = RoutingPolicy()
+    teacher: TeacherConfig | None = None
+    prices: Prices = Prices()
 
     @field_validator("answers")
     @classmethod
@@ -119,12 +173,24 @@ def load_task(path: Path) -> Task:
                 "held_out": _resolve(base, build.held_out),
             }
         )
+    routing = task.routing.model_copy(
+        update={"calibration_data": _resolve(base, task.routing.calibration_data)}
+    )
+    teacher = task.teacher
+    if teacher is not None:
+        sims = tuple(
+            p for p in (_resolve(base, p) for p in teacher.simulator_data) if p is not None
+        )
+        teacher = teacher.model_copy(update={"simulator_data": sims})
     return task.model_copy(
         update={
             "student": _resolve(base, task.student),
             "answers": answers,
             "answers_file": answers_file,
             "build": build,
+            "calibrator": _resolve(base, task.calibrator),
+            "routing": routing,
+            "teacher": teacher,
         }
     )
 

@@ -71,8 +71,8 @@ def write_task(tasks_dir: Path, student: Path, name: str = "banking77", extra: s
     labels = ", ".join(f'"{label}"' for label in LABELS)
     path = tasks_dir / f"{name}.toml"
     path.write_text(
-        f'description = "test task"\nstudent = "{student}"\nanswers = [{labels}]\n'
-        f"[generation]\nmax_tokens = 24\n{extra}"
+        f'description = "test task"\nstudent = "{student}"\nanswers = [{labels}]\n{extra}\n'
+        f"[generation]\nmax_tokens = 24\n"
     )
     return path
 
@@ -103,30 +103,44 @@ class Gateway:
         )
 
 
+@dataclass
+class Served:
+    url: str
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+
+def serve_in_thread(app: object) -> Served:
+    """Run an ASGI app as a real uvicorn server on a free loopback port."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))  # type: ignore[arg-type]
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("server did not start")
+        time.sleep(0.05)
+    return Served(f"http://127.0.0.1:{port}", server, thread)
+
+
 @pytest.fixture(scope="session")
 def run_gateway() -> Iterator[object]:
-    """Start gateways as real uvicorn servers on free ports; all stop at session end."""
-    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+    """Start gateways as real servers on free ports; all stop at session end."""
+    started: list[Served] = []
 
     def start(settings: Settings) -> Gateway:
-        port = free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 60
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("gateway did not start")
-            time.sleep(0.05)
-        servers.append((server, thread))
-        return Gateway(f"http://127.0.0.1:{port}", settings)
+        served = serve_in_thread(create_app(settings))
+        started.append(served)
+        return Gateway(served.url, settings)
 
     yield start
-    for server, thread in servers:
-        server.should_exit = True
-        thread.join(timeout=15)
+    for served in started:
+        served.stop()
 
 
 @pytest.fixture(scope="session")

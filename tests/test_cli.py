@@ -62,3 +62,42 @@ def test_serve_refuses_a_broken_task_file(tmp_path: Path) -> None:
     done = cli("serve", "--tasks-dir", str(tmp_path), cwd=tmp_path)
     assert done.returncode != 0
     assert "t.toml" in done.stderr and "generation.max_tokens" in done.stderr
+
+
+def test_calibrate_and_evaluate_a_student(tiny_student, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from calibration import load_calibration
+    from tests.conftest import DATA, subset
+    from training.examples import write_examples
+
+    # held out of the tiny student's training: examples 60.. of each label
+    held = [e for e in subset(DATA / "train.jsonl", 90) if e not in tiny_student.train]
+    write_examples(tmp_path / "cal.jsonl", held)
+    write_examples(tmp_path / "test.jsonl", tiny_student.test)
+    out = tmp_path / "tiny.calibration.json"
+    done = cli(
+        "calibrate", "--student", str(tiny_student.path), "--data", "cal.jsonl",
+        "--max-escalation", "0.3", "--out", str(out), cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "temperature" in done.stdout and "ece" in done.stdout
+    calibration = load_calibration(out, student_dir=tiny_student.path)
+    assert calibration.n_temperature + calibration.n_threshold == len(held)
+    assert calibration.max_escalation == 0.3 and 0.05 <= calibration.temperature <= 20
+    assert (tmp_path / "tiny.calibration.reliability.png").stat().st_size > 10_000
+    assert (tmp_path / "tiny.calibration.risk_coverage.png").is_file()
+
+    done = cli(
+        "evaluate", "--student", str(tiny_student.path), "--calibrator", str(out),
+        "--data", "test.jsonl", "--out", "report.json", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    fractions = [
+        *("student_accuracy", "teacher_accuracy", "routed_accuracy", "escalation_rate"),
+        *("ece_before", "ece_after", "aurc", "apgr", "cpt50", "cpt80"),
+    ]
+    assert all(0.0 <= report[k] <= 1.0 for k in fractions)
+    assert report["teacher_accuracy"] == 1.0 and report["n"] == len(tiny_student.test)
+    assert report["routed_accuracy"] >= report["student_accuracy"]
+    assert report["cost_per_1k_routed"] <= report["cost_per_1k_teacher"]
+    assert (tmp_path / "report.png").is_file()

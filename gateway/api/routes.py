@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from gateway.api.protocol import ChatCompletionRequest, CompletionRequest
-from gateway.errors import GatewayError, Overloaded
+from gateway.errors import GatewayError, InvalidRequest, Overloaded
 from gateway.middleware import request_id_of
 from gateway.serving import Serving
 
@@ -43,19 +43,34 @@ async def _until_disconnect(request: Request, work: Awaitable[T]) -> T:
     return task.result()
 
 
+def _forced_route(request: Request) -> Literal["student", "teacher"] | None:
+    value = request.headers.get("x-distillgate-force-route")
+    if value is None or not request.app.state.settings.allow_force_route:
+        return None
+    if value == "student":
+        return "student"
+    if value == "teacher":
+        return "teacher"
+    raise InvalidRequest(
+        "x-distillgate-force-route must be 'student' or 'teacher'",
+        param="x-distillgate-force-route",
+    )
+
+
 async def _answer(request: Request, body: ChatCompletionRequest | CompletionRequest) -> Response:
     serving: Serving = request.app.state.serving
     request_id = request_id_of(request.scope)
-    headers = {"x-distillgate-task": body.model}
-    if body.stream:
-        stream = await serving.stream(body, request_id)
-        return StreamingResponse(
-            aiter(stream),
-            media_type="text/event-stream",
-            headers={**headers, "cache-control": "no-cache"},
-        )
+    forced = _forced_route(request)
     try:
-        result = await _until_disconnect(request, serving.complete(body, request_id))
+        if body.stream:
+            events, headers = await _until_disconnect(
+                request, serving.stream(body, request_id, forced)
+            )
+            headers = {**headers, "cache-control": "no-cache"}
+            return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+        result, headers = await _until_disconnect(
+            request, serving.complete(body, request_id, forced)
+        )
     except ClientDisconnected:
         return Response(status_code=499)
     return JSONResponse(result, headers=headers)
@@ -80,7 +95,7 @@ async def list_models(request: Request) -> dict[str, Any]:
 @router.get("/v1/models/{model}")
 async def retrieve_model(model: str, request: Request) -> dict[str, Any]:
     serving: Serving = request.app.state.serving
-    serving.task(model)
+    serving.runtime(model)
     return next(m for m in serving.models()["data"] if m["id"] == model)
 
 
@@ -95,7 +110,7 @@ async def readyz(request: Request) -> dict[str, str]:
     if serving is None:
         raise Overloaded("The gateway is starting.", status_code=503)
     try:
-        for engine in serving.engines.values():
+        for engine in serving.engines:
             await engine.check_health()
     except GatewayError as exc:
         raise Overloaded(f"Not ready: {exc.message}", status_code=503) from None

@@ -43,12 +43,17 @@ class SamplingParams:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """Exactly one of ``messages`` (chat) and ``prompt`` (raw completion) is set."""
+    """Exactly one of ``messages`` (chat) and ``prompt`` (raw completion) is set.
+
+    ``confidence_temperature``: when set, each delta also carries the chosen token's
+    log-probability under softmax(z / T), the calibrated confidence's raw material.
+    """
 
     request_id: str
     sampling: SamplingParams
     messages: tuple[Message, ...] = ()
     prompt: str | None = None
+    confidence_temperature: float | None = None
 
     def __post_init__(self) -> None:
         if bool(self.messages) == (self.prompt is not None):
@@ -73,6 +78,7 @@ class TokenDelta:
     token: str = ""
     finish_reason: FinishReason | None = None
     prompt_tokens: int = 0
+    scaled_logprob: float | None = None  # at the request's confidence_temperature
 
 
 @runtime_checkable

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import threading
 from collections.abc import AsyncGenerator, Callable
@@ -45,6 +46,7 @@ class _Token:
     logprob: float
     top: list[tuple[int, float]]
     finish: FinishReason | None
+    scaled_logprob: float | None
 
 
 Item = _Token | BaseException
@@ -57,6 +59,7 @@ class _Sequence:
     sampling: SamplingParams
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue[Item]
+    temperature: float | None = None  # for the calibrated confidence, full softmax
     generator: torch.Generator | None = None
     generated: int = 0
     last_token: int = -1
@@ -166,15 +169,25 @@ class TransformersEngine:
         await self.check_health()
         prompt = self.encode(request)
         sampling = request.sampling
-        if len(prompt) + sampling.max_tokens > self.max_context:
+        room = self.max_context - len(prompt)
+        if room < 1:
             raise InvalidRequest(
-                f"This student's context is {self.max_context} tokens; the prompt has "
-                f"{len(prompt)} and max_tokens asks for {sampling.max_tokens} more.",
+                f"This student's context is {self.max_context} tokens; "
+                f"the prompt has {len(prompt)}.",
                 param="messages" if request.messages else "prompt",
                 code="context_length_exceeded",
             )
+        if sampling.max_tokens > room:  # generate what fits; the answer ends with "length"
+            sampling = dataclasses.replace(sampling, max_tokens=room)
         queue: asyncio.Queue[Item] = asyncio.Queue()
-        seq = _Sequence(request.request_id, prompt, sampling, asyncio.get_running_loop(), queue)
+        seq = _Sequence(
+            request.request_id,
+            prompt,
+            sampling,
+            asyncio.get_running_loop(),
+            queue,
+            temperature=request.confidence_temperature,
+        )
         if sampling.temperature > 0:
             seq.generator = torch.Generator(device="cpu")
             if sampling.seed is not None:
@@ -214,6 +227,7 @@ class TransformersEngine:
                     ),
                     finish_reason=finish,
                     prompt_tokens=len(prompt),
+                    scaled_logprob=item.scaled_logprob,
                 )
                 if finish is not None:
                     return
@@ -327,6 +341,16 @@ class TransformersEngine:
         top_lp, top_id = logprobs.topk(k, dim=-1) if k else (None, None)
         chosen_lp = logprobs.gather(1, chosen[:, None])[:, 0]
         chosen_l, chosen_lp_l = chosen.tolist(), chosen_lp.tolist()
+        scaled_l: list[float | None] = [None] * len(seqs)
+        if any(s.temperature is not None for s in seqs):
+            temps = torch.tensor([s.temperature or 1.0 for s in seqs], device=logits.device)
+            scaled = torch.log_softmax(logits / temps[:, None], dim=-1).gather(1, chosen[:, None])[
+                :, 0
+            ]
+            scaled_l = [
+                v if s.temperature is not None else None
+                for v, s in zip(scaled.tolist(), seqs, strict=True)
+            ]
         top_lp_l = top_lp.tolist() if top_lp is not None else None
         top_id_l = top_id.tolist() if top_id is not None else None
         out: list[tuple[_Sequence, Item]] = []
@@ -345,7 +369,7 @@ class TransformersEngine:
                 top = list(zip(top_id_l[i][:n], top_lp_l[i][:n], strict=True))
             if finish is not None:
                 seq.done = True
-            out.append((seq, _Token(token, chosen_lp_l[i], top, finish)))
+            out.append((seq, _Token(token, chosen_lp_l[i], top, finish, scaled_l[i])))
         _deliver(out)
 
     def _retire(

@@ -1,0 +1,48 @@
+"""Calibrated confidence for a distilled student: features, temperature scaling,
+thresholds with a guarantee, metrics. scikit-learn style; no I/O outside ``artifact``."""
+
+from calibration.artifact import (
+    Calibration,
+    load_calibration,
+    save_calibration,
+    student_fingerprint,
+)
+from calibration.features import confidence, renormalized_logprob, token_features
+from calibration.metrics import (
+    accuracy_score,
+    aurc_loss,
+    brier_score_loss,
+    expected_calibration_error,
+    log_loss,
+    maximum_calibration_error,
+    reliability_curve,
+    risk_coverage_curve,
+)
+from calibration.routing import RoutingCurve, apgr_score, cpt, routing_curve
+from calibration.temperature import NotFittedError, TemperatureScaler
+from calibration.threshold import ThresholdSelector
+
+__all__ = [
+    "Calibration",
+    "NotFittedError",
+    "RoutingCurve",
+    "TemperatureScaler",
+    "ThresholdSelector",
+    "accuracy_score",
+    "apgr_score",
+    "aurc_loss",
+    "brier_score_loss",
+    "confidence",
+    "cpt",
+    "expected_calibration_error",
+    "load_calibration",
+    "log_loss",
+    "maximum_calibration_error",
+    "reliability_curve",
+    "renormalized_logprob",
+    "risk_coverage_curve",
+    "routing_curve",
+    "save_calibration",
+    "student_fingerprint",
+    "token_features",
+]

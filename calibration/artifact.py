@@ -1,0 +1,104 @@
+"""The calibrator artifact: the one file of ``calibration/`` that touches the disk.
+
+A versioned JSON per task: method, temperature, threshold and how it was chosen, the
+sizes of the disjoint splits, when it was fitted, a fingerprint of the student it was
+fitted for, and its metrics before and after scaling. The gateway refuses an artifact
+whose fingerprint does not match the student it serves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from calibration.features import Feature, confidence
+
+__all__ = [
+    "ARTIFACT_VERSION",
+    "Calibration",
+    "load_calibration",
+    "save_calibration",
+    "student_fingerprint",
+]
+
+ARTIFACT_VERSION = 1
+_FINGERPRINTED = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+
+
+def student_fingerprint(student_dir: str | Path) -> str:
+    """sha256 over the files that decide the student's outputs."""
+    digest = hashlib.sha256()
+    for name in _FINGERPRINTED:
+        path = Path(student_dir) / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: not a student folder")
+        digest.update(name.encode())
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A fitted calibrator: turns token logprobs (at ``temperature``) into accept/escalate."""
+
+    temperature: float
+    threshold: float
+    student_fingerprint: str
+    feature: Feature = "sequence"
+    method: str = "temperature_scaling"
+    target_accuracy: float | None = None
+    max_escalation: float | None = None
+    delta: float = 0.05
+    certified: bool = True
+    error_bound: float | None = None
+    n_temperature: int = 0
+    n_threshold: int = 0
+    fitted_at: str = ""
+    metrics_before: dict[str, float] = field(default_factory=dict)
+    metrics_after: dict[str, float] = field(default_factory=dict)
+    version: int = ARTIFACT_VERSION
+
+    def confidence(self, scaled_logprobs: Sequence[float]) -> float:
+        return confidence(scaled_logprobs, self.feature)
+
+    def accepts(self, confidence: float) -> bool:
+        return confidence >= self.threshold
+
+
+def save_calibration(calibration: Calibration, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(asdict(calibration), indent=2) + "\n")
+
+
+def load_calibration(path: str | Path, *, student_dir: str | Path | None = None) -> Calibration:
+    """Read an artifact; with ``student_dir``, refuse it unless it was fitted for that student."""
+    path = Path(path)
+    try:
+        raw: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read calibrator: {exc}") from None
+    if raw.get("version") != ARTIFACT_VERSION:
+        raise ValueError(
+            f"{path}: calibrator version {raw.get('version')!r}, expected {ARTIFACT_VERSION}"
+        )
+    try:
+        calibration = Calibration(**raw)
+    except TypeError as exc:
+        raise ValueError(f"{path}: malformed calibrator: {exc}") from None
+    if not calibration.temperature > 0:
+        raise ValueError(f"{path}: temperature must be positive")
+    if student_dir is not None:
+        actual = student_fingerprint(student_dir)
+        if actual != calibration.student_fingerprint:
+            raise ValueError(
+                f"{path} was fitted for student {calibration.student_fingerprint[:19]}…, but "
+                f"{student_dir} is {actual[:19]}…; recalibrate with `distillgate calibrate`"
+            )
+    return calibration

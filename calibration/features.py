@@ -1,0 +1,53 @@
+"""Confidence features from token log-probabilities.
+
+For a bounded answer (a label, a short field) the probability of the whole answer,
+``exp(sum of token logprobs)`` including the end token, is the strong signal. For long
+free text that sum falls with length whatever the quality (length bias), so the mean and
+the minimum token logprob are the features there.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+
+__all__ = ["Feature", "confidence", "renormalized_logprob", "token_features"]
+
+Feature = Literal["sequence", "mean_token", "min_token"]
+
+
+def token_features(token_logprobs: Sequence[float]) -> dict[str, float]:
+    lp = np.asarray(token_logprobs, dtype=np.float64)
+    if lp.size == 0:
+        raise ValueError("an answer has at least one token (its end token)")
+    return {
+        "sequence_logprob": float(lp.sum()),
+        "mean_logprob": float(lp.mean()),
+        "min_logprob": float(lp.min()),
+    }
+
+
+def confidence(token_logprobs: Sequence[float], feature: Feature = "sequence") -> float:
+    """A probability in [0, 1] from the (temperature-scaled) token logprobs of one answer."""
+    f = token_features(token_logprobs)
+    key = {"sequence": "sequence_logprob", "mean_token": "mean_logprob", "min_token": "min_logprob"}
+    return float(min(1.0, math.exp(f[key[feature]])))
+
+
+def renormalized_logprob(chosen: float, top: Sequence[float], temperature: float) -> float:
+    """log softmax(z / T)[chosen] approximated over the top-k alternatives only.
+
+    For engines that report only the top-k logprobs (vLLM, k <= 20). Logprobs are logits
+    shifted by a constant, so dividing them by T and renormalising over the k candidates
+    (plus the chosen token if it is not among them) equals softmax(z / T) restricted to
+    those candidates. It overstates the probability by the mass outside the top k.
+    """
+    cands = (
+        np.asarray([*top, chosen] if chosen not in top else list(top), dtype=np.float64)
+        / temperature
+    )
+    peak = cands.max()
+    return float(chosen / temperature - (peak + math.log(np.exp(cands - peak).sum())))

@@ -1,0 +1,171 @@
+"""``distillgate calibrate``: fit a task's temperature and threshold on labelled data.
+
+The labelled set is split in two disjoint parts: T is fitted on a third (NLL of the
+reference answers under the student, teacher-forced, full softmax), the threshold chosen
+on the rest (confidence of the student's own greedy answers at T against whether they
+were right), and that part's metrics are reported before and after scaling.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from calibration import (
+    Calibration,
+    TemperatureScaler,
+    ThresholdSelector,
+    aurc_loss,
+    brier_score_loss,
+    expected_calibration_error,
+    log_loss,
+    maximum_calibration_error,
+    student_fingerprint,
+)
+from calibration.temperature import log_softmax
+from gateway.engines.transformers import TransformersEngine
+from gateway.replay import StudentAnswer, replay
+from training.examples import Example
+from training.scoring import ScoredAnswer, chat_prompt_ids, score_answers
+
+__all__ = [
+    "ScoredSet",
+    "calibration_metrics",
+    "fit_calibration",
+    "score_set",
+    "sequence_confidence",
+]
+
+
+@dataclass(frozen=True)
+class ScoredSet:
+    """A labelled set replayed through the student and scored, ready for calibration."""
+
+    examples: list[Example]
+    answers: list[StudentAnswer]
+    references: list[ScoredAnswer]  # the reference answers, teacher-forced
+    greedy: list[ScoredAnswer]  # the student's own answers, teacher-forced
+
+    @property
+    def correct(self) -> NDArray[np.float64]:
+        return np.array(
+            [a.text == e.answer for a, e in zip(self.answers, self.examples, strict=True)],
+            dtype=np.float64,
+        )
+
+    def subset(self, idx: Sequence[int]) -> ScoredSet:
+        return ScoredSet(
+            [self.examples[i] for i in idx],
+            [self.answers[i] for i in idx],
+            [self.references[i] for i in idx],
+            [self.greedy[i] for i in idx],
+        )
+
+
+def sequence_confidence(scored: Sequence[ScoredAnswer], temperature: float) -> NDArray[np.float64]:
+    """exp(sum of log softmax(z / T) at each answer token), the end token included."""
+    return np.array(
+        [
+            float(
+                np.exp(
+                    log_softmax(s.logits, temperature)[np.arange(s.targets.size), s.targets].sum()
+                )
+            )
+            for s in scored
+        ]
+    )
+
+
+async def score_set(
+    student_dir: Path, examples: Sequence[Example], *, max_tokens: int
+) -> ScoredSet:
+    engine = TransformersEngine(student_dir, max_batch_size=64, max_waiting=len(examples))
+    await engine.start()
+    try:
+        answers = await replay(engine, examples, max_tokens=max_tokens, prefix="calibrate")
+    finally:
+        await engine.aclose()
+    tok = engine.tokenizer
+    prompts = [chat_prompt_ids(tok, e.chat()) for e in examples]
+    refs = [[*tok.encode(e.answer, add_special_tokens=False), tok.eos_token_id] for e in examples]
+    pad = tok.pad_token_id or 0
+    references = score_answers(engine.model, prompts, refs, pad_id=pad)
+    greedy = score_answers(engine.model, prompts, [list(a.token_ids) for a in answers], pad_id=pad)
+    return ScoredSet(list(examples), answers, references, greedy)
+
+
+def calibration_metrics(
+    correct: NDArray[np.float64], confidence: NDArray[np.float64]
+) -> dict[str, float]:
+    return {
+        "accuracy": float(correct.mean()),
+        "ece": expected_calibration_error(correct, confidence),
+        "mce": maximum_calibration_error(correct, confidence),
+        "brier": brier_score_loss(correct, confidence),
+        "nll": log_loss(correct, confidence),
+        "aurc": aurc_loss(correct, confidence),
+    }
+
+
+def split_for_calibration(n: int, seed: int) -> tuple[list[int], list[int]]:
+    """A third to fit T (one scalar needs little data), two thirds for the threshold's test."""
+    idx = list(range(n))
+    random.Random(seed).shuffle(idx)
+    return sorted(idx[: n // 3]), sorted(idx[n // 3 :])
+
+
+def fit_calibration(
+    scored: ScoredSet,
+    student_dir: Path,
+    *,
+    target_accuracy: float | None,
+    max_escalation: float | None,
+    delta: float = 0.05,
+    seed: int = 0,
+) -> tuple[Calibration, ScoredSet]:
+    """Fit T on one half and the threshold on the other; return the calibration and that half."""
+    if len(scored.examples) < 20:
+        raise ValueError("calibration needs at least 20 labelled examples")
+    fit_idx, select_idx = split_for_calibration(len(scored.examples), seed)
+    fit_half, select_half = scored.subset(fit_idx), scored.subset(select_idx)
+    scaler = TemperatureScaler().fit(
+        np.concatenate([r.logits for r in fit_half.references]),
+        np.concatenate([r.targets for r in fit_half.references]),
+    )
+    temperature = float(scaler.temperature_)
+    correct = select_half.correct
+    before = sequence_confidence(select_half.greedy, 1.0)
+    after = sequence_confidence(select_half.greedy, temperature)
+    selector = ThresholdSelector(
+        target_accuracy=target_accuracy, max_escalation=max_escalation, delta=delta
+    )
+    selector.fit(after, correct)
+    metrics_after = calibration_metrics(correct, after)
+    metrics_after.update(
+        coverage=float(selector.coverage_),
+        accepted_accuracy=float(selector.accepted_accuracy_),
+        token_nll=float(scaler.nll_after_),
+    )
+    metrics_before = calibration_metrics(correct, before) | {"token_nll": float(scaler.nll_before_)}
+    calibration = Calibration(
+        temperature=temperature,
+        threshold=float(selector.threshold_),
+        student_fingerprint=student_fingerprint(student_dir),
+        target_accuracy=target_accuracy,
+        max_escalation=max_escalation,
+        delta=delta,
+        certified=bool(selector.certified_),
+        error_bound=float(selector.error_bound_),
+        n_temperature=len(fit_idx),
+        n_threshold=len(select_idx),
+        fitted_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        metrics_before=metrics_before,
+        metrics_after=metrics_after,
+    )
+    return calibration, select_half

@@ -1,0 +1,119 @@
+"""``distillgate evaluate``: replay a labelled set through the gateway's own routing code.
+
+No HTTP: ``Serving.answer`` is called directly, so the student, the calibrated
+confidence and the accept/escalate rule are exactly those that serve traffic. The
+teacher is asked about every example too (for the routing curve); by default it is the
+simulator answering the reference answers, a real one when the task configures its key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from calibration import (
+    apgr_score,
+    aurc_loss,
+    cpt,
+    expected_calibration_error,
+    routing_curve,
+)
+from gateway.engines.base import GenerationRequest, Message, SamplingParams
+from gateway.routing import Route
+from gateway.serving import Answer, Serving, TaskRuntime
+from gateway.tasks import Prices
+from gateway.teachers.base import TeacherAnswer
+from training.examples import Example
+
+__all__ = ["Evaluation", "evaluate"]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    report: dict[str, Any]
+    curve_share: list[float]
+    curve_accuracy: list[float]
+
+
+def _cost(prices: Prices, teacher: TeacherAnswer | None, answer: Answer | None) -> float:
+    total = 0.0
+    if teacher is not None:
+        total += (
+            teacher.input_tokens * prices.teacher_input
+            + teacher.output_tokens * prices.teacher_output
+        ) / 1e6
+    if answer is not None:
+        out_tokens = len(answer.deltas)
+        total += (
+            answer.deltas[-1].prompt_tokens * prices.student_input
+            + out_tokens * prices.student_output
+        ) / 1e6
+    return total
+
+
+async def evaluate(runtime: TaskRuntime, examples: Sequence[Example]) -> Evaluation:
+    if runtime.teacher is None:
+        raise ValueError(f"task {runtime.task.name!r} has no teacher to route to")
+    serving = Serving({runtime.task.name: runtime})
+    task = runtime.task
+
+    async def one(i: int) -> tuple[Answer, TeacherAnswer]:
+        ex = examples[i]
+        chat = tuple(Message(m["role"], m["content"]) for m in ex.chat())
+        gen = GenerationRequest(
+            f"eval-{i}", SamplingParams(max_tokens=task.generation.max_tokens), messages=chat
+        )
+        if task.prompt.input == "last_user_message":
+            gen = GenerationRequest(gen.request_id, gen.sampling, messages=(chat[-1],))
+        answer = await serving.answer(runtime, gen)
+        assert runtime.teacher is not None
+        teacher = await runtime.teacher.complete(Serving._teacher_request(task, gen))
+        return answer, teacher
+
+    results = await asyncio.gather(*(one(i) for i in range(len(examples))))
+    gold = [ex.answer for ex in examples]
+    answers = [a for a, _ in results]
+    teachers = [t for _, t in results]
+    student_ok = np.array(
+        [a.student_text == g for a, g in zip(answers, gold, strict=True)], dtype=float
+    )
+    teacher_ok = np.array([t.text == g for t, g in zip(teachers, gold, strict=True)], dtype=float)
+    routed_ok = np.array([a.text == g for a, g in zip(answers, gold, strict=True)], dtype=float)
+    escalated = np.array([a.route != Route.STUDENT for a in answers])
+    conf = np.array([a.confidence for a in answers])
+    raw = np.array([a.raw_confidence for a in answers])
+    curve = routing_curve(student_ok, teacher_ok, conf)
+    teacher_cost = np.mean([_cost(task.prices, t, None) for t in teachers])
+    routed_cost = np.mean(
+        [
+            _cost(task.prices, t if e else None, a)
+            for a, t, e in zip(answers, teachers, escalated, strict=True)
+        ]
+    )
+    accepted = ~escalated
+    report: dict[str, Any] = {
+        "task": task.name,
+        "n": len(examples),
+        "student_accuracy": float(student_ok.mean()),
+        "teacher_accuracy": float(teacher_ok.mean()),
+        "routed_accuracy": float(routed_ok.mean()),
+        "escalation_rate": float(escalated.mean()),
+        "accepted_accuracy": float(routed_ok[accepted].mean()) if accepted.any() else None,
+        "ece_before": expected_calibration_error(student_ok, raw),
+        "ece_after": expected_calibration_error(student_ok, conf),
+        "aurc": aurc_loss(student_ok, conf),
+        "apgr": apgr_score(curve),
+        "cpt50": cpt(curve, 0.5),
+        "cpt80": cpt(curve, 0.8),
+        "cost_per_1k_teacher": float(teacher_cost * 1000),
+        "cost_per_1k_routed": float(routed_cost * 1000),
+        "temperature": runtime.calibration.temperature if runtime.calibration else None,
+        "threshold": runtime.calibration.threshold if runtime.calibration else None,
+        "target_accuracy": runtime.calibration.target_accuracy if runtime.calibration else None,
+        "teacher": runtime.teacher_label or runtime.teacher.name,
+    }
+    return Evaluation(report, curve.teacher_share.tolist(), curve.accuracy.tolist())

@@ -1,0 +1,47 @@
+"""The accept/escalate rule: pure, so it is tested alone and replayed offline unchanged."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
+
+__all__ = ["Decision", "Reason", "Route", "decide"]
+
+
+class Route(StrEnum):
+    STUDENT = "student"
+    TEACHER = "teacher"
+    STUDENT_FALLBACK = "student-fallback"  # escalated, the teacher failed, the student answered
+
+
+class Reason(StrEnum):
+    CONFIDENT = "confident"
+    LOW_CONFIDENCE = "low_confidence"
+    INVALID_ANSWER = "invalid_answer"
+    FORCED = "forced"
+    NO_TEACHER = "no_teacher"
+
+
+@dataclass(frozen=True)
+class Decision:
+    escalate: bool
+    reason: Reason
+
+
+def decide(
+    *,
+    confidence: float,
+    threshold: float,
+    valid: bool,
+    forced: Literal["student", "teacher"] | None = None,
+    has_teacher: bool = True,
+) -> Decision:
+    """Accept when confident and the answer is valid; escalate otherwise (if there is a teacher)."""
+    if forced is not None:
+        return Decision(forced == "teacher", Reason.FORCED)
+    if not valid:
+        return Decision(has_teacher, Reason.INVALID_ANSWER if has_teacher else Reason.NO_TEACHER)
+    if confidence < threshold:
+        return Decision(has_teacher, Reason.LOW_CONFIDENCE if has_teacher else Reason.NO_TEACHER)
+    return Decision(False, Reason.CONFIDENT)

@@ -1,0 +1,38 @@
+"""The teacher seam: what escalation needs from any frontier model, and what it returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from gateway.engines.base import Message
+
+__all__ = ["Teacher", "TeacherAnswer", "TeacherRequest"]
+
+
+@dataclass(frozen=True)
+class TeacherRequest:
+    request_id: str
+    messages: tuple[Message, ...]  # user/assistant turns; the system prompt goes apart
+    system: str | None
+    max_tokens: int
+
+
+@dataclass(frozen=True)
+class TeacherAnswer:
+    text: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    latency_s: float
+
+
+@runtime_checkable
+class Teacher(Protocol):
+    """One completion per call. Adapters raise only ``TeacherError`` and its subclasses."""
+
+    name: str
+
+    async def complete(self, request: TeacherRequest) -> TeacherAnswer: ...
+
+    async def aclose(self) -> None: ...

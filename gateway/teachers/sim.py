@@ -1,0 +1,271 @@
+"""A stand-in for a frontier teacher, over real HTTP: Anthropic's Messages API
+(``POST /v1/messages``, whole or streamed as its SSE events) and OpenAI's chat
+completions (``POST /v1/chat/completions``).
+
+It answers prompts it knows with their reference answer, at a configurable accuracy
+(deterministically per prompt, so replays agree), after a configurable latency, and
+injects faults on demand: 429, 529, 500, a timeout, or a stream that stalls mid-way.
+``POST /sim/faults {"mode": "529", "count": 3}`` arms the next 3 requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from gateway.teachers.base import TeacherAnswer, TeacherRequest
+from training.examples import Example
+
+__all__ = ["SimulatedAnswers", "SimulatedTeacher", "create_sim_app"]
+
+FaultMode = Literal["429", "529", "500", "timeout", "stall"]
+
+
+def _fraction(text: str, salt: str) -> float:
+    digest = hashlib.sha256(f"{salt}\x00{text}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+@dataclass
+class SimulatedAnswers:
+    """The teacher's knowledge: reference answers, right with probability ``accuracy``."""
+
+    references: dict[str, str]
+    answer_set: tuple[str, ...] = ()
+    accuracy: float = 1.0
+    model: str = "teacher-sim"
+
+    @classmethod
+    def from_examples(
+        cls, examples: Iterable[Example], *, accuracy: float = 1.0
+    ) -> SimulatedAnswers:
+        refs = {ex.chat()[-1]["content"].strip(): ex.answer for ex in examples}
+        return cls(refs, tuple(sorted(set(refs.values()))), accuracy)
+
+    def answer(self, prompt: str) -> str:
+        key = prompt.strip()
+        right = self.references.get(key)
+        pool = [a for a in self.answer_set if a != right] or ["unknown"]
+        if right is not None and _fraction(key, "correct") < self.accuracy:
+            return right
+        return pool[int(_fraction(key, "wrong") * len(pool))]
+
+
+class SimulatedTeacher:
+    """The simulator in-process, for offline replays (``distillgate evaluate``)."""
+
+    def __init__(self, answers: SimulatedAnswers) -> None:
+        self.answers = answers
+        self.name = f"sim:{answers.model}"
+
+    async def complete(self, request: TeacherRequest) -> TeacherAnswer:
+        text = self.answers.answer(request.messages[-1].content)
+        prompt_chars = sum(len(m.content) for m in request.messages) + len(request.system or "")
+        return TeacherAnswer(
+            text, self.answers.model, prompt_chars // 4 + 1, len(text) // 4 + 1, 0.0
+        )
+
+    async def aclose(self) -> None:
+        return None
+
+
+@dataclass
+class _Faults:
+    mode: FaultMode | None = None
+    remaining: int = 0  # -1: until cleared
+    served: dict[str, int] = field(default_factory=dict)
+
+    def take(self) -> FaultMode | None:
+        if self.mode is None or self.remaining == 0:
+            return None
+        if self.remaining > 0:
+            self.remaining -= 1
+        return self.mode
+
+
+def _last_user(messages: Sequence[dict[str, Any]]) -> str:
+    for m in reversed(messages):
+        if m.get("role") == "user":
+            content = m.get("content")
+            if isinstance(content, list):
+                return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+            return str(content or "")
+    return ""
+
+
+def _anthropic_error(status: int) -> JSONResponse:
+    kind = {429: "rate_limit_error", 529: "overloaded_error"}.get(status, "api_error")
+    body = {"type": "error", "error": {"type": kind, "message": f"simulated {status}"}}
+    return JSONResponse(
+        body, status_code=status, headers={"retry-after": "0"} if status == 429 else {}
+    )
+
+
+def _openai_error(status: int) -> JSONResponse:
+    body = {
+        "error": {
+            "message": f"simulated {status}",
+            "type": "server_error",
+            "param": None,
+            "code": None,
+        }
+    }
+    return JSONResponse(
+        body, status_code=status, headers={"retry-after": "0"} if status == 429 else {}
+    )
+
+
+def create_sim_app(
+    answers: SimulatedAnswers, *, latency_s: float = 0.0, timeout_s: float = 3600.0
+) -> FastAPI:
+    """``timeout_s``: how long a 'timeout' or 'stall' fault holds the request."""
+    app = FastAPI(title="distillgate teacher simulator", docs_url=None, redoc_url=None)
+    faults = _Faults()
+    app.state.faults = faults
+
+    def usage(prompt: str, text: str) -> tuple[int, int]:
+        return len(prompt) // 4 + 1, len(text) // 4 + 1
+
+    async def before(api: str) -> FaultMode | None:
+        faults.served[api] = faults.served.get(api, 0) + 1
+        fault = faults.take()
+        if fault == "timeout":
+            await asyncio.sleep(timeout_s)
+        elif latency_s:
+            await asyncio.sleep(latency_s)
+        return fault
+
+    @app.post("/sim/faults")
+    async def arm(request: Request) -> dict[str, Any]:
+        body = await request.json()
+        faults.mode, faults.remaining = body.get("mode"), int(body.get("count", 1))
+        return {"mode": faults.mode, "remaining": faults.remaining}
+
+    @app.get("/sim/stats")
+    async def stats() -> dict[str, Any]:
+        return {"served": faults.served}
+
+    @app.post("/v1/messages")
+    async def messages(request: Request) -> Response:
+        body = await request.json()
+        fault = await before("anthropic")
+        if fault in ("429", "529", "500"):
+            return _anthropic_error(int(fault))
+        prompt = _last_user(body.get("messages", []))
+        text = answers.answer(prompt)
+        n_in, n_out = usage(prompt + str(body.get("system", "")), text)
+        msg_id = f"msg_{uuid.uuid4().hex[:24]}"
+        model = body.get("model", answers.model)
+        if not body.get("stream"):
+            return JSONResponse(
+                {
+                    "id": msg_id,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [{"type": "text", "text": text}],
+                    "stop_reason": "end_turn",
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": n_in, "output_tokens": n_out},
+                }
+            )
+
+        async def events() -> AsyncIterator[str]:
+            def event(kind: str, data: dict[str, Any]) -> str:
+                return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n"
+
+            start = {
+                "id": msg_id,
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": {"input_tokens": n_in, "output_tokens": 1},
+            }
+            yield event("message_start", {"message": start})
+            yield event(
+                "content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}
+            )
+            if fault == "stall":
+                await asyncio.sleep(timeout_s)
+            for i in range(0, len(text), 8):
+                yield event(
+                    "content_block_delta",
+                    {"index": 0, "delta": {"type": "text_delta", "text": text[i : i + 8]}},
+                )
+            yield event("content_block_stop", {"index": 0})
+            yield event(
+                "message_delta",
+                {
+                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                    "usage": {"output_tokens": n_out},
+                },
+            )
+            yield event("message_stop", {})
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Response:
+        body = await request.json()
+        fault = await before("openai")
+        if fault in ("429", "529", "500"):
+            return _openai_error(int(fault))
+        prompt = _last_user(body.get("messages", []))
+        text = answers.answer(prompt)
+        n_in, n_out = usage(prompt, text)
+        envelope = {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "created": int(time.time()),
+            "model": body.get("model", answers.model),
+        }
+        if not body.get("stream"):
+            return JSONResponse(
+                {
+                    **envelope,
+                    "object": "chat.completion",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {
+                        "prompt_tokens": n_in,
+                        "completion_tokens": n_out,
+                        "total_tokens": n_in + n_out,
+                    },
+                }
+            )
+
+        async def chunks() -> AsyncIterator[str]:
+            def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+                data = {
+                    **envelope,
+                    "object": "chat.completion.chunk",
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                }
+                return f"data: {json.dumps(data)}\n\n"
+
+            yield chunk({"role": "assistant", "content": ""})
+            if fault == "stall":
+                await asyncio.sleep(timeout_s)
+            yield chunk({"content": text})
+            yield chunk({}, "stop")
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(chunks(), media_type="text/event-stream")
+
+    return app

@@ -1,0 +1,187 @@
+"""Calibrated escalation end to end: real gateway, real student, the teacher simulator
+over real HTTP driven by the anthropic SDK, called with the openai SDK."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from calibration import Calibration, save_calibration, student_fingerprint
+from gateway.settings import Settings
+from gateway.teachers.sim import SimulatedAnswers, create_sim_app
+from tests.conftest import LABELS, Gateway, serve_in_thread, write_task
+from training.examples import Example, write_examples
+
+IN_DOMAIN = "I still have not received my card"
+GIBBERISH = "zxqv blorf quantum pickle 88 !!"
+KEY_ENV = "DISTILLGATE_TEST_TEACHER_KEY"
+
+
+@dataclass
+class Routed:
+    gateway: Gateway
+    sim: str
+
+    def arm(self, mode: str | None, count: int = -1) -> None:
+        httpx.post(f"{self.sim}/sim/faults", json={"mode": mode, "count": count}).raise_for_status()
+
+
+@pytest.fixture(scope="module")
+def routed(tiny_student, run_gateway, tmp_path_factory) -> Iterator[Routed]:  # type: ignore[no-untyped-def]
+    answers = SimulatedAnswers(
+        {GIBBERISH: "Refund_not_showing_up", IN_DOMAIN: "card_arrival"}, LABELS
+    )
+    served = serve_in_thread(create_sim_app(answers, timeout_s=30))
+    sim = served.url
+
+    tasks = tmp_path_factory.mktemp("routed-tasks")
+    calibrator = tasks / "tiny.calibration.json"
+    fingerprint = student_fingerprint(tiny_student.path)
+    save_calibration(
+        Calibration(temperature=1.0, threshold=0.75, student_fingerprint=fingerprint), calibrator
+    )
+    teacher = (
+        f'[teacher]\nprovider = "anthropic"\nmodel = "claude-test"\nbase_url = "{sim}"\n'
+        f'api_key_env = "{KEY_ENV}"\ndeadline_s = 1.0\ntimeout_s = 0.8\nmax_attempts = 2\n'
+    )
+    extra = f'calibrator = "{calibrator}"\n'
+    write_task(tasks, tiny_student.path, "banking77", extra + teacher)
+    write_task(
+        tasks,
+        tiny_student.path,
+        "strict",
+        extra + '[routing]\non_teacher_failure = "error"\n' + teacher,
+    )
+    mp = pytest.MonkeyPatch()
+    mp.setenv(KEY_ENV, "test-key")
+    gateway = run_gateway(Settings(tasks_dir=tasks, allow_force_route=True))
+    yield Routed(gateway, sim)
+    mp.undo()
+    served.stop()
+
+
+def chat(gw: Gateway, text: str, model: str = "banking77", **kw: object):  # type: ignore[no-untyped-def]
+    return gw.client().chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": text}], **kw
+    )
+
+
+def test_in_domain_is_answered_by_the_student(routed: Routed) -> None:
+    routed.arm(None)
+    raw = chat(routed.gateway, IN_DOMAIN)
+    assert raw.headers["x-distillgate-route"] == "student"
+    assert float(raw.headers["x-distillgate-confidence"]) >= 0.75
+    assert raw.parse().choices[0].message.content == "card_arrival"
+
+
+def test_gibberish_escalates_to_the_teacher(routed: Routed) -> None:
+    routed.arm(None)
+    raw = chat(routed.gateway, GIBBERISH, logprobs=True)
+    assert raw.headers["x-distillgate-route"] == "teacher"
+    assert float(raw.headers["x-distillgate-confidence"]) < 0.75
+    completion = raw.parse()
+    assert completion.choices[0].message.content == "Refund_not_showing_up"
+    assert completion.choices[0].logprobs is None  # the teacher's tokens carry none
+
+
+def test_streaming_decides_before_the_first_byte(routed: Routed) -> None:
+    routed.arm(None)
+    client = routed.gateway.client()
+    with client.chat.completions.with_streaming_response.create(
+        model="banking77", messages=[{"role": "user", "content": GIBBERISH}], stream=True
+    ) as response:
+        assert response.headers["x-distillgate-route"] == "teacher"
+        text = "".join(c.choices[0].delta.content or "" for c in response.parse() if c.choices)
+    assert text == "Refund_not_showing_up"
+
+
+def test_the_route_can_be_forced_when_allowed(routed: Routed) -> None:
+    routed.arm(None)
+    raw = chat(routed.gateway, IN_DOMAIN, extra_headers={"x-distillgate-force-route": "teacher"})
+    assert raw.headers["x-distillgate-route"] == "teacher"
+    with pytest.raises(openai.BadRequestError):
+        chat(routed.gateway, IN_DOMAIN, extra_headers={"x-distillgate-force-route": "nobody"})
+
+
+@pytest.mark.parametrize("fault", ["529", "500", "timeout"])
+def test_teacher_faults_fall_back_to_the_student_within_the_deadline(
+    routed: Routed, fault: str
+) -> None:
+    routed.arm(fault)
+    started = time.monotonic()
+    raw = chat(routed.gateway, GIBBERISH)
+    elapsed = time.monotonic() - started
+    routed.arm(None)
+    assert raw.headers["x-distillgate-route"] == "student-fallback"
+    assert raw.parse().choices[0].message.content in LABELS
+    assert elapsed < 3.0  # deadline 1 s, plus the student
+
+
+def test_the_error_policy_answers_with_an_openai_error(routed: Routed) -> None:
+    routed.arm("timeout")
+    started = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as info:
+        chat(routed.gateway, GIBBERISH, model="strict")
+    routed.arm(None)
+    assert info.value.status_code in (502, 503, 504)
+    assert time.monotonic() - started < 3.0
+    assert info.value.body["code"].startswith("teacher_")  # type: ignore[index]
+
+
+def test_models_report_calibration(routed: Routed) -> None:
+    models = {m["id"]: m for m in httpx.get(f"{routed.gateway.url}/v1/models").json()["data"]}
+    assert models["banking77"]["calibrated"] is True and models["banking77"]["threshold"] == 0.75
+
+
+def test_a_calibrator_for_another_student_is_refused(tiny_student, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from gateway.app import create_app
+
+    calibrator = tmp_path / "c.json"
+    save_calibration(
+        Calibration(temperature=1.0, threshold=0.5, student_fingerprint="sha256:other"), calibrator
+    )
+    write_task(tmp_path / "tasks", tiny_student.path, extra=f'calibrator = "{calibrator}"\n')
+    app = create_app(Settings(tasks_dir=tmp_path / "tasks"))
+
+    async def start() -> None:
+        async with app.router.lifespan_context(app):
+            pass
+
+    import asyncio
+
+    with pytest.raises(ValueError, match="recalibrate"):
+        asyncio.run(start())
+
+
+def test_without_a_key_the_demo_teacher_is_the_labelled_simulator(
+    tiny_student, run_gateway, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    data = tmp_path / "known.jsonl"
+    write_examples(data, [Example(prompt=GIBBERISH, answer="exchange_rate")])
+    teacher = (
+        f'[teacher]\napi_key_env = "DISTILLGATE_TEST_UNSET_KEY"\nsimulator_data = ["{data}"]\n'
+    )
+    calibrator = tmp_path / "c.json"
+    save_calibration(
+        Calibration(
+            temperature=1.0,
+            threshold=0.75,
+            student_fingerprint=student_fingerprint(tiny_student.path),
+        ),
+        calibrator,
+    )
+    write_task(
+        tmp_path / "tasks", tiny_student.path, extra=f'calibrator = "{calibrator}"\n' + teacher
+    )
+    gw = run_gateway(Settings(tasks_dir=tmp_path / "tasks"))
+    model = httpx.get(f"{gw.url}/v1/models").json()["data"][0]
+    assert "simulator" in model["teacher"] and "DISTILLGATE_TEST_UNSET_KEY" in model["teacher"]
+    raw = chat(gw, GIBBERISH)
+    assert raw.headers["x-distillgate-route"] == "teacher"
+    assert raw.parse().choices[0].message.content == "exchange_rate"

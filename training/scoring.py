@@ -1,0 +1,68 @@
+"""Score answers under a student with teacher forcing: full-vocabulary logits per token.
+
+The raw material of calibration: the logits at each answer token (and the end token)
+given the prompt rendered exactly as serving renders it (the chat template, no
+truncation), so a temperature can be applied afterwards with the full softmax.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import cast
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = ["ScoredAnswer", "chat_prompt_ids", "score_answers"]
+
+
+@dataclass(frozen=True)
+class ScoredAnswer:
+    logits: NDArray[np.float32]  # [answer tokens, vocab]
+    targets: NDArray[np.int64]  # [answer tokens]
+
+
+def chat_prompt_ids(
+    tokenizer: PreTrainedTokenizerBase, chat: Sequence[dict[str, str]]
+) -> list[int]:
+    ids = tokenizer.apply_chat_template(
+        list(chat), add_generation_prompt=True, tokenize=True, return_dict=False
+    )
+    return [int(i) for i in cast(list[int], ids)]
+
+
+@torch.no_grad()
+def score_answers(
+    model: PreTrainedModel,
+    prompts: Sequence[Sequence[int]],
+    answers: Sequence[Sequence[int]],
+    *,
+    pad_id: int,
+    batch_size: int = 64,
+) -> list[ScoredAnswer]:
+    """Logits of each answer's tokens given its prompt; answers are token ids."""
+    if len(prompts) != len(answers):
+        raise ValueError("prompts and answers differ in length")
+    model.eval()
+    out: list[ScoredAnswer | None] = [None] * len(prompts)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(answers[i]))
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        width = max(len(prompts[i]) + len(answers[i]) for i in idx)
+        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for row, i in enumerate(idx):
+            seq = [*prompts[i], *answers[i]]
+            ids[row, : len(seq)] = torch.tensor(seq)
+            mask[row, : len(seq)] = 1
+        logits = model(input_ids=ids, attention_mask=mask).logits.float()
+        for row, i in enumerate(idx):
+            p, a = len(prompts[i]), len(answers[i])
+            out[i] = ScoredAnswer(
+                logits[row, p - 1 : p + a - 1].numpy().astype(np.float32),
+                np.asarray(answers[i], dtype=np.int64),
+            )
+    return [s for s in out if s is not None]
