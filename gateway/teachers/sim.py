@@ -3,7 +3,9 @@
 completions (``POST /v1/chat/completions``).
 
 It answers prompts it knows with their reference answer, at a configurable accuracy
-(deterministically per prompt, so replays agree), after a configurable latency, and
+(deterministically per prompt, so replays agree), and a prompt it does not know with
+the answer of its most similar known prompt (word overlap), after a configurable
+latency; and it
 injects faults on demand: 429, 529, 500, a timeout, or a stream that stalls mid-way.
 ``POST /sim/faults {"mode": "529", "count": 3}`` arms the next 3 requests.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -30,6 +33,10 @@ __all__ = ["SimulatedAnswers", "SimulatedTeacher", "create_sim_app"]
 FaultMode = Literal["429", "529", "500", "timeout", "stall"]
 
 
+def _words(text: str) -> frozenset[str]:
+    return frozenset(re.findall(r"[a-z0-9']+", text.lower()))
+
+
 def _fraction(text: str, salt: str) -> float:
     digest = hashlib.sha256(f"{salt}\x00{text}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
@@ -43,6 +50,8 @@ class SimulatedAnswers:
     answer_set: tuple[str, ...] = ()
     accuracy: float = 1.0
     model: str = "teacher-sim"
+    _index: dict[str, list[int]] | None = field(default=None, repr=False)
+    _words: list[tuple[frozenset[str], str]] = field(default_factory=list, repr=False)
 
     @classmethod
     def from_examples(
@@ -53,11 +62,31 @@ class SimulatedAnswers:
 
     def answer(self, prompt: str) -> str:
         key = prompt.strip()
-        right = self.references.get(key)
+        right = self.references.get(key) or self._nearest(key)
         pool = [a for a in self.answer_set if a != right] or ["unknown"]
         if right is not None and _fraction(key, "correct") < self.accuracy:
             return right
         return pool[int(_fraction(key, "wrong") * len(pool))]
+
+    def __post_init__(self) -> None:
+        self._index = {}
+        self._words = [(_words(p), a) for p, a in self.references.items()]
+        for i, (words, _) in enumerate(self._words):
+            for w in words:
+                self._index.setdefault(w, []).append(i)
+
+    def _nearest(self, prompt: str) -> str | None:
+        """The answer of the known prompt sharing the most words (Jaccard), if any."""
+        assert self._index is not None
+        query = _words(prompt)
+        overlap: dict[int, int] = {}
+        for w in query:
+            for i in self._index.get(w, ()):
+                overlap[i] = overlap.get(i, 0) + 1
+        if not overlap:
+            return None
+        best = max(overlap, key=lambda i: overlap[i] / len(query | self._words[i][0]))
+        return self._words[best][1]
 
 
 class SimulatedTeacher:

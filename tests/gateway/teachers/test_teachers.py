@@ -165,6 +165,13 @@ def test_an_open_circuit_fails_fast(sim: str) -> None:
     asyncio.run(run())
 
 
+def test_unknown_prompts_get_the_nearest_known_answer() -> None:
+    answers = SimulatedAnswers(dict(KNOWN), tuple(sorted(set(KNOWN.values()))))
+    assert answers.answer("where is my new card??") == "card_arrival"
+    assert answers.answer("What is the exchange rate?") == "exchange_rate"
+    assert answers.answer("zzz") in KNOWN.values()  # nothing shared: some answer, never an error
+
+
 def test_simulated_accuracy_is_per_prompt_and_repeatable() -> None:
     refs = {f"q{i}": "a" for i in range(2000)}
     answers = SimulatedAnswers(refs, ("a", "b", "c"), accuracy=0.8)
