@@ -64,6 +64,10 @@ class AnthropicTeacher:
             ) from None
         except anthropic.APIConnectionError:
             raise TeacherError(f"{self.name} could not be reached", retryable=True) from None
+        except Exception as exc:  # a transport error the SDK let through unwrapped
+            raise TeacherError(
+                f"{self.name} failed ({type(exc).__name__})", retryable=True
+            ) from exc
         text = "".join(block.text for block in message.content if block.type == "text")
         return TeacherAnswer(
             text=text.strip(),

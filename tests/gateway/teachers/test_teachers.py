@@ -178,3 +178,19 @@ def test_simulated_accuracy_is_per_prompt_and_repeatable() -> None:
     right = [answers.answer(q) == "a" for q in refs]
     assert 0.77 < sum(right) / len(right) < 0.83
     assert [answers.answer(q) for q in refs] == [answers.answer(q) for q in refs]
+
+
+def test_a_stalled_stream_times_out_in_the_sdk(sim: str) -> None:
+    arm(sim, "stall")
+    client = anthropic.Anthropic(api_key="k", base_url=sim, max_retries=0, timeout=0.5)
+    started = time.monotonic()
+    # anthropic 2.x raises its transport's ReadTimeout mid-stream (APITimeoutError before it)
+    with (
+        pytest.raises(Exception, match="timed out"),
+        client.messages.stream(
+            model="m", max_tokens=16, messages=[{"role": "user", "content": "x"}]
+        ) as s,
+    ):
+        "".join(s.text_stream)
+    assert time.monotonic() - started < 3
+    arm(sim, None)
