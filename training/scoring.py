@@ -1,37 +1,27 @@
 """Score answers under a student with teacher forcing: full-vocabulary logits per token.
 
 The raw material of calibration: the logits at each answer token (and the end token)
-given the prompt rendered exactly as serving renders it (the chat template, no
-truncation), so a temperature can be applied afterwards with the full softmax.
+given the prompt ids exactly as serving encodes them (callers take them from the
+engine's ``encode``), so a temperature can be applied afterwards with the full softmax.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel
 
-__all__ = ["ScoredAnswer", "chat_prompt_ids", "score_answers"]
+__all__ = ["ScoredAnswer", "score_answers"]
 
 
 @dataclass(frozen=True)
 class ScoredAnswer:
     logits: NDArray[np.float32]  # [answer tokens, vocab]
     targets: NDArray[np.int64]  # [answer tokens]
-
-
-def chat_prompt_ids(
-    tokenizer: PreTrainedTokenizerBase, chat: Sequence[dict[str, str]]
-) -> list[int]:
-    ids = tokenizer.apply_chat_template(
-        list(chat), add_generation_prompt=True, tokenize=True, return_dict=False
-    )
-    return [int(i) for i in cast(list[int], ids)]
 
 
 @torch.no_grad()

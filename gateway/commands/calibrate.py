@@ -29,10 +29,11 @@ from calibration import (
     student_fingerprint,
 )
 from calibration.temperature import log_softmax
+from gateway.engines.base import GenerationRequest, Message, SamplingParams
 from gateway.engines.transformers import TransformersEngine
 from gateway.replay import StudentAnswer, replay
 from training.examples import Example
-from training.scoring import ScoredAnswer, chat_prompt_ids, score_answers
+from training.scoring import ScoredAnswer, score_answers
 
 __all__ = [
     "ScoredSet",
@@ -92,12 +93,17 @@ async def score_set(
     finally:
         await engine.aclose()
     tok = engine.tokenizer
-    prompts = [chat_prompt_ids(tok, e.chat()) for e in examples]
+    prompts = [engine.encode(_request(e)) for e in examples]  # exactly as served
     refs = [[*tok.encode(e.answer, add_special_tokens=False), tok.eos_token_id] for e in examples]
     pad = tok.pad_token_id or 0
     references = score_answers(engine.model, prompts, refs, pad_id=pad)
     greedy = score_answers(engine.model, prompts, [list(a.token_ids) for a in answers], pad_id=pad)
     return ScoredSet(list(examples), answers, references, greedy)
+
+
+def _request(example: Example) -> GenerationRequest:
+    chat = tuple(Message(m["role"], m["content"]) for m in example.chat())
+    return GenerationRequest("encode", SamplingParams(max_tokens=1), messages=chat)
 
 
 def calibration_metrics(

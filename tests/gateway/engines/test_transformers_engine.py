@@ -102,5 +102,22 @@ def test_the_waiting_queue_is_bounded(tiny_student) -> None:  # type: ignore[no-
 
 
 def test_a_prompt_beyond_the_context_is_refused(tiny_student) -> None:  # type: ignore[no-untyped-def]
+    long = GenerationRequest(
+        "r",
+        SamplingParams(max_tokens=8),
+        messages=(Message("system", "card " * 300), Message("user", "hi")),
+    )
     with pytest.raises(InvalidRequest, match="context"):
-        run_engine(tiny_student.path, lambda e: collect(e, request("r", "card " * 300)))
+        run_engine(tiny_student.path, lambda e: collect(e, long))
+
+
+def test_long_user_text_is_cut_as_in_training(tiny_student) -> None:  # type: ignore[no-untyped-def]
+    """The trainer kept the first 64 tokens of user text; serving reads the same."""
+    words = "where is the card I ordered " * 40
+
+    async def test(engine: TransformersEngine) -> tuple[list[int], list[int]]:
+        cut = engine.tokenizer.decode(engine.tokenizer.encode(words, add_special_tokens=False)[:64])
+        return engine.encode(request("a", words)), engine.encode(request("b", cut))
+
+    whole, cut = run_engine(tiny_student.path, test)
+    assert whole == cut and len(whole) < 80
