@@ -108,30 +108,21 @@ def build_student(task: Task) -> None:
 
 
 async def _evaluate(student: Path, data: Path, task: Task | None) -> dict[str, float]:
-    from gateway.engines.base import GenerationRequest, Message, SamplingParams
     from gateway.engines.transformers import TransformersEngine
+    from gateway.replay import replay
     from training.examples import read_examples
 
     examples = read_examples(data)
     engine = TransformersEngine(student, max_batch_size=64, max_waiting=len(examples))
     await engine.start()
-    max_tokens = task.generation.max_tokens if task else 32
     started = time.perf_counter()
-
-    async def answer(i: int) -> str:
-        ex = examples[i]
-        req = GenerationRequest(
-            f"eval-{i}",
-            SamplingParams(max_tokens=max_tokens),
-            messages=tuple(Message(m["role"], m["content"]) for m in ex.chat()),
-        )
-        return "".join([d.text async for d in engine.generate(req)])
-
     try:
-        answers = await asyncio.gather(*(answer(i) for i in range(len(examples))))
+        answers = await replay(
+            engine, examples, max_tokens=task.generation.max_tokens if task else 32
+        )
     finally:
         await engine.aclose()
-    correct = sum(a == ex.answer for a, ex in zip(answers, examples, strict=True))
+    correct = sum(a.text == ex.answer for a, ex in zip(answers, examples, strict=True))
     return {
         "n": len(examples),
         "exact_match": correct / len(examples),

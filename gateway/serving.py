@@ -18,7 +18,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from calibration import Calibration
@@ -62,7 +62,6 @@ class Answer:
     finish_reason: str | None
     teacher_model: str | None = None
     teacher_error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def headers(self, task: str) -> dict[str, str]:
         return {
