@@ -134,7 +134,8 @@ class Serving:
         raw = math.exp(sum(d.logprob for d in deltas))
         confidence = raw
         if calibration is not None:
-            confidence = calibration.confidence([d.scaled_logprob or d.logprob for d in deltas])
+            scaled = [d.logprob if d.scaled_logprob is None else d.scaled_logprob for d in deltas]
+            confidence = calibration.confidence(scaled)
         valid = deltas[-1].finish_reason == "stop" and (
             task.answer_set is None or text in task.answer_set
         )
