@@ -50,7 +50,7 @@ def _train(
     *,
     budget: float,
     max_steps: int | None,
-    lowercase: bool = True,
+    lowercase: bool | None = None,
     seed: int = 0,
     threads: int | None = None,
 ) -> None:
@@ -274,12 +274,29 @@ def _evaluate_routing(task: Task, data: Path, out: Path) -> None:
     print(f"wrote {out} and {out.with_suffix('.png')}")
 
 
-def _task_for_student(student: Path, calibrator: Path | None, data: Path) -> Task:
-    """An ad-hoc task around a bare student folder, its answer set taken from the data."""
-    from training.examples import read_examples
+def _answer_budget(student: Path, answers: Sequence[str]) -> int:
+    """Completion tokens for the longest answer in the data, its end token and some slack."""
+    from transformers import AutoTokenizer
 
-    answers = sorted({ex.answer for ex in read_examples(data)})
-    return Task(name=student.name, student=student, calibrator=calibrator, answers=tuple(answers))
+    tok = AutoTokenizer.from_pretrained(student)
+    return max(len(tok.encode(a, add_special_tokens=False)) for a in answers) + 8
+
+
+def _task_for_student(student: Path, calibrator: Path | None, data: Path) -> Task:
+    """An ad-hoc task around a bare student folder: the answer budget, and (for labels) the
+    answer set, taken from the data."""
+    from gateway.tasks import GenerationLimits
+    from training.examples import read_examples
+    from training.tokenizer import is_closed_answer_set
+
+    answers = [ex.answer for ex in read_examples(data)]
+    return Task(
+        name=student.name,
+        student=student,
+        calibrator=calibrator,
+        answers=tuple(sorted(set(answers))) if is_closed_answer_set(answers) else None,
+        generation=GenerationLimits(max_tokens=_answer_budget(student, answers)),
+    )
 
 
 def _teacher_sim(data: Path, host: str, port: int, accuracy: float, latency_ms: float) -> None:
@@ -346,7 +363,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, required=True)
     train.add_argument("--time-budget", type=float, default=780.0, help="seconds (default 780)")
     train.add_argument("--max-steps", type=int)
-    train.add_argument("--no-lowercase", action="store_true", help="keep case (free-text answers)")
+    case = train.add_mutually_exclusive_group()
+    case.add_argument("--lowercase", action="store_true", help="lower-case text (default: auto)")
+    case.add_argument("--no-lowercase", action="store_true", help="keep case (default: auto)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--threads", type=int)
     build = student.add_parser("build", help="train a task's student from its [build] recipe")
@@ -383,7 +402,7 @@ def _parser() -> argparse.ArgumentParser:
     goal.add_argument("--max-escalation", type=float)
     cal.add_argument("--delta", type=float)
     cal.add_argument("--out", type=Path, help="artifact path (default: the task's calibrator)")
-    cal.add_argument("--max-tokens", type=int, default=32, help="with --student")
+    cal.add_argument("--max-tokens", type=int, help="with --student (default: from the data)")
 
     ev = sub.add_parser(
         "evaluate", help="replay labelled data through the routing; report quality and cost"
@@ -431,7 +450,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
             args.out,
             budget=args.time_budget,
             max_steps=args.max_steps,
-            lowercase=not args.no_lowercase,
+            lowercase=True if args.lowercase else False if args.no_lowercase else None,
             seed=args.seed,
             threads=args.threads,
         )
@@ -495,6 +514,11 @@ def _dispatch_calibrate(args: argparse.Namespace, settings: Settings) -> None:
         return
     if args.data is None:
         raise SystemExit("--student needs --data")
+    from training.examples import read_examples
+
+    budget = args.max_tokens or _answer_budget(
+        args.student, [e.answer for e in read_examples(args.data)]
+    )
     _calibrate(
         args.student,
         args.data,
@@ -502,7 +526,7 @@ def _dispatch_calibrate(args: argparse.Namespace, settings: Settings) -> None:
         target_accuracy=args.target_accuracy if goal_given else 0.97,
         max_escalation=args.max_escalation,
         delta=args.delta or 0.05,
-        max_tokens=args.max_tokens,
+        max_tokens=budget,
     )
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "USER",
     "build_tokenizer",
     "check_round_trip",
+    "is_closed_answer_set",
 ]
 
 PAD, USER, ASSISTANT, SYSTEM, END = "<|pad|>", "<|user|>", "<|assistant|>", "<|system|>", "<|end|>"
@@ -45,8 +46,15 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
 
-# Above this many distinct answers the task is free text, not a closed answer set.
-_MAX_CLOSED_ANSWERS = 5000
+# A closed answer set (labels): few distinct answers, each seen several times. Only such
+# answers may be added whole as tokens; free text must be spelled out piece by piece.
+_MAX_CLOSED_ANSWERS = 1000
+_MIN_EXAMPLES_PER_ANSWER = 3
+
+
+def is_closed_answer_set(answers: Sequence[str]) -> bool:
+    distinct = len(set(answers))
+    return distinct <= _MAX_CLOSED_ANSWERS and distinct * _MIN_EXAMPLES_PER_ANSWER <= len(answers)
 
 
 def build_tokenizer(
@@ -54,9 +62,17 @@ def build_tokenizer(
     answers: Sequence[str],
     *,
     vocab_size: int = 3000,
-    lowercase: bool = True,
+    lowercase: bool | None = None,
 ) -> PreTrainedTokenizerFast:
-    """Train a BPE tokenizer on ``texts`` and ``answers``; every answer must round-trip."""
+    """Train a BPE tokenizer on ``texts`` and ``answers``; every answer must round-trip.
+
+    ``lowercase=None`` (auto): lower-case for a closed answer set (labels whose case is kept
+    by adding them whole) or when no answer has capitals; keep case for free-text answers
+    that have them.
+    """
+    closed = is_closed_answer_set(answers)
+    if lowercase is None:
+        lowercase = closed or all(a == a.lower() for a in answers)
     norm: list[normalizers.Normalizer] = [normalizers.NFKC()]
     if lowercase:
         norm.append(normalizers.Lowercase())
@@ -74,7 +90,7 @@ def build_tokenizer(
 
     distinct = sorted(set(answers))
     broken = [a for a in distinct if tok.decode(tok.encode(a).ids) != a]
-    if broken and len(distinct) <= _MAX_CLOSED_ANSWERS:
+    if broken and closed:
         tok.add_tokens([AddedToken(a, normalized=False, single_word=True) for a in broken])
 
     fast = PreTrainedTokenizerFast(

@@ -36,7 +36,7 @@ __all__ = ["EncodedExample", "TrainConfig", "TrainResult", "encode", "exact_matc
 class TrainConfig:
     shape: StudentShape = field(default_factory=StudentShape)
     vocab_size: int = 3000
-    lowercase: bool = True
+    lowercase: bool | None = None  # auto: see build_tokenizer
     max_prompt_tokens: int = 64
     batch_size: int = 32
     lr: float = 2e-3

@@ -14,9 +14,10 @@ DATA = Path(__file__).resolve().parents[2] / "data" / "banking77"
 
 @pytest.fixture(scope="module")
 def tokenizer():  # type: ignore[no-untyped-def]
-    train = read_examples(DATA / "train.jsonl")[:3000]
-    labels = json.loads((DATA / "categories.json").read_text())
-    return build_tokenizer([e.prompt or "" for e in train], labels, vocab_size=1200)
+    train = read_examples(DATA / "train.jsonl")
+    return build_tokenizer(
+        [e.prompt or "" for e in train[:3000]], [e.answer for e in train], vocab_size=1200
+    )
 
 
 def test_every_label_round_trips_despite_lowercasing(tokenizer) -> None:  # type: ignore[no-untyped-def]
@@ -43,3 +44,18 @@ def test_training_encoding_equals_the_chat_template(tokenizer) -> None:  # type:
 def test_an_answer_that_cannot_round_trip_is_refused(tokenizer) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match="--no-lowercase"):
         check_round_trip(tokenizer, ["Hello World"])
+
+
+def test_auto_case_keeps_free_text_and_lowercases_labels() -> None:
+    texts = [f"what is the name number {i}" for i in range(60)]
+    free = [f"Name {chr(65 + i % 26)}{i}" for i in range(60)]  # distinct, capitalised: free text
+    tok = build_tokenizer(texts, free, vocab_size=400)
+    assert all(tok.decode(tok.encode(a, add_special_tokens=False)) == a for a in free)
+    assert len(tok) < 420  # no answer was added whole
+    labels = ["Yes", "No"] * 30  # a closed set: lower-cased, labels added whole
+    tok = build_tokenizer(texts, labels, vocab_size=400)
+    assert (
+        tok("HELLO", add_special_tokens=False)["input_ids"]
+        == tok("hello", add_special_tokens=False)["input_ids"]
+    )
+    assert tok.decode(tok.encode("Yes", add_special_tokens=False)) == "Yes"
