@@ -87,6 +87,7 @@ async def evaluate(runtime: TaskRuntime, examples: Sequence[Example]) -> Evaluat
     conf = np.array([a.confidence for a in answers])
     raw = np.array([a.raw_confidence for a in answers])
     curve = routing_curve(student_ok, teacher_ok, conf)
+    gap = curve.teacher_accuracy > curve.student_accuracy
     teacher_cost = np.mean([_cost(task.prices, t, None) for t in teachers])
     routed_cost = np.mean(
         [
@@ -106,9 +107,10 @@ async def evaluate(runtime: TaskRuntime, examples: Sequence[Example]) -> Evaluat
         "ece_before": expected_calibration_error(student_ok, raw),
         "ece_after": expected_calibration_error(student_ok, conf),
         "aurc": aurc_loss(student_ok, conf),
-        "apgr": apgr_score(curve),
-        "cpt50": cpt(curve, 0.5),
-        "cpt80": cpt(curve, 0.8),
+        # PGR needs a gap to recover: null when the student already matches the teacher
+        "apgr": apgr_score(curve) if gap else None,
+        "cpt50": cpt(curve, 0.5) if gap else None,
+        "cpt80": cpt(curve, 0.8) if gap else None,
         "cost_per_1k_teacher": float(teacher_cost * 1000),
         "cost_per_1k_routed": float(routed_cost * 1000),
         "temperature": runtime.calibration.temperature if runtime.calibration else None,
