@@ -25,6 +25,9 @@ sys.path.insert(0, str(ROOT))
 
 from training.examples import read_examples  # noqa: E402
 
+# The student's batching is what is measured: every request is answered by the student.
+STUDENT_ONLY = {"x-distillgate-force-route": "student"}
+
 
 def start(port: int, batch: int) -> subprocess.Popen[bytes]:
     env = {
@@ -33,6 +36,7 @@ def start(port: int, batch: int) -> subprocess.Popen[bytes]:
         "DISTILLGATE_MAX_BATCH_SIZE": str(batch),
         "DISTILLGATE_LOG_LEVEL": "warning",
         "DISTILLGATE_BUILD_MISSING_STUDENTS": "false",
+        "DISTILLGATE_ALLOW_FORCE_ROUTE": "true",
     }
     cmd = [sys.executable, "-m", "gateway.cli", "serve"]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
@@ -67,7 +71,7 @@ async def drive(
                 "messages": [{"role": "user", "content": prompts[i % len(prompts)]}],
             }
             t = time.perf_counter()
-            r = await http.post(f"{url}/v1/chat/completions", json=body)
+            r = await http.post(f"{url}/v1/chat/completions", json=body, headers=STUDENT_ONLY)
             r.raise_for_status()
             latencies.append(time.perf_counter() - t)
 
