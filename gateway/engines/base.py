@@ -85,9 +85,6 @@ class TokenDelta:
 class StudentEngine(Protocol):
     """Generation with per-token logprobs; closing the iterator early aborts the request."""
 
-    @property
-    def max_context(self) -> int: ...
-
     def generate(self, request: GenerationRequest) -> AsyncGenerator[TokenDelta, None]: ...
 
     async def abort(self, request_id: str) -> None: ...
