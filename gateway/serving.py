@@ -30,7 +30,7 @@ from gateway.routing import Reason, Route, decide
 from gateway.tasks import Task
 from gateway.teachers.base import Teacher, TeacherRequest
 
-__all__ = ["Answer", "Serving", "TaskRuntime"]
+__all__ = ["Answer", "Serving", "TaskRuntime", "teacher_request"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +78,19 @@ def _teacher_system(task: Task) -> str | None:
             parts.append("Answer with exactly one of the allowed answers below and nothing else.")
         parts.append("Allowed answers:\n" + "\n".join(task.answers))
     return "\n\n".join(parts) or None
+
+
+def teacher_request(task: Task, gen: GenerationRequest) -> TeacherRequest:
+    """What the teacher is asked: the turns, the client's system prompt plus the task's."""
+    turns = gen.messages or (Message("user", gen.prompt or ""),)
+    system = "\n\n".join(m.content for m in turns if m.role == "system")
+    own = _teacher_system(task)
+    return TeacherRequest(
+        request_id=gen.request_id,
+        messages=tuple(m for m in turns if m.role != "system"),
+        system="\n\n".join(s for s in (system, own) if s) or None,
+        max_tokens=task.teacher.max_tokens if task.teacher else task.generation.max_tokens,
+    )
 
 
 class Serving:
@@ -161,7 +174,7 @@ class Serving:
         if not decision.escalate or runtime.teacher is None:
             return answer
         try:
-            reply = await runtime.teacher.complete(self._teacher_request(task, gen))
+            reply = await runtime.teacher.complete(teacher_request(task, gen))
         except TeacherError as exc:
             logger.warning("teacher failed for %s (%s): %s", gen.request_id, task.name, exc.message)
             if task.routing.on_teacher_failure == "error":
@@ -172,18 +185,6 @@ class Serving:
         answer.prompt_tokens, answer.completion_tokens = reply.input_tokens, reply.output_tokens
         answer.finish_reason = "stop"
         return answer
-
-    @staticmethod
-    def _teacher_request(task: Task, gen: GenerationRequest) -> TeacherRequest:
-        turns = gen.messages or (Message("user", gen.prompt or ""),)
-        system = "\n\n".join(m.content for m in turns if m.role == "system")
-        own = _teacher_system(task)
-        return TeacherRequest(
-            request_id=gen.request_id,
-            messages=tuple(m for m in turns if m.role != "system"),
-            system="\n\n".join(s for s in (system, own) if s) or None,
-            max_tokens=task.teacher.max_tokens if task.teacher else task.generation.max_tokens,
-        )
 
     # -- the wire --------------------------------------------------------------------------
     def _prepare(

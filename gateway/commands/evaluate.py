@@ -22,9 +22,10 @@ from calibration import (
     expected_calibration_error,
     routing_curve,
 )
-from gateway.engines.base import GenerationRequest, Message, SamplingParams
+from gateway.api.protocol import ChatCompletionRequest
+from gateway.engines.base import GenerationRequest
 from gateway.routing import Route
-from gateway.serving import Answer, Serving, TaskRuntime
+from gateway.serving import Answer, Serving, TaskRuntime, teacher_request
 from gateway.tasks import Prices
 from gateway.teachers.base import TeacherAnswer
 from training.examples import Example
@@ -62,16 +63,16 @@ async def evaluate(runtime: TaskRuntime, examples: Sequence[Example]) -> Evaluat
     task = runtime.task
 
     async def one(i: int) -> tuple[Answer, TeacherAnswer]:
-        ex = examples[i]
-        chat = tuple(Message(m["role"], m["content"]) for m in ex.chat())
-        gen = GenerationRequest(
-            f"eval-{i}", SamplingParams(max_tokens=task.generation.max_tokens), messages=chat
+        # The request a client would send, converted exactly as serving converts it.
+        body = ChatCompletionRequest.model_validate(
+            {"model": task.name, "messages": examples[i].chat()}
         )
-        if task.prompt.input == "last_user_message":
-            gen = GenerationRequest(gen.request_id, gen.sampling, messages=(chat[-1],))
+        gen = GenerationRequest(
+            f"eval-{i}", body.to_sampling(task), messages=body.to_messages(task)
+        )
         answer = await serving.answer(runtime, gen)
         assert runtime.teacher is not None
-        teacher = await runtime.teacher.complete(Serving._teacher_request(task, gen))
+        teacher = await runtime.teacher.complete(teacher_request(task, gen))
         return answer, teacher
 
     results = await asyncio.gather(*(one(i) for i in range(len(examples))))

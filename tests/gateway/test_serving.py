@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.engines.base import GenerationRequest, Message, SamplingParams
-from gateway.serving import Serving
+from gateway.serving import teacher_request
 from gateway.tasks import Task
 
 
@@ -17,7 +17,7 @@ def test_the_teacher_prompt_lists_the_allowed_answers() -> None:
         SamplingParams(max_tokens=8),
         messages=(Message("system", "Be brief."), Message("user", "where is it")),
     )
-    request = Serving._teacher_request(task, gen)
+    request = teacher_request(task, gen)
     assert request.messages == (Message("user", "where is it"),)
     assert request.system is not None
     assert request.system.startswith("Be brief.")
@@ -26,7 +26,7 @@ def test_the_teacher_prompt_lists_the_allowed_answers() -> None:
 
 def test_a_raw_completion_prompt_becomes_a_user_turn() -> None:
     task = Task(name="t", student=Path("s"))
-    request = Serving._teacher_request(
+    request = teacher_request(
         task, GenerationRequest("r", SamplingParams(max_tokens=8), prompt="hello")
     )
     assert request.messages == (Message("user", "hello"),) and request.system is None
