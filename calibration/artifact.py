@@ -64,6 +64,12 @@ class Calibration:
     metrics_after: dict[str, float] = field(default_factory=dict)
     version: int = ARTIFACT_VERSION
 
+    @property
+    def version_id(self) -> str:
+        """A short content hash: which calibrator made a decision, quoted in captured records."""
+        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        return "cal-" + hashlib.sha256(blob).hexdigest()[:16]
+
     def confidence(self, scaled_logprobs: Sequence[float]) -> float:
         return confidence(scaled_logprobs, self.feature)
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import signal
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -13,8 +16,12 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from calibration import Calibration, load_calibration
+from gateway.api.admin import router as admin_router
 from gateway.api.routes import router
+from gateway.audit import Agreement, AuditTracker
+from gateway.capture import CaptureRecorder, Spool
+from gateway.capture.redis import RedisCaptureSink, default_stream_name
+from gateway.deployment import Deployment, DeploymentError, build_deployment, retire
 from gateway.engines.base import StudentEngine
 from gateway.errors import GatewayError, error_body
 from gateway.metrics import Metrics
@@ -24,10 +31,10 @@ from gateway.middleware import (
     ErrorBoundaryMiddleware,
     RequestIdMiddleware,
 )
-from gateway.serving import Serving, TaskRuntime
+from gateway.reloading import Reloader
+from gateway.serving import Serving
 from gateway.settings import Settings
-from gateway.tasks import Task, load_tasks
-from gateway.teachers.factory import OpenedTeacher, open_teacher
+from gateway.tasks import CapturePolicy, Task, load_tasks
 
 __all__ = ["EngineFactory", "create_app"]
 
@@ -55,12 +62,70 @@ def transformers_engine(task: Task, settings: Settings, metrics: Metrics) -> Stu
     )
 
 
-def _calibration(task: Task) -> Calibration | None:
-    """The task's calibrator, refused unless it was fitted for this very student."""
-    if task.calibrator is None or not task.calibrator.is_file():
-        logger.warning("task %s has no calibrator: the student answers everything", task.name)
+def _recorder(
+    settings: Settings, policies: Mapping[str, CapturePolicy], metrics: Metrics
+) -> CaptureRecorder | None:
+    if not settings.redis_url:
+        logger.warning("DISTILLGATE_REDIS_URL is empty: escalations are not captured")
         return None
-    return load_calibration(task.calibrator, student_dir=task.student)
+
+    def stream_of(task: str) -> str:
+        policy = policies.get(task)
+        return (policy.stream if policy else None) or default_stream_name(task)
+
+    def maxlen(task: str) -> int:
+        policy = policies.get(task)
+        return policy.maxlen if policy else CapturePolicy().maxlen
+
+    sink = RedisCaptureSink.from_url(
+        settings.redis_url,
+        stream_of=stream_of,
+        maxlen=maxlen,
+        dedup_ttl_s=settings.capture_dedup_ttl_s,
+        timeout_s=settings.capture_timeout_s,
+    )
+    spool = Spool(settings.spool_dir, max_bytes=settings.spool_max_bytes)
+    recorder = CaptureRecorder(
+        sink,
+        spool,
+        on_event=lambda outcome, task, n: metrics.capture_records.labels(task, outcome).inc(n),
+    )
+    metrics.capture_spool_bytes.set_function(lambda: spool.size_bytes)
+    metrics.capture_queued.set_function(lambda: recorder.queued)
+    return recorder
+
+
+def _audit_metrics(metrics: Metrics) -> Callable[[str, bool, Agreement], None]:
+    def observe(task: str, agreed: bool, agreement: Agreement) -> None:
+        metrics.audits.labels(task, "agree" if agreed else "disagree").inc()
+        if agreement.rate is not None:
+            metrics.audit_agreement.labels(task).set(agreement.rate)
+
+    return observe
+
+
+def _reload_on_sighup(reloader: Reloader, metrics: Metrics) -> None:
+    """``kill -HUP <pid>`` reloads, where the process's main thread runs the event loop."""
+    loop = asyncio.get_running_loop()
+
+    async def reload() -> None:
+        try:
+            await reloader.reload()
+        except DeploymentError as exc:
+            metrics.reloads.labels("refused").inc()
+            logger.error("reload refused: %s", exc)
+        else:
+            metrics.reloads.labels("ok").inc()
+
+    jobs: set[asyncio.Task[None]] = set()
+
+    def schedule() -> None:
+        job = loop.create_task(reload())
+        jobs.add(job)
+        job.add_done_callback(jobs.discard)
+
+    with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+        loop.add_signal_handler(signal.SIGHUP, schedule)
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -101,35 +166,44 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        def make_engine(task: Task) -> StudentEngine:
+            return engine_factory(task, settings, metrics)
+
         tasks: Mapping[str, Task] = load_tasks(settings.tasks_dir)
-        shared: dict[str, StudentEngine] = {}  # one engine per student folder
-        teachers: list[OpenedTeacher] = []
-        runtimes: dict[str, TaskRuntime] = {}
+        policies = {name: task.capture for name, task in tasks.items()}
+        recorder = _recorder(settings, policies, metrics)
+        deployment = await build_deployment(tasks, make_engine)
+        serving = Serving(
+            deployment,
+            recorder=recorder,
+            audits=AuditTracker(window=settings.audit_window, on_observe=_audit_metrics(metrics)),
+        )
+
+        def on_reload(new: Deployment) -> None:
+            policies.clear()
+            policies.update({name: r.task.capture for name, r in new.runtimes.items()})
+
+        reloader = Reloader(
+            serving, lambda: load_tasks(settings.tasks_dir), make_engine, on_reload=on_reload
+        )
+        app.state.serving, app.state.reloader = serving, reloader
+        _reload_on_sighup(reloader, metrics)
         try:
-            for task in tasks.values():
-                key = str(task.student)
-                if key not in shared:
-                    shared[key] = engine_factory(task, settings, metrics)
-                    await shared[key].start()
-                runtime = TaskRuntime(task, shared[key], calibration=_calibration(task))
-                if task.teacher is not None:
-                    opened = await open_teacher(task.name, task.teacher, task.answers)
-                    teachers.append(opened)
-                    runtime.teacher, runtime.teacher_label = opened.teacher, opened.label
-                runtimes[task.name] = runtime
-            app.state.serving = Serving(runtimes)
+            if recorder is not None:
+                await recorder.start()
             logger.info("serving tasks: %s", ", ".join(tasks))
             yield
         finally:
-            for opened in teachers:
-                await opened.aclose()
-            for engine in shared.values():
-                await engine.aclose()
+            await serving.aclose()
+            await retire(serving.deployment)
+            if recorder is not None:
+                await recorder.aclose()
 
     app = FastAPI(title="distillgate", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.metrics = metrics
     app.include_router(router)
+    app.include_router(admin_router)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:

@@ -219,8 +219,8 @@ def _evaluate_routing(task: Task, data: Path, out: Path) -> None:
     from calibration import load_calibration
     from calibration.plots import quality_cost_figure
     from gateway.commands.evaluate import evaluate
+    from gateway.deployment import TaskRuntime
     from gateway.engines.transformers import TransformersEngine
-    from gateway.serving import TaskRuntime
     from gateway.teachers.base import Teacher
     from gateway.teachers.factory import OpenedTeacher, open_teacher
     from gateway.teachers.sim import SimulatedAnswers, SimulatedTeacher

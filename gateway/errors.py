@@ -5,11 +5,13 @@
     │   └── PayloadTooLarge           413  invalid_request_error
     ├── Unauthorized                  401  authentication_error
     ├── UnknownTask                   404  invalid_request_error (code model_not_found)
+    ├── ReloadRefused                 409  invalid_request_error (code reload_refused)
     ├── Overloaded                    429/503  (carries retry_after)
     ├── EngineError                   500  api_error
-    └── TeacherError                  502  api_error (teacher_error)
-        ├── TeacherTimeout            504  (the teacher's deadline passed)
-        └── TeacherUnavailable        503  (circuit open, or retries spent)
+    ├── TeacherError                  502  api_error (teacher_error)
+    │   ├── TeacherTimeout            504  (the teacher's deadline passed)
+    │   └── TeacherUnavailable        503  (circuit open, or retries spent)
+    └── CaptureError                  never reaches a client: capture is off the request path
 
 Adapters translate foreign exceptions (torch, SDKs) into this tree at their boundary, so
 one handler in ``app.py`` renders every failure and no stack trace reaches a client.
@@ -20,11 +22,13 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "CaptureError",
     "EngineError",
     "GatewayError",
     "InvalidRequest",
     "Overloaded",
     "PayloadTooLarge",
+    "ReloadRefused",
     "TeacherError",
     "TeacherTimeout",
     "TeacherUnavailable",
@@ -90,6 +94,14 @@ class EngineError(GatewayError):
     """The student engine failed; the message is safe to show, the cause is logged."""
 
 
+class ReloadRefused(GatewayError):
+    """The task files cannot be served as they are; the running deployment is kept."""
+
+    status_code = 409
+    error_type = "invalid_request_error"
+    code = "reload_refused"
+
+
 class TeacherError(GatewayError):
     """The teacher failed. ``retryable`` marks failures worth another try (429, 5xx, 529)."""
 
@@ -118,3 +130,8 @@ def error_body(
     message: str, error_type: str, *, param: str | None = None, code: str | None = None
 ) -> dict[str, Any]:
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+class CaptureError(GatewayError):
+    """A capture sink could not store records (Redis down or slow). The recorder spools them;
+    no client ever sees this error."""

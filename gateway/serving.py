@@ -9,43 +9,42 @@ Streaming: the decision needs the whole student answer, so it is generated first
 bounded answer is a few tokens) and then streamed, student tokens or teacher text; no
 content byte leaves before the route is known. Free-text tasks follow the same policy
 within their ``max_tokens``. ``answer()`` is also what ``distillgate evaluate`` replays.
+
+Capture: every escalation (answered, or failed over to the student) becomes a
+``CaptureRecord`` handed to the recorder, which stores it off the request path. A random
+``audit_rate`` share of accepted answers is also put to the teacher in a background task,
+never delaying the client; its verdict feeds the live-agreement estimate and its record
+is captured with route ``audit``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from calibration import Calibration
 from gateway.api.protocol import ChatCompletionRequest, CompletionRequest, new_id, now
 from gateway.api.responses import ChatRenderer, CompletionRenderer, Renderer, usage
+from gateway.audit import AuditTracker, answers_agree
+from gateway.capture import CapturedRoute, CaptureRecord, CaptureRecorder, new_record_id
+from gateway.deployment import Deployment, TaskRuntime
 from gateway.engines.base import GenerationRequest, Message, StudentEngine, TokenDelta
 from gateway.errors import EngineError, TeacherError, UnknownTask
 from gateway.routing import Reason, Route, decide
 from gateway.tasks import Task
-from gateway.teachers.base import Teacher, TeacherRequest
+from gateway.teachers.base import TeacherAnswer, TeacherRequest
 
-__all__ = ["Answer", "Serving", "TaskRuntime", "teacher_request"]
+__all__ = ["Answer", "Serving", "capture_record", "teacher_request"]
 
 logger = logging.getLogger(__name__)
 
 Forced = Literal["student", "teacher"] | None
-
-
-@dataclass
-class TaskRuntime:
-    """What serving needs per task, assembled at start-up by the app."""
-
-    task: Task
-    engine: StudentEngine
-    calibration: Calibration | None = None
-    teacher: Teacher | None = None
-    teacher_label: str = ""  # shown in /v1/models, e.g. "simulator (no ANTHROPIC_API_KEY)"
 
 
 @dataclass
@@ -62,6 +61,7 @@ class Answer:
     finish_reason: str | None
     teacher_model: str | None = None
     teacher_error: str | None = None
+    student_latency_s: float = 0.0
 
     def headers(self, task: str) -> dict[str, str]:
         return {
@@ -94,8 +94,35 @@ def teacher_request(task: Task, gen: GenerationRequest) -> TeacherRequest:
 
 
 class Serving:
-    def __init__(self, runtimes: Mapping[str, TaskRuntime]) -> None:
-        self.runtimes = runtimes
+    def __init__(
+        self,
+        deployment: Deployment | Mapping[str, TaskRuntime],
+        *,
+        recorder: CaptureRecorder | None = None,
+        audits: AuditTracker | None = None,
+    ) -> None:
+        if not isinstance(deployment, Deployment):
+            deployment = Deployment(runtimes=dict(deployment))
+        self.deployment = deployment
+        self.recorder = recorder
+        self.audits = audits or AuditTracker()
+        self._background: set[asyncio.Task[None]] = set()
+
+    @property
+    def runtimes(self) -> Mapping[str, TaskRuntime]:
+        return self.deployment.runtimes
+
+    def swap(self, new: Deployment) -> Deployment:
+        """Serve ``new`` from the next request on; return the old one (to drain and retire)."""
+        old, self.deployment = self.deployment, new
+        return old
+
+    async def aclose(self, timeout_s: float = 10.0) -> None:
+        """Let running audits finish (their records are captured), cancel the stragglers."""
+        if self._background:
+            _, pending = await asyncio.wait(self._background, timeout=timeout_s)
+            for task in pending:
+                task.cancel()
 
     @property
     def engines(self) -> list[StudentEngine]:
@@ -123,6 +150,8 @@ class Serving:
             }
             if r.calibration is not None:
                 entry["threshold"] = r.calibration.threshold
+            if r.teacher is not None and r.task.capture.audit_rate > 0:
+                entry["audit"] = self.audits.agreement(r.task.name).to_json()
             data.append(entry)
         return {"object": "list", "data": data}
 
@@ -139,8 +168,10 @@ class Serving:
                 gen.prompt,
                 confidence_temperature=calibration.temperature,
             )
+        started = time.perf_counter()
         async with aclosing(runtime.engine.generate(gen)) as stream:
             deltas = [d async for d in stream]
+        student_s = time.perf_counter() - started
         if not deltas:
             raise EngineError("the student produced no output")
         text = "".join(d.text for d in deltas)
@@ -170,21 +201,67 @@ class Serving:
             prompt_tokens=deltas[-1].prompt_tokens,
             completion_tokens=len(deltas),
             finish_reason=deltas[-1].finish_reason,
+            student_latency_s=student_s,
         )
         if not decision.escalate or runtime.teacher is None:
+            if decision.reason == Reason.CONFIDENT and runtime.teacher is not None:
+                self._maybe_audit(runtime, gen, answer)
             return answer
+        ask = teacher_request(task, gen)
         try:
-            reply = await runtime.teacher.complete(teacher_request(task, gen))
+            reply = await runtime.teacher.complete(ask)
         except TeacherError as exc:
             logger.warning("teacher failed for %s (%s): %s", gen.request_id, task.name, exc.message)
+            self._capture(runtime, gen, answer, "student-fallback", decision.reason, error=exc)
             if task.routing.on_teacher_failure == "error":
                 raise
             answer.route, answer.teacher_error = Route.STUDENT_FALLBACK, exc.message
             return answer
+        self._capture(runtime, gen, answer, "teacher", decision.reason, reply=reply)
         answer.route, answer.text, answer.teacher_model = Route.TEACHER, reply.text, reply.model
         answer.prompt_tokens, answer.completion_tokens = reply.input_tokens, reply.output_tokens
         answer.finish_reason = "stop"
         return answer
+
+    # -- capture and audit -----------------------------------------------------------------
+    def _capture(
+        self,
+        runtime: TaskRuntime,
+        gen: GenerationRequest,
+        answer: Answer,
+        route: CapturedRoute,
+        reason: str,
+        *,
+        reply: TeacherAnswer | None = None,
+        error: TeacherError | None = None,
+    ) -> None:
+        if self.recorder is None or not runtime.task.capture.enabled:
+            return
+        self.recorder.submit(capture_record(runtime, gen, answer, route, reason, reply, error))
+
+    def _maybe_audit(self, runtime: TaskRuntime, gen: GenerationRequest, answer: Answer) -> None:
+        if not self.audits.sample(runtime.task.capture.audit_rate):
+            return
+        deployment = self.deployment
+        deployment.acquire()  # its teacher stays open until the audit is done
+        job = asyncio.create_task(self._audit(runtime, gen, answer), name="audit")
+        self._background.add(job)
+
+        def finished(done: asyncio.Task[None]) -> None:
+            self._background.discard(done)
+            deployment.release()
+
+        job.add_done_callback(finished)
+
+    async def _audit(self, runtime: TaskRuntime, gen: GenerationRequest, answer: Answer) -> None:
+        assert runtime.teacher is not None
+        try:
+            reply = await runtime.teacher.complete(teacher_request(runtime.task, gen))
+        except TeacherError as exc:
+            logger.info("audit of %s skipped: the teacher failed: %s", gen.request_id, exc.message)
+            return
+        self.audits.observe(runtime.task.name, answers_agree(answer.text, reply.text))
+        self._capture(runtime, gen, answer, "audit", "audit", reply=reply)
 
     # -- the wire --------------------------------------------------------------------------
     def _prepare(
@@ -214,8 +291,9 @@ class Serving:
         request_id: str,
         forced: Forced = None,
     ) -> tuple[dict[str, Any], dict[str, str]]:
-        runtime, gen, renderer = self._prepare(body, request_id)
-        answer = await self.answer(runtime, gen, forced=forced)
+        with self.deployment.lease():
+            runtime, gen, renderer = self._prepare(body, request_id)
+            answer = await self.answer(runtime, gen, forced=forced)
         deltas = answer.deltas if answer.route != Route.TEACHER else []
         choice = renderer.full(answer.text, deltas, answer.finish_reason)
         if answer.route == Route.TEACHER:
@@ -233,13 +311,73 @@ class Serving:
         request_id: str,
         forced: Forced = None,
     ) -> tuple[AsyncIterator[str], dict[str, str]]:
-        runtime, gen, renderer = self._prepare(body, request_id)
-        answer = await self.answer(runtime, gen, forced=forced)
+        with self.deployment.lease():
+            runtime, gen, renderer = self._prepare(body, request_id)
+            answer = await self.answer(runtime, gen, forced=forced)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         events = _sse(
             answer, renderer, self._envelope(runtime.task, renderer, chunk=True), include_usage
         )
         return events, answer.headers(runtime.task.name)
+
+
+def capture_record(
+    runtime: TaskRuntime,
+    gen: GenerationRequest,
+    answer: Answer,
+    route: CapturedRoute,
+    reason: str,
+    reply: TeacherAnswer | None = None,
+    error: TeacherError | None = None,
+) -> CaptureRecord:
+    """The record of one escalation or audit, redacted when the task asks for it."""
+    turns = gen.messages or (Message("user", gen.prompt or ""),)
+    messages = [{"role": m.role, "content": m.content} for m in turns]
+    student, teacher = answer.student_text, reply.text if reply else None
+    redacted: tuple[str, ...] | None = None
+    redactor = runtime.redactor
+    if redactor is not None:
+        kinds: set[str] = set()
+
+        def scrub(text: str) -> str:
+            clean, found = redactor.redact(text)
+            kinds.update(found)
+            return clean
+
+        messages = [{**m, "content": scrub(m["content"])} for m in messages]
+        student = scrub(student)
+        teacher = scrub(teacher) if teacher is not None else None
+        redacted = tuple(sorted(kinds))
+    usage_counts = {
+        "student_prompt_tokens": answer.prompt_tokens,
+        "student_completion_tokens": len(answer.deltas),
+    }
+    latency = {"student": answer.student_latency_s}
+    if reply is not None:
+        usage_counts |= {"teacher_input_tokens": reply.input_tokens}
+        usage_counts |= {"teacher_output_tokens": reply.output_tokens}
+        latency["teacher"] = reply.latency_s
+    calibration = runtime.calibration
+    return CaptureRecord(
+        record_id=new_record_id(),
+        request_id=gen.request_id,
+        task=runtime.task.name,
+        route=route,
+        reason=reason,
+        messages=tuple(messages),
+        student_answer=student,
+        raw_confidence=answer.raw_confidence,
+        confidence=answer.confidence,
+        threshold=calibration.threshold if calibration else None,
+        student_fingerprint=runtime.student_fingerprint,
+        calibrator_version=calibration.version_id if calibration else None,
+        teacher_answer=teacher,
+        teacher_model=reply.model if reply else None,
+        teacher_error=error.message if error else None,
+        usage=usage_counts,
+        latency_s=latency,
+        redacted=redacted,
+    )
 
 
 def _teacher_piece(text: str) -> TokenDelta:

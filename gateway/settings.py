@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -21,7 +21,22 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Accepted bearer keys (JSON list); empty means no authentication.",
     )
-    redis_url: str = Field("redis://localhost:6379/0", description="Capture stream's Redis.")
+    redis_url: str = Field(
+        "redis://localhost:6379/0", description="Redis of the capture streams; empty: no capture."
+    )
+    spool_dir: Path = Field(
+        Path(".distillgate/spool"),
+        description="Capture spool while Redis is unreachable; one per gateway process.",
+    )
+    spool_max_bytes: int = Field(1 << 30, ge=1 << 16, description="Spool size cap (bytes).")
+    capture_timeout_s: float = Field(2.0, gt=0, description="Redis write timeout, then spool.")
+    capture_dedup_ttl_s: int = Field(
+        7 * 24 * 3600, ge=60, description="How long a record id is remembered against replays."
+    )
+    audit_window: int = Field(500, ge=10, description="Audits in the live-agreement estimate.")
+    admin_key: SecretStr | None = Field(
+        None, description="Bearer key of /admin/* (reload); unset: admin endpoints are off."
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Student device.")
     torch_threads: int | None = Field(None, ge=1, description="CPU threads for the student.")
     max_batch_size: int = Field(32, ge=1, description="Requests decoded together per step.")

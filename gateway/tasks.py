@@ -7,6 +7,7 @@ to the file. Loading validates every file and fails with the file and field name
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 __all__ = [
     "BuildRecipe",
+    "CapturePolicy",
     "GenerationLimits",
     "Prices",
     "PromptFormat",
@@ -98,6 +100,34 @@ class TeacherConfig(_Section):
     simulator_accuracy: float = Field(1.0, ge=0, le=1)
 
 
+class CapturePolicy(_Section):
+    """What escalations and audits record, and where (see docs/capture.md).
+
+    ``holdout_share``: the share of captured prompts (chosen by a hash of the prompt, so
+    every tool and machine agrees) that ``export`` keeps out of the training file and
+    ``calibrate --from-stream`` uses, so a retrained student is never calibrated on the
+    examples it was trained on.
+    """
+
+    enabled: bool = True
+    stream: str | None = None  # default: distillgate:{<task>}:capture
+    maxlen: int = Field(1_000_000, ge=1000, description="Approximate stream length cap.")
+    audit_rate: float = Field(0.02, ge=0, le=1)
+    redact: bool = False
+    redact_patterns: dict[str, str] = Field(default_factory=dict)
+    holdout_share: float = Field(0.2, ge=0, lt=1)
+
+    @field_validator("redact_patterns")
+    @classmethod
+    def _compiles(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, pattern in v.items():
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"redact_patterns.{name}: {exc}") from None
+        return v
+
+
 class Prices(_Section):
     """USD per million tokens, for cost reports."""
 
@@ -120,6 +150,7 @@ class Task(_Section):
     routing: RoutingPolicy = RoutingPolicy()
     teacher: TeacherConfig | None = None
     prices: Prices = Prices()
+    capture: CapturePolicy = CapturePolicy()
 
     @field_validator("answers")
     @classmethod

@@ -7,6 +7,7 @@ seconds and still answers in-domain prompts with real labels.
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -21,6 +22,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.settings import Settings
+from tests.redis_server import RedisServer
 from training.examples import Example, read_examples
 from training.model import StudentShape
 from training.trainer import TrainConfig, train_student
@@ -56,6 +58,27 @@ class TinyStudent:
     path: Path
     train: list[Example]
     test: list[Example]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_capture_by_default() -> Iterator[None]:
+    """Gateways built from plain ``Settings()`` capture nothing unless a test gives Redis."""
+    old = os.environ.get("DISTILLGATE_REDIS_URL")
+    os.environ["DISTILLGATE_REDIS_URL"] = ""
+    yield
+    if old is None:
+        os.environ.pop("DISTILLGATE_REDIS_URL", None)
+    else:
+        os.environ["DISTILLGATE_REDIS_URL"] = old
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh real redis-server per test."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

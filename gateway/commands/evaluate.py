@@ -23,9 +23,10 @@ from calibration import (
     routing_curve,
 )
 from gateway.api.protocol import ChatCompletionRequest
+from gateway.deployment import TaskRuntime
 from gateway.engines.base import GenerationRequest
 from gateway.routing import Route
-from gateway.serving import Answer, Serving, TaskRuntime, teacher_request
+from gateway.serving import Answer, Serving, teacher_request
 from gateway.tasks import Prices
 from gateway.teachers.base import TeacherAnswer
 from training.examples import Example

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from gateway.commands.evaluate import evaluate
+from gateway.deployment import TaskRuntime
 from gateway.engines.transformers import TransformersEngine
-from gateway.serving import TaskRuntime
 from gateway.tasks import Task
 from gateway.teachers.sim import SimulatedAnswers, SimulatedTeacher
 from tests.conftest import LABELS

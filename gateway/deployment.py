@@ -1,0 +1,178 @@
+"""A deployment: the task runtimes a gateway serves at one moment, and what they own.
+
+Start-up builds one from the task files. A reload (``POST /admin/reload`` or SIGHUP)
+builds the next one beside it, reusing each engine whose student folder is unchanged (same
+path and fingerprint) and each teacher whose configuration is unchanged, swaps it in at
+once, and retires the old one after its last request has finished: no request fails
+because of a swap. A calibrator fitted for another student is refused, at start-up and on
+reload alike (the old deployment keeps serving).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from calibration import Calibration, load_calibration, student_fingerprint
+from gateway.capture import Redactor
+from gateway.engines.base import StudentEngine
+from gateway.tasks import Task, TeacherConfig
+from gateway.teachers.base import Teacher
+from gateway.teachers.factory import OpenedTeacher, open_teacher
+
+__all__ = [
+    "Deployment",
+    "DeploymentError",
+    "EngineMaker",
+    "TaskRuntime",
+    "build_deployment",
+    "retire",
+]
+
+logger = logging.getLogger(__name__)
+
+EngineMaker = Callable[[Task], StudentEngine]
+_TeacherKey = tuple[TeacherConfig, tuple[str, ...] | None]
+
+
+@dataclass
+class TaskRuntime:
+    """What serving needs per task, assembled at start-up by the app."""
+
+    task: Task
+    engine: StudentEngine
+    calibration: Calibration | None = None
+    teacher: Teacher | None = None
+    teacher_label: str = ""  # shown in /v1/models, e.g. "simulator (no ANTHROPIC_API_KEY)"
+    student_fingerprint: str | None = None
+    redactor: Redactor | None = None  # set when the task's captures are redacted
+
+
+class DeploymentError(ValueError):
+    """The task files describe something that cannot be served (e.g. a mismatched pair)."""
+
+
+@dataclass
+class Deployment:
+    runtimes: dict[str, TaskRuntime]
+    engines: dict[tuple[str, str], StudentEngine] = field(default_factory=dict)
+    teachers: dict[_TeacherKey, OpenedTeacher] = field(default_factory=dict)
+    in_flight: int = 0
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self._idle.set()
+
+    def acquire(self) -> None:
+        self.in_flight += 1
+        self._idle.clear()
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self._idle.set()
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[Deployment]:
+        """Hold the deployment (its engines and teachers stay open) while a request uses it."""
+        self.acquire()
+        try:
+            yield self
+        finally:
+            self.release()
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    def describe(self) -> dict[str, dict[str, str | None]]:
+        return {
+            name: {
+                "student": str(r.task.student),
+                "student_fingerprint": r.student_fingerprint,
+                "calibrator_version": r.calibration.version_id if r.calibration else None,
+                "teacher": r.teacher_label or None,
+            }
+            for name, r in self.runtimes.items()
+        }
+
+
+def _calibration(task: Task, fingerprint: str) -> Calibration | None:
+    if task.calibrator is None or not task.calibrator.is_file():
+        logger.warning("task %s has no calibrator: the student answers everything", task.name)
+        return None
+    calibration = load_calibration(task.calibrator)
+    if calibration.student_fingerprint != fingerprint:
+        raise DeploymentError(
+            f"task {task.name!r}: {task.calibrator} was fitted for student "
+            f"{calibration.student_fingerprint[:19]}…, but {task.student} is {fingerprint[:19]}…;"
+            " recalibrate with `distillgate calibrate`"
+        )
+    return calibration
+
+
+async def build_deployment(
+    tasks: Mapping[str, Task], make_engine: EngineMaker, previous: Deployment | None = None
+) -> Deployment:
+    """Runtimes for ``tasks``, sharing what ``previous`` already has open where unchanged.
+
+    On failure, whatever this call opened is closed again and the error raised.
+    """
+    old_engines = previous.engines if previous else {}
+    old_teachers = previous.teachers if previous else {}
+    new = Deployment(runtimes={})
+    try:
+        for task in tasks.values():
+            try:
+                fingerprint = student_fingerprint(task.student)
+            except FileNotFoundError as exc:
+                raise DeploymentError(f"task {task.name!r}: {exc}") from None
+            calibration = _calibration(task, fingerprint)
+            key = (str(task.student), fingerprint)
+            if key not in new.engines:
+                engine = old_engines.get(key)
+                if engine is None:
+                    engine = make_engine(task)
+                    await engine.start()
+                new.engines[key] = engine
+            runtime = TaskRuntime(
+                task,
+                new.engines[key],
+                calibration=calibration,
+                student_fingerprint=fingerprint,
+                redactor=(
+                    Redactor.with_builtins(task.capture.redact_patterns)
+                    if task.capture.redact
+                    else None
+                ),
+            )
+            if task.teacher is not None:
+                tkey: _TeacherKey = (task.teacher, task.answers)
+                opened = new.teachers.get(tkey) or old_teachers.get(tkey)
+                if opened is None:
+                    opened = await open_teacher(task.name, task.teacher, task.answers)
+                new.teachers[tkey] = opened
+                runtime.teacher, runtime.teacher_label = opened.teacher, opened.label
+            new.runtimes[task.name] = runtime
+    except BaseException:
+        await retire(new, keep=previous)
+        raise
+    return new
+
+
+async def retire(old: Deployment, keep: Deployment | None = None) -> None:
+    """Close what ``old`` opened and ``keep`` does not share."""
+    kept_engines = {id(e) for e in keep.engines.values()} if keep else set()
+    kept_teachers = {id(t) for t in keep.teachers.values()} if keep else set()
+    for opened in old.teachers.values():
+        if id(opened) not in kept_teachers:
+            await opened.aclose()
+    for engine in old.engines.values():
+        if id(engine) not in kept_engines:
+            await engine.aclose()
