@@ -1,0 +1,99 @@
+"""SIGTERM on a real ``distillgate serve`` process: in-flight escalations finish, and their
+records (Redis being down) are flushed to the spool, which the next process replays."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import openai
+
+from calibration import Calibration, save_calibration, student_fingerprint
+from gateway.capture import CaptureRecord
+from gateway.capture.redis import default_stream_name
+from gateway.teachers.sim import SimulatedAnswers, create_sim_app
+from tests.conftest import LABELS, free_port, serve_in_thread, write_task
+from tests.redis_server import RedisServer
+
+
+def serve(tmp_path: Path, redis: RedisServer, port: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "DISTILLGATE_TASKS_DIR": str(tmp_path / "tasks"),
+        "DISTILLGATE_REDIS_URL": redis.url,
+        "DISTILLGATE_SPOOL_DIR": str(tmp_path / "spool"),
+        "DISTILLGATE_CAPTURE_TIMEOUT_S": "0.5",
+        "DISTILLGATE_ALLOW_FORCE_ROUTE": "true",
+        "DISTILLGATE_BUILD_MISSING_STUDENTS": "false",
+        "DISTILLGATE_PORT": str(port),
+        "TEST_TEACHER_KEY": "k",
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], env=env)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, "gateway did not start"
+        time.sleep(0.1)
+
+
+def test_sigterm_flushes_in_flight_records_to_the_spool(
+    tiny_student, tmp_path: Path, redis_server: RedisServer
+) -> None:  # type: ignore[no-untyped-def]
+    sim = serve_in_thread(create_sim_app(SimulatedAnswers({}, LABELS), latency_s=1.5))
+    calibrator = tmp_path / "c.json"
+    fingerprint = student_fingerprint(tiny_student.path)
+    save_calibration(
+        Calibration(temperature=1.0, threshold=0.75, student_fingerprint=fingerprint), calibrator
+    )
+    teacher = f'[teacher]\nbase_url = "{sim.url}"\napi_key_env = "TEST_TEACHER_KEY"\n'
+    write_task(
+        tmp_path / "tasks", tiny_student.path, extra=f'calibrator = "{calibrator}"\n' + teacher
+    )
+    port = free_port()
+    proc = serve(tmp_path, redis_server, port)
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=0)
+    redis_server.kill()  # records can only go to the spool now
+
+    def one(i: int) -> str:
+        raw = client.chat.completions.with_raw_response.create(
+            model="banking77",
+            messages=[{"role": "user", "content": f"escalated {i}"}],
+            extra_headers={"x-distillgate-force-route": "teacher"},
+        )
+        assert raw.headers["x-distillgate-route"] == "teacher"
+        return str(raw.headers["x-request-id"])
+
+    with ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(one, i) for i in range(6)]
+        time.sleep(0.7)  # all six are waiting on the 1.5 s teacher
+        proc.send_signal(signal.SIGTERM)
+        request_ids = [f.result() for f in futures]  # in-flight requests still complete
+    # uvicorn shuts down gracefully, then re-raises the signal: the exit is by SIGTERM
+    assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    assert list((tmp_path / "spool").glob("*.jsonl")), "nothing was spooled"
+
+    redis_server.start()
+    proc = serve(tmp_path, redis_server, port)  # the next process replays the spool
+    try:
+        deadline = time.monotonic() + 15
+        while redis_server.client().xlen(default_stream_name("banking77")) < 6:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        entries = redis_server.client().xrange(default_stream_name("banking77"))
+        assert sorted(CaptureRecord.from_json(f["data"]).request_id for _, f in entries) == sorted(
+            request_ids
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        sim.stop()
