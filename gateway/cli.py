@@ -1,13 +1,16 @@
 """``distillgate``: serve the gateway, build students, prepare data.
 
 distillgate serve [--host H] [--port P]
-distillgate student train --data train.jsonl [--held-out dev.jsonl] --out DIR
+distillgate student train --data train.jsonl [--data more.jsonl] [--held-out dev.jsonl]
+                          [--init-from DIR] --out DIR
 distillgate student build --task NAME          (train per the task's [build] recipe)
 distillgate student evaluate (--task NAME | --student DIR) --data test.jsonl
 distillgate data import-csv FILE.csv --out FILE.jsonl [--prompt-column C --answer-column C]
 distillgate data split FILE.jsonl --fraction F --out-kept A.jsonl --out-split B.jsonl
 distillgate calibrate (--task NAME | --student DIR) --data cal.jsonl
                       [--target-accuracy A | --max-escalation E] [--delta D] [--out FILE]
+distillgate calibrate --task NAME --from-stream [--student DIR] [--data more.jsonl] [--out FILE]
+distillgate export --task NAME --out train.jsonl [--chat-out chat.jsonl] [--group G]
 distillgate evaluate (--task NAME | --student DIR --calibrator FILE) --data test.jsonl
                      --out report.json
 distillgate teacher-sim --data labelled.jsonl [--host H] [--port P] [--accuracy A] [--latency-ms MS]
@@ -28,6 +31,7 @@ from typing import Any
 
 from gateway.settings import Settings
 from gateway.tasks import Task, TaskConfigError, load_tasks
+from training.examples import Example
 
 __all__ = ["main"]
 
@@ -44,7 +48,7 @@ def _task(settings: Settings, name: str) -> Task:
 
 
 def _train(
-    data: Path,
+    data: Sequence[Path],
     held_out: Path | None,
     out: Path,
     *,
@@ -53,13 +57,14 @@ def _train(
     lowercase: bool | None = None,
     seed: int = 0,
     threads: int | None = None,
+    init_from: Path | None = None,
 ) -> None:
     from tqdm import tqdm
 
     from training.examples import read_examples, stratified_split
     from training.trainer import TrainConfig, train_student
 
-    train = read_examples(data)
+    train = [ex for path in data for ex in read_examples(path)]
     if held_out is not None:
         dev = read_examples(held_out)
     else:
@@ -85,7 +90,7 @@ def _train(
             )
             bar.refresh()
 
-        result = train_student(train, dev, out, cfg, progress=progress)
+        result = train_student(train, dev, out, cfg, progress=progress, init_from=init_from)
     print(
         f"done: {result.steps} steps in {result.seconds:.0f}s, "
         f"{result.parameters / 1e6:.2f}M parameters, "
@@ -99,7 +104,7 @@ def build_student(task: Task) -> None:
             f"task {task.name!r} has no [build] recipe and no student at {task.student}"
         )
     _train(
-        task.build.train,
+        [task.build.train],
         task.build.held_out,
         task.student,
         budget=task.build.time_budget_s,
@@ -132,7 +137,7 @@ async def _evaluate(student: Path, data: Path, task: Task | None) -> dict[str, f
 
 def _calibrate(
     student: Path,
-    data: Path,
+    examples: Sequence[Example],
     out: Path,
     *,
     target_accuracy: float | None,
@@ -145,9 +150,7 @@ def _calibrate(
     from calibration import save_calibration
     from calibration.plots import reliability_figure, risk_coverage_figure
     from gateway.commands.calibrate import fit_calibration, score_set, sequence_confidence
-    from training.examples import read_examples
 
-    examples = read_examples(data)
     with tqdm(total=3, desc="calibrate", bar_format="{l_bar}{bar}| {n}/{total} {postfix}") as bar:
         bar.set_postfix_str(f"replaying {len(examples)} examples through the student")
         scored = asyncio.run(score_set(student, examples, max_tokens=max_tokens))
@@ -203,10 +206,12 @@ def calibrate_task(task: Task, data: Path | None = None) -> None:
         raise SystemExit(
             f"task {task.name!r}: give --data (the task has no routing.calibration_data)"
         )
+    from training.examples import read_examples
+
     out = task.calibrator or task.student.with_name(task.student.name + ".calibration.json")
     _calibrate(
         task.student,
-        data,
+        read_examples(data),
         out,
         target_accuracy=task.routing.target_accuracy,
         max_escalation=task.routing.max_escalation,
@@ -356,7 +361,12 @@ def _parser() -> argparse.ArgumentParser:
         dest="action", required=True
     )
     train = student.add_parser("train", help="train a from-scratch student on prompt/answer JSONL")
-    train.add_argument("--data", type=Path, required=True)
+    train.add_argument(
+        "--data", type=Path, required=True, action="append", help="JSONL; repeat to combine"
+    )
+    train.add_argument(
+        "--init-from", type=Path, help="continue from this student (its tokenizer and weights)"
+    )
     train.add_argument(
         "--held-out", type=Path, help="JSONL for checkpoint selection (default: 5%% of --data)"
     )
@@ -391,11 +401,15 @@ def _parser() -> argparse.ArgumentParser:
     split.add_argument("--out-split", type=Path, required=True)
     split.add_argument("--seed", type=int, default=0)
     cal = sub.add_parser("calibrate", help="fit a task's temperature and accept threshold")
-    which = cal.add_mutually_exclusive_group(required=True)
-    which.add_argument("--task")
-    which.add_argument("--student", type=Path)
+    cal.add_argument("--task")
+    cal.add_argument("--student", type=Path, help="with --task: calibrate this student instead")
     cal.add_argument(
         "--data", type=Path, help="labelled JSONL (default: the task's routing.calibration_data)"
+    )
+    cal.add_argument(
+        "--from-stream",
+        action="store_true",
+        help="fit on the task's captured escalation and audit pairs (its holdout share)",
     )
     goal = cal.add_mutually_exclusive_group()
     goal.add_argument("--target-accuracy", type=float)
@@ -413,6 +427,13 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--calibrator", type=Path)
     ev.add_argument("--data", type=Path, required=True)
     ev.add_argument("--out", type=Path, required=True)
+
+    exp = sub.add_parser("export", help="captured pairs -> training files (a consumer group)")
+    exp.add_argument("--task", required=True)
+    exp.add_argument("--out", type=Path, required=True, help='{"prompt","answer"} JSONL')
+    exp.add_argument("--chat-out", type=Path, help='{"messages"} JSONL (default: OUT.chat.jsonl)')
+    exp.add_argument("--group", default="distillgate-export")
+    exp.add_argument("--consumer", help="consumer name (default: host-pid)")
 
     sim = sub.add_parser(
         "teacher-sim", help="serve the teacher simulator (Anthropic and OpenAI APIs)"
@@ -453,6 +474,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
             lowercase=True if args.lowercase else False if args.no_lowercase else None,
             seed=args.seed,
             threads=args.threads,
+            init_from=args.init_from,
         )
     elif args.command == "student" and args.action == "build":
         build_student(_task(settings, args.task))
@@ -470,6 +492,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
         else:
             task = _task_for_student(args.student, args.calibrator, args.data)
         _evaluate_routing(task, args.data, args.out)
+    elif args.command == "export":
+        _export(_task(settings, args.task), settings, args)
     elif args.command == "teacher-sim":
         _teacher_sim(args.data, args.host, args.port, args.accuracy, args.latency_ms)
     elif args.command == "data" and args.action == "import-csv":
@@ -494,6 +518,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _dispatch_calibrate(args: argparse.Namespace, settings: Settings) -> None:
+    from training.examples import read_examples
+
     goal_given = args.target_accuracy is not None or args.max_escalation is not None
     if args.task:
         task = _task(settings, args.task)
@@ -508,26 +534,89 @@ def _dispatch_calibrate(args: argparse.Namespace, settings: Settings) -> None:
         if args.delta is not None:
             routing = routing.model_copy(update={"delta": args.delta})
         updates: dict[str, Any] = {"routing": routing}
+        if args.student:
+            updates["student"] = args.student
         if args.out:
             updates["calibrator"] = args.out
-        calibrate_task(task.model_copy(update=updates), args.data)
+        task = task.model_copy(update=updates)
+        if not args.from_stream:
+            calibrate_task(task, args.data)
+            return
+        examples = _stream_examples(task, settings)
+        if args.data:
+            examples += read_examples(args.data)
+        out = task.calibrator or task.student.with_name(task.student.name + ".calibration.json")
+        _calibrate(
+            task.student,
+            examples,
+            out,
+            target_accuracy=task.routing.target_accuracy,
+            max_escalation=task.routing.max_escalation,
+            delta=task.routing.delta,
+            max_tokens=task.generation.max_tokens,
+        )
         return
-    if args.data is None:
-        raise SystemExit("--student needs --data")
-    from training.examples import read_examples
-
+    if args.student is None or args.data is None or args.from_stream:
+        raise SystemExit("give --task, or --student with --data (--from-stream needs --task)")
     budget = args.max_tokens or _answer_budget(
         args.student, [e.answer for e in read_examples(args.data)]
     )
     _calibrate(
         args.student,
-        args.data,
+        read_examples(args.data),
         args.out or args.student.with_name(args.student.name + ".calibration.json"),
         target_accuracy=args.target_accuracy if goal_given else 0.97,
         max_escalation=args.max_escalation,
         delta=args.delta or 0.05,
         max_tokens=budget,
     )
+
+
+def _redis(settings: Settings) -> Any:
+    import redis
+
+    if not settings.redis_url:
+        raise SystemExit("DISTILLGATE_REDIS_URL is empty: there is no capture stream to read")
+    return redis.Redis.from_url(settings.redis_url, decode_responses=True)
+
+
+def _stream_examples(task: Task, settings: Settings) -> list[Example]:
+    """The holdout share of the captured pairs that pass export's quality gates."""
+    from gateway.commands.export import (
+        drop_reason,
+        is_held_out,
+        normalise_prompt,
+        stream_records,
+        to_example,
+    )
+
+    examples: dict[str, Example] = {}
+    counts = {"teacher": 0, "audit": 0}
+    for record in stream_records(_redis(settings), task):
+        if drop_reason(record, task) is not None:
+            continue
+        example = to_example(record, task)
+        key = normalise_prompt(example.chat()[-1]["content"])
+        if key in examples or not is_held_out(key, task.capture.holdout_share):
+            continue
+        examples[key] = example
+        counts[record.route] = counts.get(record.route, 0) + 1
+    print(
+        f"from the stream: {len(examples)} held-out pairs "
+        f"({counts['teacher']} escalations, {counts['audit']} audits)"
+    )
+    return list(examples.values())
+
+
+def _export(task: Task, settings: Settings, args: argparse.Namespace) -> None:
+    from gateway.commands.export import export
+
+    chat_out = args.chat_out or args.out.with_suffix(".chat.jsonl")
+    stats = export(
+        _redis(settings), task, args.out, chat_out, group=args.group, consumer=args.consumer
+    )
+    print(stats.report())
+    print(f"wrote {args.out} and {chat_out}")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from transformers import GenerationConfig, LlamaForCausalLM, PreTrainedTokenizer
 
 from training.examples import Example
 from training.model import StudentShape, add_training_dropout, new_student
-from training.tokenizer import ASSISTANT, USER, build_tokenizer
+from training.tokenizer import ASSISTANT, USER, build_tokenizer, check_round_trip
 
 __all__ = ["EncodedExample", "TrainConfig", "TrainResult", "encode", "exact_match", "train_student"]
 
@@ -191,20 +191,30 @@ def train_student(
     cfg: TrainConfig = TrainConfig(),
     *,
     progress: Callable[[float, dict[str, float]], None] | None = None,
+    init_from: str | Path | None = None,
 ) -> TrainResult:
-    """Train, keep the best EMA checkpoint on ``held_out``, save a Hugging Face folder."""
+    """Train, keep the best EMA checkpoint on ``held_out``, save a Hugging Face folder.
+
+    ``init_from``: continue from that student (its tokenizer and weights; ``cfg.shape`` and
+    ``cfg.vocab_size`` are then ignored), e.g. on last round's data plus captured pairs.
+    """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
 
-    tokenizer = build_tokenizer(
-        [t["content"] for ex in train for t in ex.chat()],
-        [ex.answer for ex in train],
-        vocab_size=cfg.vocab_size,
-        lowercase=cfg.lowercase,
-    )
-    model = new_student(cfg.shape, tokenizer)
+    if init_from is not None:
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(init_from)
+        check_round_trip(tokenizer, sorted({ex.answer for ex in train}))
+        model = LlamaForCausalLM.from_pretrained(init_from)
+    else:
+        tokenizer = build_tokenizer(
+            [t["content"] for ex in train for t in ex.chat()],
+            [ex.answer for ex in train],
+            vocab_size=cfg.vocab_size,
+            lowercase=cfg.lowercase,
+        )
+        model = new_student(cfg.shape, tokenizer)
     add_training_dropout(model, cfg.dropout)
     ema = copy.deepcopy(model)
     ema.eval()
