@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -124,6 +126,31 @@ class Gateway:
             for line in text.splitlines()
             if line.startswith(name + "{") or line.startswith(name + " ")
         )
+
+
+def serve_process(tmp_path: Path, redis: RedisServer, port: int) -> subprocess.Popen[bytes]:
+    """``distillgate serve`` as a real process (signals reach it), tasks in tmp_path/tasks."""
+    env = {
+        **os.environ,
+        "DISTILLGATE_TASKS_DIR": str(tmp_path / "tasks"),
+        "DISTILLGATE_REDIS_URL": redis.url,
+        "DISTILLGATE_SPOOL_DIR": str(tmp_path / "spool"),
+        "DISTILLGATE_CAPTURE_TIMEOUT_S": "0.5",
+        "DISTILLGATE_ALLOW_FORCE_ROUTE": "true",
+        "DISTILLGATE_BUILD_MISSING_STUDENTS": "false",
+        "DISTILLGATE_PORT": str(port),
+        "TEST_TEACHER_KEY": "k",
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], env=env)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, "gateway did not start"
+        time.sleep(0.1)
 
 
 @dataclass

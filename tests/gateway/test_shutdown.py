@@ -3,47 +3,19 @@ records (Redis being down) are flushed to the spool, which the next process repl
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import openai
 
 from calibration import Calibration, save_calibration, student_fingerprint
 from gateway.capture import CaptureRecord
 from gateway.capture.redis import default_stream_name
 from gateway.teachers.sim import SimulatedAnswers, create_sim_app
-from tests.conftest import LABELS, free_port, serve_in_thread, write_task
+from tests.conftest import LABELS, free_port, serve_in_thread, serve_process, write_task
 from tests.redis_server import RedisServer
-
-
-def serve(tmp_path: Path, redis: RedisServer, port: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "DISTILLGATE_TASKS_DIR": str(tmp_path / "tasks"),
-        "DISTILLGATE_REDIS_URL": redis.url,
-        "DISTILLGATE_SPOOL_DIR": str(tmp_path / "spool"),
-        "DISTILLGATE_CAPTURE_TIMEOUT_S": "0.5",
-        "DISTILLGATE_ALLOW_FORCE_ROUTE": "true",
-        "DISTILLGATE_BUILD_MISSING_STUDENTS": "false",
-        "DISTILLGATE_PORT": str(port),
-        "TEST_TEACHER_KEY": "k",
-    }
-    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], env=env)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, "gateway did not start"
-        time.sleep(0.1)
 
 
 def test_sigterm_flushes_in_flight_records_to_the_spool(
@@ -60,7 +32,7 @@ def test_sigterm_flushes_in_flight_records_to_the_spool(
         tmp_path / "tasks", tiny_student.path, extra=f'calibrator = "{calibrator}"\n' + teacher
     )
     port = free_port()
-    proc = serve(tmp_path, redis_server, port)
+    proc = serve_process(tmp_path, redis_server, port)
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=0)
     redis_server.kill()  # records can only go to the spool now
 
@@ -83,7 +55,7 @@ def test_sigterm_flushes_in_flight_records_to_the_spool(
     assert list((tmp_path / "spool").glob("*.jsonl")), "nothing was spooled"
 
     redis_server.start()
-    proc = serve(tmp_path, redis_server, port)  # the next process replays the spool
+    proc = serve_process(tmp_path, redis_server, port)  # the next process replays the spool
     try:
         deadline = time.monotonic() + 15
         while redis_server.client().xlen(default_stream_name("banking77")) < 6:
