@@ -58,6 +58,7 @@ def _train(
     seed: int = 0,
     threads: int | None = None,
     init_from: Path | None = None,
+    answers: Sequence[str] = (),
 ) -> None:
     from tqdm import tqdm
 
@@ -90,7 +91,9 @@ def _train(
             )
             bar.refresh()
 
-        result = train_student(train, dev, out, cfg, progress=progress, init_from=init_from)
+        result = train_student(
+            train, dev, out, cfg, progress=progress, init_from=init_from, answers=answers
+        )
     print(
         f"done: {result.steps} steps in {result.seconds:.0f}s, "
         f"{result.parameters / 1e6:.2f}M parameters, "
@@ -109,6 +112,7 @@ def build_student(task: Task) -> None:
         task.student,
         budget=task.build.time_budget_s,
         max_steps=None,
+        answers=task.answers or (),
     )
 
 

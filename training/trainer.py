@@ -192,11 +192,14 @@ def train_student(
     *,
     progress: Callable[[float, dict[str, float]], None] | None = None,
     init_from: str | Path | None = None,
+    answers: Sequence[str] = (),
 ) -> TrainResult:
     """Train, keep the best EMA checkpoint on ``held_out``, save a Hugging Face folder.
 
     ``init_from``: continue from that student (its tokenizer and weights; ``cfg.shape`` and
     ``cfg.vocab_size`` are then ignored), e.g. on last round's data plus captured pairs.
+    ``answers``: the task's whole answer set, so that labels absent from ``train`` still
+    round-trip through the tokenizer, and a later round can teach them.
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -210,7 +213,7 @@ def train_student(
     else:
         tokenizer = build_tokenizer(
             [t["content"] for ex in train for t in ex.chat()],
-            [ex.answer for ex in train],
+            [*(ex.answer for ex in train), *answers],
             vocab_size=cfg.vocab_size,
             lowercase=cfg.lowercase,
         )
