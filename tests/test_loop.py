@@ -109,15 +109,11 @@ def test_one_round_of_the_loop_lowers_escalation_and_keeps_accuracy(
     assert {e.answer for e in exported} >= set(LABELS[3:])  # the teacher taught the new intent
 
     v2 = tmp_path / "round1" / "student"
-    main(
-        ["student", "train", "--data", str(weak_train), "--data", str(captured)]
-        + ["--init-from", str(weak), "--out", str(v2), "--max-steps", "300", "--threads", "2"]
-    )
+    train = f"student train --data {weak_train} --data {captured} --init-from {weak}"
+    main([*train.split(), "--out", str(v2), "--max-steps", "300", "--threads", "2"])
     v2_calibrator = tmp_path / "round1" / "student.calibration.json"
-    main(
-        ["calibrate", "--task", "banking77", "--student", str(v2), "--from-stream"]
-        + ["--data", str(calibration), "--out", str(v2_calibrator)]
-    )
+    calibrate = f"calibrate --task banking77 --student {v2} --from-stream --data {calibration}"
+    main([*calibrate.split(), "--out", str(v2_calibrator)])
     point(v2, v2_calibrator)
     reloaded = httpx.post(
         f"{gw.url}/admin/reload", headers={"authorization": f"Bearer {ADMIN}"}, timeout=60
