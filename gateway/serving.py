@@ -105,7 +105,7 @@ class Serving:
             deployment = Deployment(runtimes=dict(deployment))
         self.deployment = deployment
         self.recorder = recorder
-        self.audits = audits or AuditTracker()
+        self.audits = audits  # None: no audits (offline replays)
         self._background: set[asyncio.Task[None]] = set()
 
     @property
@@ -150,7 +150,7 @@ class Serving:
             }
             if r.calibration is not None:
                 entry["threshold"] = r.calibration.threshold
-            if r.teacher is not None and r.task.capture.audit_rate > 0:
+            if self.audits is not None and r.teacher is not None and r.task.capture.audit_rate > 0:
                 entry["audit"] = self.audits.agreement(r.task.name).to_json()
             data.append(entry)
         return {"object": "list", "data": data}
@@ -240,7 +240,7 @@ class Serving:
         self.recorder.submit(capture_record(runtime, gen, answer, route, reason, reply, error))
 
     def _maybe_audit(self, runtime: TaskRuntime, gen: GenerationRequest, answer: Answer) -> None:
-        if not self.audits.sample(runtime.task.capture.audit_rate):
+        if self.audits is None or not self.audits.sample(runtime.task.capture.audit_rate):
             return
         deployment = self.deployment
         deployment.acquire()  # its teacher stays open until the audit is done
@@ -260,7 +260,8 @@ class Serving:
         except TeacherError as exc:
             logger.info("audit of %s skipped: the teacher failed: %s", gen.request_id, exc.message)
             return
-        self.audits.observe(runtime.task.name, answers_agree(answer.text, reply.text))
+        if self.audits is not None:
+            self.audits.observe(runtime.task.name, answers_agree(answer.text, reply.text))
         self._capture(runtime, gen, answer, "audit", "audit", reply=reply)
 
     # -- the wire --------------------------------------------------------------------------

@@ -59,7 +59,10 @@ async def status(request: Request) -> dict[str, Any]:
     return {
         "object": "status",
         "tasks": serving.deployment.describe(),
-        "audit": {name: serving.audits.agreement(name).to_json() for name in serving.runtimes},
+        "audit": {
+            name: serving.audits.agreement(name).to_json() if serving.audits else None
+            for name in serving.runtimes
+        },
         "capture": None
         if recorder is None
         else {"queued": recorder.queued, "spool_bytes": recorder.spool.size_bytes},
