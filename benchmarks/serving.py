@@ -55,7 +55,11 @@ def wait_ready(url: str) -> None:
 
 
 async def drive(
-    url: str, prompts: list[str], concurrency: int, total: int
+    url: str,
+    prompts: list[str],
+    concurrency: int,
+    total: int,
+    headers: dict[str, str] = STUDENT_ONLY,
 ) -> tuple[float, list[float]]:
     """Run ``total`` requests from ``concurrency`` clients; return (requests/s, latencies)."""
     latencies: list[float] = []
@@ -71,7 +75,7 @@ async def drive(
                 "messages": [{"role": "user", "content": prompts[i % len(prompts)]}],
             }
             t = time.perf_counter()
-            r = await http.post(f"{url}/v1/chat/completions", json=body, headers=STUDENT_ONLY)
+            r = await http.post(f"{url}/v1/chat/completions", json=body, headers=headers)
             r.raise_for_status()
             latencies.append(time.perf_counter() - t)
 
