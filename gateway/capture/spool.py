@@ -36,6 +36,7 @@ class Spool:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._segments = sorted(self.directory.glob("*.jsonl"))
         self._read_offset = 0  # into self._segments[0]
+        self._tail_is_ours = False  # never append to a segment a previous process left
         self.size_bytes = sum(p.stat().st_size for p in self._segments)
 
     # -- writing ---------------------------------------------------------------------------
@@ -61,13 +62,20 @@ class Spool:
         return len(lines)
 
     def _tail_for_append(self) -> Path:
-        if self._segments and self._segments[-1].stat().st_size < self.segment_bytes:
+        """The segment to append to: ours if it has room, else a new one (a segment left by
+        a crashed process may end in a torn line, which must not swallow the next record)."""
+        if (
+            self._tail_is_ours
+            and self._segments
+            and self._segments[-1].stat().st_size < self.segment_bytes
+        ):
             return self._segments[-1]
         number = int(self._segments[-1].stem) + 1 if self._segments else 1
         path = self.directory / f"{number:012d}.jsonl"
         path.touch()
         _fsync_dir(self.directory)  # the new file's name is durable too
         self._segments.append(path)
+        self._tail_is_ours = True
         return path
 
     # -- replaying -------------------------------------------------------------------------
@@ -87,9 +95,10 @@ class Spool:
         with self._segments[0].open("rb") as f:
             f.seek(self._read_offset)
             for line in f:
-                if not line.endswith(b"\n"):
-                    break  # being written; never the case from one thread, kept for safety
                 consumed += len(line)
+                if not line.endswith(b"\n"):  # torn by a crash mid-write: never fsync'd
+                    logger.error("spool %s: skipping a torn last line", f.name)
+                    break
                 try:
                     records.append(CaptureRecord.from_json(line))
                 except ValueError as exc:
@@ -103,6 +112,8 @@ class Spool:
         head = self._segments[0]
         self._read_offset += consumed
         if self._read_offset >= head.stat().st_size:
+            if head == self._segments[-1]:
+                self._tail_is_ours = False
             self.size_bytes -= head.stat().st_size
             head.unlink()
             self._segments.pop(0)

@@ -49,3 +49,14 @@ def test_a_torn_last_line_is_skipped(tmp_path: Path) -> None:
         f.write(b'{"record_id": "torn"\n')
     again = Spool(tmp_path)
     assert drain(again) == ["req-1", "req-2"]
+
+
+def test_a_line_torn_without_its_newline_neither_blocks_nor_corrupts(tmp_path: Path) -> None:
+    Spool(tmp_path).append([record(1)])
+    segment = next(tmp_path.glob("*.jsonl"))
+    with segment.open("ab") as f:
+        f.write(b'{"record_id": "torn')  # a crash in the middle of a write
+    again = Spool(tmp_path)
+    again.append([record(2), record(3)])  # the next process appends after the torn line
+    assert drain(again) == ["req-1", "req-2", "req-3"]
+    assert not again.pending and not list(tmp_path.glob("*.jsonl"))
