@@ -13,7 +13,7 @@ and the same traffic is served again. Figures: escalation rate and accepted-answ
 on that traffic before and after, and (offline, `distillgate evaluate`, nothing captured)
 on the other half of the test split, which neither round trained or calibrated on.
 
-    python benchmarks/improvement_loop.py [--budget 300] [--out reports/loop]
+    python benchmarks/improvement_loop.py [--budget 300] [--target-accuracy 0.95] [--out DIR]
 """
 
 from __future__ import annotations
@@ -88,6 +88,9 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--budget", type=float, default=300.0, help="training seconds per round")
     p.add_argument("--out", type=Path, default=ROOT / "reports" / "loop")
+    p.add_argument(
+        "--target-accuracy", type=float, default=0.95, help="accepted-answer accuracy target"
+    )
     args = p.parse_args()
     out: Path = args.out
     shutil.rmtree(out, ignore_errors=True)
@@ -119,9 +122,14 @@ def main() -> None:
     weak, weak_cal = out / "weak", out / "weak.calibration.json"
     print(f"weak student: {len(unseen)} of {len(labels)} intents held back")
     cal_data = DATA / "calibration.jsonl"
-    run(f"student train --data {weak_train} --out {weak} {budget} --held-out {cal_data}", env)
     task_file(out / "tasks", weak, weak_cal)
-    run("calibrate --task banking77", env)
+    run(
+        f"student train --task banking77 --data {weak_train} --out {weak} {budget} "
+        f"--held-out {cal_data}",
+        env,
+    )
+    target = f"--target-accuracy {args.target_accuracy}"
+    run(f"calibrate --task banking77 {target}", env)
     fresh_data = out / "fresh.jsonl"
     run(f"evaluate --task banking77 --data {fresh_data} --out {out}/fresh-before.json", env)
 
@@ -148,7 +156,7 @@ def main() -> None:
         print(
             run(
                 f"calibrate --task banking77 --student {round1} --from-stream "
-                f"--data {cal_data} --out {round1_cal}",
+                f"--data {cal_data} --out {round1_cal} {target}",
                 env,
             )
         )

@@ -19,10 +19,11 @@ from calibration.metrics import (
     risk_coverage_curve,
 )
 from calibration.routing import RoutingCurve, apgr_score, cpt, routing_curve
-from calibration.temperature import NotFittedError, TemperatureScaler
+from calibration.temperature import AnswerTemperatureScaler, NotFittedError, TemperatureScaler
 from calibration.threshold import ThresholdSelector
 
 __all__ = [
+    "AnswerTemperatureScaler",
     "Calibration",
     "NotFittedError",
     "RoutingCurve",

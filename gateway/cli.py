@@ -2,7 +2,7 @@
 
 distillgate serve [--host H] [--port P]
 distillgate student train --data train.jsonl [--data more.jsonl] [--held-out dev.jsonl]
-                          [--init-from DIR] --out DIR
+                          [--init-from DIR] [--task NAME] --out DIR
 distillgate student build --task NAME          (train per the task's [build] recipe)
 distillgate student evaluate (--task NAME | --student DIR) --data test.jsonl
 distillgate data import-csv FILE.csv --out FILE.jsonl [--prompt-column C --answer-column C]
@@ -372,6 +372,9 @@ def _parser() -> argparse.ArgumentParser:
         "--init-from", type=Path, help="continue from this student (its tokenizer and weights)"
     )
     train.add_argument(
+        "--task", help="put this task's whole answer set in the tokenizer (labels not in --data)"
+    )
+    train.add_argument(
         "--held-out", type=Path, help="JSONL for checkpoint selection (default: 5%% of --data)"
     )
     train.add_argument("--out", type=Path, required=True)
@@ -479,6 +482,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
             seed=args.seed,
             threads=args.threads,
             init_from=args.init_from,
+            answers=(_task(settings, args.task).answers or ()) if args.task else (),
         )
     elif args.command == "student" and args.action == "build":
         build_student(_task(settings, args.task))

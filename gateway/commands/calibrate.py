@@ -1,9 +1,10 @@
 """``distillgate calibrate``: fit a task's temperature and threshold on labelled data.
 
-The labelled set is split in two disjoint parts: T is fitted on a third (NLL of the
-reference answers under the student, teacher-forced, full softmax), the threshold chosen
-on the rest (confidence of the student's own greedy answers at T against whether they
-were right), and that part's metrics are reported before and after scaling.
+The labelled set is split in two disjoint parts: T is fitted on a third (NLL of whether
+the student's own greedy answers were right, under their sequence probability at T; see
+``calibration/temperature.py`` for why not the reference tokens' NLL), the threshold
+chosen on the rest (the same confidences at T against correctness), and that part's
+metrics are reported before and after scaling, with the reference answers' token NLL.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from calibration import (
+    AnswerTemperatureScaler,
     Calibration,
-    TemperatureScaler,
     ThresholdSelector,
     aurc_loss,
     brier_score_loss,
@@ -39,6 +40,7 @@ __all__ = [
     "ScoredSet",
     "calibration_metrics",
     "fit_calibration",
+    "reference_token_nll",
     "score_set",
     "sequence_confidence",
 ]
@@ -67,6 +69,14 @@ class ScoredSet:
             [self.references[i] for i in idx],
             [self.greedy[i] for i in idx],
         )
+
+
+def reference_token_nll(scored: Sequence[ScoredAnswer], temperature: float) -> float:
+    """Mean NLL per token of the reference answers at T: how well the student predicts them."""
+    lp = np.concatenate(
+        [log_softmax(s.logits, temperature)[np.arange(s.targets.size), s.targets] for s in scored]
+    )
+    return float(-lp.mean())
 
 
 def sequence_confidence(scored: Sequence[ScoredAnswer], temperature: float) -> NDArray[np.float64]:
@@ -140,9 +150,8 @@ def fit_calibration(
         raise ValueError("calibration needs at least 20 labelled examples")
     fit_idx, select_idx = split_for_calibration(len(scored.examples), seed)
     fit_half, select_half = scored.subset(fit_idx), scored.subset(select_idx)
-    scaler = TemperatureScaler().fit(
-        np.concatenate([r.logits for r in fit_half.references]),
-        np.concatenate([r.targets for r in fit_half.references]),
+    scaler = AnswerTemperatureScaler().fit(
+        [g.logits for g in fit_half.greedy], [g.targets for g in fit_half.greedy], fit_half.correct
     )
     temperature = float(scaler.temperature_)
     correct = select_half.correct
@@ -156,9 +165,11 @@ def fit_calibration(
     metrics_after.update(
         coverage=float(selector.coverage_),
         accepted_accuracy=float(selector.accepted_accuracy_),
-        token_nll=float(scaler.nll_after_),
+        token_nll=reference_token_nll(select_half.references, temperature),
     )
-    metrics_before = calibration_metrics(correct, before) | {"token_nll": float(scaler.nll_before_)}
+    metrics_before = calibration_metrics(correct, before) | {
+        "token_nll": reference_token_nll(select_half.references, 1.0)
+    }
     calibration = Calibration(
         temperature=temperature,
         threshold=float(selector.threshold_),

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calibration import NotFittedError, TemperatureScaler
+from calibration import AnswerTemperatureScaler, NotFittedError, TemperatureScaler
 from calibration.temperature import log_softmax
 
 
@@ -48,3 +48,35 @@ def test_use_before_fit_and_bad_input() -> None:
         TemperatureScaler().fit(np.zeros((2, 3)), np.array([0, 3]))
     with pytest.raises(ValueError):
         TemperatureScaler(bounds=(2.0, 1.0)).fit(np.zeros((2, 3)), np.array([0, 1]))
+
+
+def _answers(rng: np.random.Generator, n: int, true_t: float) -> tuple[list, list, np.ndarray]:  # type: ignore[type-arg]
+    """Answers whose correctness is drawn from their sequence probability at ``true_t``."""
+    logits, targets, correct = [], [], []
+    for _ in range(n):
+        z = rng.normal(0, 3, size=(2, 6))
+        t = z.argmax(axis=1)
+        p = np.exp(log_softmax(z, true_t)[np.arange(2), t].sum())
+        logits.append(z)
+        targets.append(t)
+        correct.append(float(rng.random() < p))
+    return logits, targets, np.array(correct)
+
+
+def test_answer_scaler_recovers_the_temperature_that_calibrates_answers() -> None:
+    rng = np.random.default_rng(0)
+    logits, targets, correct = _answers(rng, 3000, true_t=2.0)
+    scaler = AnswerTemperatureScaler().fit(logits, targets, correct)
+    assert scaler.temperature_ == pytest.approx(2.0, rel=0.15)
+    assert scaler.nll_after_ <= scaler.nll_before_ + 1e-9
+    assert scaler.n_answers_ == 3000
+
+
+def test_answer_scaler_checks_its_input() -> None:
+    z, t = [np.zeros((2, 3))], [np.array([0, 1])]
+    with pytest.raises(ValueError):
+        AnswerTemperatureScaler().fit(z, t, np.array([0.5]))
+    with pytest.raises(ValueError):
+        AnswerTemperatureScaler().fit(z, t, np.array([1.0, 0.0]))
+    with pytest.raises(ValueError):
+        AnswerTemperatureScaler(bounds=(2.0, 1.0)).fit(z, t, np.array([1.0]))
