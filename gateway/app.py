@@ -104,8 +104,9 @@ def _audit_metrics(metrics: Metrics) -> Callable[[str, bool, Agreement], None]:
     return observe
 
 
-def _reload_on_sighup(reloader: Reloader, metrics: Metrics) -> None:
-    """``kill -HUP <pid>`` reloads, where the process's main thread runs the event loop."""
+def _reload_on_sighup(reloader: Reloader, metrics: Metrics) -> Callable[[], object]:
+    """``kill -HUP <pid>`` reloads, where the process's main thread runs the event loop.
+    Returns what undoes it."""
     loop = asyncio.get_running_loop()
 
     async def reload() -> None:
@@ -126,6 +127,8 @@ def _reload_on_sighup(reloader: Reloader, metrics: Metrics) -> None:
 
     with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
         loop.add_signal_handler(signal.SIGHUP, schedule)
+        return lambda: loop.remove_signal_handler(signal.SIGHUP)
+    return lambda: None
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -187,13 +190,14 @@ def create_app(
             serving, lambda: load_tasks(settings.tasks_dir), make_engine, on_reload=on_reload
         )
         app.state.serving, app.state.reloader = serving, reloader
-        _reload_on_sighup(reloader, metrics)
+        forget_sighup = _reload_on_sighup(reloader, metrics)
         try:
             if recorder is not None:
                 await recorder.start()
             logger.info("serving tasks: %s", ", ".join(tasks))
             yield
         finally:
+            forget_sighup()
             await serving.aclose()
             await retire(serving.deployment)
             if recorder is not None:

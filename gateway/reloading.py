@@ -46,7 +46,15 @@ class Reloader:
                 tasks = self.load_tasks()
             except TaskConfigError as exc:
                 raise DeploymentError(str(exc)) from None
-            new = await build_deployment(tasks, self.make_engine, previous=self.serving.deployment)
+            try:
+                new = await build_deployment(
+                    tasks, self.make_engine, previous=self.serving.deployment
+                )
+            except DeploymentError:
+                raise
+            except Exception as exc:  # a student that will not load, a teacher that won't open
+                logger.exception("reload: the new deployment failed to build")
+                raise DeploymentError(f"{type(exc).__name__}: {exc}") from exc
             old = self.serving.swap(new)
             if self.on_reload is not None:
                 self.on_reload(new)

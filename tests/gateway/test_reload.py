@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import shutil
 import signal
 import threading
 import time
@@ -144,3 +146,23 @@ def test_sighup_reloads_a_running_process(
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_a_student_that_will_not_load_is_refused_and_the_old_one_keeps_serving(
+    tiny_student, run_gateway, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    tasks = tmp_path / "tasks"
+    point(tasks, tiny_student.path, calibrator(tmp_path / "c.json", tiny_student.path))
+    gw = run_gateway(Settings(tasks_dir=tasks, admin_key=ADMIN))
+    before = status(gw)
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_student.path, broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    point(tasks, broken, calibrator(tmp_path / "b.json", broken))  # a matching, useless pair
+    refused = reload(gw)
+    assert refused.status_code == 409, refused.text
+    assert "broken" not in json.dumps(status(gw)) and status(gw) == before
+    reply = gw.client().chat.completions.create(
+        model="banking77", messages=[{"role": "user", "content": PROMPT}]
+    )
+    assert reply.choices[0].message.content
