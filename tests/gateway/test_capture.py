@@ -188,3 +188,23 @@ def test_redis_killed_during_a_burst_loses_and_duplicates_nothing(
         cap.gateway.metric('distillgate_capture_records_total{outcome="dropped",task="banking77"}')
         == 0
     )
+
+
+def test_a_stalled_redis_never_holds_a_client(
+    tiny_student, run_gateway, tmp_path: Path, redis_server: RedisServer, teacher_key: None
+) -> None:  # type: ignore[no-untyped-def]
+    cap = start(tiny_student, run_gateway, tmp_path, redis_server, capture="")
+    stall = threading.Thread(
+        target=lambda: redis_server.client().execute_command("DEBUG", "SLEEP", "3")
+    )
+    stall.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    raw = ask(cap.gateway, "escalated while Redis sleeps", route="teacher")
+    assert time.monotonic() - started < 2.0  # Redis is frozen for 3 s; the client is not
+    assert raw.headers["x-distillgate-route"] == "teacher"
+    stall.join()
+    (record,) = cap.wait_for(1)
+    assert record.request_id == raw.headers["x-request-id"]
+    time.sleep(1.5)  # a retry or replay must not add a second copy
+    assert len(cap.records()) == 1
