@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 
@@ -24,7 +23,7 @@ from gateway.capture.redis import RedisCaptureSink, default_stream_name
 from gateway.deployment import Deployment, DeploymentError, build_deployment, retire
 from gateway.engines.base import StudentEngine
 from gateway.errors import GatewayError, error_body
-from gateway.metrics import Metrics
+from gateway.metrics import DeploymentCollector, Metrics
 from gateway.middleware import (
     ApiKeyMiddleware,
     BodyLimitMiddleware,
@@ -90,16 +89,12 @@ def _recorder(
         spool,
         on_event=lambda outcome, task, n: metrics.capture_records.labels(task, outcome).inc(n),
     )
-    metrics.capture_spool_bytes.set_function(lambda: spool.size_bytes)
-    metrics.capture_queued.set_function(lambda: recorder.queued)
     return recorder
 
 
 def _audit_metrics(metrics: Metrics) -> Callable[[str, bool, Agreement], None]:
-    def observe(task: str, agreed: bool, agreement: Agreement) -> None:
+    def observe(task: str, agreed: bool, _agreement: Agreement) -> None:
         metrics.audits.labels(task, "agree" if agreed else "disagree").inc()
-        if agreement.rate is not None:
-            metrics.audit_agreement.labels(task).set(agreement.rate)
 
     return observe
 
@@ -141,7 +136,9 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return (f"{param}: {msg}" if param else msg), param
 
 
-class _RequestMetrics:
+class _HttpMetrics:
+    """Every HTTP response by path and status (per task and route: ``api/routes.py``)."""
+
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
 
@@ -149,16 +146,17 @@ class _RequestMetrics:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
-        route = scope["path"] if scope["path"].startswith("/v1/") else "other"
+        path = scope["path"] if scope["path"] in _API_PATHS else "other"
 
         async def observe(message: Message) -> None:
             if message["type"] == "http.response.start":
-                self.metrics.requests.labels(route=route, status=str(message["status"])).inc()
-                self.metrics.latency.labels(route=route).observe(time.perf_counter() - started)
+                self.metrics.http_requests.labels(path, str(message["status"])).inc()
             await send(message)
 
         await self.app(scope, receive, observe)
+
+
+_API_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/models"})
 
 
 def create_app(
@@ -179,6 +177,7 @@ def create_app(
         serving = Serving(
             deployment,
             recorder=recorder,
+            metrics=metrics,
             audits=AuditTracker(window=settings.audit_window, on_observe=_audit_metrics(metrics)),
         )
 
@@ -206,6 +205,7 @@ def create_app(
     app = FastAPI(title="distillgate", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.metrics = metrics
+    metrics.watch(DeploymentCollector(lambda: getattr(app.state, "serving", None)))
     app.include_router(router)
     app.include_router(admin_router)
 
@@ -233,6 +233,6 @@ def create_app(
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(ErrorBoundaryMiddleware)
-    app.add_middleware(_RequestMetrics, metrics=metrics)
+    app.add_middleware(_HttpMetrics, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)
     return app

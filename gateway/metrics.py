@@ -1,71 +1,270 @@
-"""Prometheus metrics, one registry per app (no process globals, so tests and apps don't mix)."""
+"""Prometheus metrics, one registry per app (no process globals, so tests and apps don't mix).
+
+Every name starts with ``distillgate_`` and none contains ``vllm`` (vLLM unregisters any
+collector whose name does). Labels are bounded: task names come from the task files
+(unknown ``model`` values are counted as ``unknown``), routes, reasons and error kinds
+from fixed sets; never request or user ids.
+
+Events are counted where they happen (``observe_*``); live state (calibrators, circuit
+breakers, engine queues, the capture backlog) is read at scrape time by
+``DeploymentCollector``, so a reload never leaves stale label sets behind.
+
+With several worker processes, set ``PROMETHEUS_MULTIPROC_DIR``: counters and histograms
+are then summed over the workers; live state is the scraped worker's own.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import os
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
-__all__ = ["Metrics"]
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from gateway.serving import Serving
+
+__all__ = ["DeploymentCollector", "Metrics"]
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 1.0)
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        r = self.registry
+        self.http_requests = Counter(
+            "distillgate_http_requests",
+            "HTTP responses by path (the /v1/ endpoints, else 'other') and status.",
+            ["path", "status"],
+            registry=r,
+        )
         self.requests = Counter(
             "distillgate_requests",
-            "HTTP requests answered, by route and status.",
-            ["route", "status"],
-            registry=self.registry,
+            "Completion requests by task, route (student, teacher, student-fallback, none "
+            "when refused) and HTTP status.",
+            ["task", "route", "status"],
+            registry=r,
         )
-        self.latency = Histogram(
+        self.request_seconds = Histogram(
             "distillgate_request_seconds",
-            "Time to the complete response (non-streaming) or to the first byte (streaming).",
-            ["route"],
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-            registry=self.registry,
+            "Time to the whole response (non-streaming) by task and route.",
+            ["task", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft_seconds = Histogram(
+            "distillgate_time_to_first_token_seconds",
+            "Streams: time from the request to the first content chunk, by task and route.",
+            ["task", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.student_seconds = Histogram(
+            "distillgate_student_seconds",
+            "Student generation time per request (queueing included).",
+            ["task"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.batch_size = Histogram(
             "distillgate_engine_batch_size",
             "Requests advanced together in one student decode step.",
             ["task"],
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
-            registry=self.registry,
+            registry=r,
         )
-
+        self.engine_rejections = Counter(
+            "distillgate_engine_rejections",
+            "Requests refused because the student's queue was full (429) or closing (503).",
+            ["task"],
+            registry=r,
+        )
+        self.confidence = Histogram(
+            "distillgate_confidence",
+            "Calibrated confidence of the student's answers, by task.",
+            ["task"],
+            buckets=CONFIDENCE_BUCKETS,
+            registry=r,
+        )
+        self.escalations = Counter(
+            "distillgate_escalations",
+            "Requests sent to the teacher, by reason (low_confidence, invalid_answer, forced).",
+            ["task", "reason"],
+            registry=r,
+        )
+        self.teacher_seconds = Histogram(
+            "distillgate_teacher_seconds",
+            "Teacher answer time (retries included), by task and purpose (escalation, audit).",
+            ["task", "purpose"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.teacher_errors = Counter(
+            "distillgate_teacher_errors",
+            "Teacher failures by kind (teacher_timeout, teacher_unavailable, teacher_error).",
+            ["task", "kind"],
+            registry=r,
+        )
+        self.teacher_tokens = Counter(
+            "distillgate_teacher_tokens",
+            "Teacher tokens by direction (input, output) and purpose.",
+            ["task", "direction", "purpose"],
+            registry=r,
+        )
+        self.teacher_cost = Counter(
+            "distillgate_teacher_cost_usd",
+            "Teacher spend in USD at the task's prices, by purpose (escalation, audit).",
+            ["task", "purpose"],
+            registry=r,
+        )
+        self.savings = Counter(
+            "distillgate_estimated_savings_usd",
+            "Teacher spend avoided by the student's accepted answers: each valued at the "
+            "task's mean cost of a teacher call so far (what always-teacher would have paid).",
+            ["task"],
+            registry=r,
+        )
         self.capture_records = Counter(
             "distillgate_capture_records",
             "Captured records by outcome: written (to Redis), spooled (to disk while Redis "
             "was unreachable), replayed (from the spool to Redis), dropped (spool full).",
             ["task", "outcome"],
-            registry=self.registry,
-        )
-        self.capture_spool_bytes = Gauge(
-            "distillgate_capture_spool_bytes",
-            "Bytes of records waiting in the local spool for Redis.",
-            registry=self.registry,
-        )
-        self.capture_queued = Gauge(
-            "distillgate_capture_queued",
-            "Records waiting in memory for the capture writer.",
-            registry=self.registry,
+            registry=r,
         )
         self.audits = Counter(
             "distillgate_audits",
             "Accepted answers audited by the teacher, by verdict (agree, disagree).",
             ["task", "verdict"],
-            registry=self.registry,
-        )
-        self.audit_agreement = Gauge(
-            "distillgate_audit_agreement",
-            "Rolling agreement of accepted student answers with the teacher (live accuracy).",
-            ["task"],
-            registry=self.registry,
+            registry=r,
         )
         self.reloads = Counter(
             "distillgate_reloads",
             "Deployment reloads by outcome (ok, refused).",
             ["outcome"],
-            registry=self.registry,
+            registry=r,
         )
+        self._mean_teacher_cost: dict[str, tuple[float, int]] = {}
+        self._live: list[Collector] = []
+
+    # -- events --------------------------------------------------------------------------
+    def observe_teacher_call(
+        self,
+        task: str,
+        purpose: str,
+        *,
+        seconds: float,
+        input_tokens: int,
+        output_tokens: int,
+        cost_usd: float,
+    ) -> None:
+        self.teacher_seconds.labels(task, purpose).observe(seconds)
+        self.teacher_tokens.labels(task, "input", purpose).inc(input_tokens)
+        self.teacher_tokens.labels(task, "output", purpose).inc(output_tokens)
+        self.teacher_cost.labels(task, purpose).inc(cost_usd)
+        total, n = self._mean_teacher_cost.get(task, (0.0, 0))
+        self._mean_teacher_cost[task] = (total + cost_usd, n + 1)
+
+    def observe_accepted(self, task: str) -> None:
+        """An answer the teacher did not have to give: worth a mean teacher call."""
+        total, n = self._mean_teacher_cost.get(task, (0.0, 0))
+        if n:
+            self.savings.labels(task).inc(total / n)
 
     def render(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            merged = CollectorRegistry()
+            MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+            for collector in self._live:
+                merged.register(collector)
+            return generate_latest(merged)
         return generate_latest(self.registry)
+
+    def watch(self, collector: Collector) -> None:
+        """Register a scrape-time collector of live state."""
+        self._live.append(collector)
+        self.registry.register(collector)
+
+
+class DeploymentCollector(Collector):
+    """Live state of what is served, read at scrape time from ``serving()``."""
+
+    def __init__(self, serving: Callable[[], Serving | None]) -> None:
+        self.serving = serving
+
+    def collect(self) -> Iterator[Metric]:
+        serving = self.serving()
+        if serving is None:
+            return
+        info = GaugeMetricFamily(
+            "distillgate_calibrator_info",
+            "The calibrator in service (value 1), by task, its version and its student.",
+            labels=["task", "version", "student"],
+        )
+        threshold = GaugeMetricFamily(
+            "distillgate_calibrator_threshold", "Accept threshold on confidence.", labels=["task"]
+        )
+        temperature = GaugeMetricFamily(
+            "distillgate_calibrator_temperature", "Fitted temperature T.", labels=["task"]
+        )
+        target = GaugeMetricFamily(
+            "distillgate_calibrator_target_accuracy",
+            "Accepted-answer accuracy the threshold was chosen for.",
+            labels=["task"],
+        )
+        circuit = GaugeMetricFamily(
+            "distillgate_teacher_circuit_open",
+            "1 while the task's teacher circuit breaker is open (calls refused).",
+            labels=["task"],
+        )
+        retries = CounterMetricFamily(
+            "distillgate_teacher_retries",
+            "Teacher calls retried (since the teacher was opened).",
+            labels=["task"],
+        )
+        queue = GaugeMetricFamily(
+            "distillgate_engine_queue_depth",
+            "Requests waiting for or in the student engine, by task.",
+            labels=["task"],
+        )
+        agreement = GaugeMetricFamily(
+            "distillgate_audit_agreement",
+            "Rolling agreement of accepted student answers with the teacher (live accuracy).",
+            labels=["task"],
+        )
+        for name, runtime in serving.runtimes.items():
+            cal = runtime.calibration
+            if cal is not None:
+                info.add_metric([name, cal.version_id, (runtime.student_fingerprint or "")[:19]], 1)
+                threshold.add_metric([name], cal.threshold)
+                temperature.add_metric([name], cal.temperature)
+                if cal.target_accuracy is not None:
+                    target.add_metric([name], cal.target_accuracy)
+            breaker = getattr(runtime.teacher, "breaker", None)
+            if breaker is not None:
+                circuit.add_metric([name], 1.0 if breaker.state == "open" else 0.0)
+                retries.add_metric([name], float(getattr(runtime.teacher, "retries", 0)))
+            pending = getattr(runtime.engine, "pending", None)
+            if isinstance(pending, int):
+                queue.add_metric([name], pending)
+            if serving.audits is not None:
+                rate = serving.audits.agreement(name).rate
+                if rate is not None:
+                    agreement.add_metric([name], rate)
+        yield from (info, threshold, temperature, target, circuit, retries, queue, agreement)
+        recorder = serving.recorder
+        if recorder is not None:
+            spool = GaugeMetricFamily(
+                "distillgate_capture_spool_bytes",
+                "Bytes of records waiting in the local spool for Redis.",
+            )
+            spool.add_metric([], recorder.spool.size_bytes)
+            queued = GaugeMetricFamily(
+                "distillgate_capture_queued", "Records waiting in memory for the capture writer."
+            )
+            queued.add_metric([], recorder.queued)
+            yield from (spool, queued)

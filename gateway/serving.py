@@ -36,6 +36,7 @@ from gateway.capture import CapturedRoute, CaptureRecord, CaptureRecorder, new_r
 from gateway.deployment import Deployment, TaskRuntime
 from gateway.engines.base import GenerationRequest, Message, StudentEngine, TokenDelta
 from gateway.errors import EngineError, TeacherError, UnknownTask
+from gateway.metrics import Metrics
 from gateway.routing import Reason, Route, decide
 from gateway.tasks import Task
 from gateway.teachers.base import TeacherAnswer, TeacherRequest
@@ -100,12 +101,14 @@ class Serving:
         *,
         recorder: CaptureRecorder | None = None,
         audits: AuditTracker | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         if not isinstance(deployment, Deployment):
             deployment = Deployment(runtimes=dict(deployment))
         self.deployment = deployment
         self.recorder = recorder
         self.audits = audits  # None: no audits (offline replays)
+        self.metrics = metrics
         self._background: set[asyncio.Task[None]] = set()
 
     @property
@@ -190,6 +193,9 @@ class Serving:
             forced=forced,
             has_teacher=runtime.teacher is not None,
         )
+        if self.metrics is not None:
+            self.metrics.student_seconds.labels(task.name).observe(student_s)
+            self.metrics.confidence.labels(task.name).observe(confidence)
         answer = Answer(
             route=Route.STUDENT,
             reason=decision.reason,
@@ -205,11 +211,15 @@ class Serving:
         )
         if not decision.escalate or runtime.teacher is None:
             if decision.reason == Reason.CONFIDENT and runtime.teacher is not None:
+                if self.metrics is not None:
+                    self.metrics.observe_accepted(task.name)
                 self._maybe_audit(runtime, gen, answer)
             return answer
+        if self.metrics is not None:
+            self.metrics.escalations.labels(task.name, decision.reason.value).inc()
         ask = teacher_request(task, gen)
         try:
-            reply = await runtime.teacher.complete(ask)
+            reply = await self._ask_teacher(runtime, ask, "escalation")
         except TeacherError as exc:
             logger.warning("teacher failed for %s (%s): %s", gen.request_id, task.name, exc.message)
             self._capture(runtime, gen, answer, "student-fallback", decision.reason, error=exc)
@@ -253,10 +263,36 @@ class Serving:
 
         job.add_done_callback(finished)
 
-    async def _audit(self, runtime: TaskRuntime, gen: GenerationRequest, answer: Answer) -> None:
+    async def _ask_teacher(
+        self, runtime: TaskRuntime, request: TeacherRequest, purpose: str
+    ) -> TeacherAnswer:
         assert runtime.teacher is not None
+        task = runtime.task
         try:
-            reply = await runtime.teacher.complete(teacher_request(runtime.task, gen))
+            reply = await runtime.teacher.complete(request)
+        except TeacherError as exc:
+            if self.metrics is not None:
+                self.metrics.teacher_errors.labels(task.name, exc.code or "teacher_error").inc()
+            raise
+        if self.metrics is not None:
+            prices = task.prices
+            self.metrics.observe_teacher_call(
+                task.name,
+                purpose,
+                seconds=reply.latency_s,
+                input_tokens=reply.input_tokens,
+                output_tokens=reply.output_tokens,
+                cost_usd=(
+                    reply.input_tokens * prices.teacher_input
+                    + reply.output_tokens * prices.teacher_output
+                )
+                / 1e6,
+            )
+        return reply
+
+    async def _audit(self, runtime: TaskRuntime, gen: GenerationRequest, answer: Answer) -> None:
+        try:
+            reply = await self._ask_teacher(runtime, teacher_request(runtime.task, gen), "audit")
         except TeacherError as exc:
             logger.info("audit of %s skipped: the teacher failed: %s", gen.request_id, exc.message)
             return

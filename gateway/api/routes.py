@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+import time
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import Histogram
 
 from gateway.api.protocol import ChatCompletionRequest, CompletionRequest
 from gateway.errors import GatewayError, InvalidRequest, Overloaded
+from gateway.metrics import Metrics
 from gateway.middleware import request_id_of
 from gateway.serving import Serving
 
@@ -59,21 +62,47 @@ def _forced_route(request: Request) -> Literal["student", "teacher"] | None:
 
 async def _answer(request: Request, body: ChatCompletionRequest | CompletionRequest) -> Response:
     serving: Serving = request.app.state.serving
+    metrics: Metrics = request.app.state.metrics
     request_id = request_id_of(request.scope)
-    forced = _forced_route(request)
+    task = body.model if body.model in serving.runtimes else "unknown"  # bounded labels
+    started = time.perf_counter()
     try:
+        forced = _forced_route(request)
         if body.stream:
             events, headers = await _until_disconnect(
                 request, serving.stream(body, request_id, forced)
             )
+            route = headers["x-distillgate-route"]
+            metrics.requests.labels(task, route, "200").inc()
             headers = {**headers, "cache-control": "no-cache"}
-            return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+            timed = _first_chunk_timed(events, metrics.ttft_seconds.labels(task, route), started)
+            return StreamingResponse(timed, media_type="text/event-stream", headers=headers)
         result, headers = await _until_disconnect(
             request, serving.complete(body, request_id, forced)
         )
     except ClientDisconnected:
+        metrics.requests.labels(task, "none", "499").inc()
         return Response(status_code=499)
+    except GatewayError as exc:
+        metrics.requests.labels(task, "none", str(exc.status_code)).inc()
+        if isinstance(exc, Overloaded):
+            metrics.engine_rejections.labels(task).inc()
+        raise
+    route = headers["x-distillgate-route"]
+    metrics.requests.labels(task, route, "200").inc()
+    metrics.request_seconds.labels(task, route).observe(time.perf_counter() - started)
     return JSONResponse(result, headers=headers)
+
+
+async def _first_chunk_timed(
+    events: AsyncIterator[str], ttft: Histogram, started: float
+) -> AsyncIterator[str]:
+    first = True
+    async for event in events:
+        if first:
+            ttft.observe(time.perf_counter() - started)
+            first = False
+        yield event
 
 
 @router.post("/v1/chat/completions")

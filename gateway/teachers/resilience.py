@@ -73,6 +73,7 @@ class ResilientTeacher:
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.breaker = breaker or CircuitBreaker()
+        self.retries = 0  # attempts after the first, for metrics
 
     async def complete(self, request: TeacherRequest) -> TeacherAnswer:
         if not self.breaker.allow():
@@ -108,6 +109,7 @@ class ResilientTeacher:
                     )
                 if time.monotonic() + wait >= deadline:
                     raise  # waiting would pass the deadline: fail now, not later
+                self.retries += 1
                 await asyncio.sleep(wait)
 
     async def aclose(self) -> None:

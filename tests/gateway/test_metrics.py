@@ -1,0 +1,110 @@
+"""/metrics after real traffic: every family a dashboard needs, bounded labels."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import openai
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from calibration import Calibration, save_calibration, student_fingerprint
+from gateway.settings import Settings
+from gateway.teachers.sim import SimulatedAnswers, create_sim_app
+from tests.conftest import LABELS, Gateway, serve_in_thread, write_task
+
+KEY_ENV = "DISTILLGATE_TEST_METRICS_KEY"
+IN_DOMAIN = "I still have not received my card"
+
+
+@pytest.fixture(scope="module")
+def gw(tiny_student, run_gateway, tmp_path_factory) -> Gateway:  # type: ignore[no-untyped-def]
+    mp = pytest.MonkeyPatch()
+    mp.setenv(KEY_ENV, "k")
+    sim = serve_in_thread(create_sim_app(SimulatedAnswers({}, LABELS)))
+    tasks = tmp_path_factory.mktemp("metrics-tasks")
+    calibrator = tasks / "c.json"
+    fingerprint = student_fingerprint(tiny_student.path)
+    save_calibration(
+        Calibration(
+            temperature=1.0,
+            threshold=0.75,
+            student_fingerprint=fingerprint,
+            target_accuracy=0.9,
+        ),
+        calibrator,
+    )
+    teacher = f'[teacher]\nbase_url = "{sim.url}"\napi_key_env = "{KEY_ENV}"\n'
+    extra = f'calibrator = "{calibrator}"\n' + teacher + "[capture]\naudit_rate = 1.0\n"
+    write_task(tasks, tiny_student.path, extra=extra)
+    gateway = run_gateway(Settings(tasks_dir=tasks, allow_force_route=True))
+    client = gateway.client()
+    ask = client.chat.completions.create
+    message = [{"role": "user", "content": IN_DOMAIN}]
+    ask(model="banking77", messages=message)  # accepted (and audited)
+    ask(model="banking77", messages=message, extra_headers={"x-distillgate-force-route": "teacher"})
+    for _ in ask(model="banking77", messages=message, stream=True):
+        pass
+    with pytest.raises(openai.NotFoundError):
+        ask(model="no-such-task", messages=message)
+    yield gateway
+    mp.undo()
+    sim.stop()
+
+
+def families(gw: Gateway) -> dict[str, list[tuple[dict[str, str], float]]]:
+    text = httpx.get(f"{gw.url}/metrics").text
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
+    return out
+
+
+def value(samples: list[tuple[dict[str, str], float]], **labels: str) -> float:
+    return sum(v for got, v in samples if all(got.get(k) == x for k, x in labels.items()))
+
+
+def test_traffic_is_counted_by_task_route_and_status(gw: Gateway) -> None:
+    f = families(gw)
+    requests = f["distillgate_requests_total"]
+    assert value(requests, task="banking77", route="student", status="200") == 2
+    assert value(requests, task="banking77", route="teacher", status="200") == 1
+    assert value(requests, task="unknown", route="none", status="404") == 1
+    assert value(f["distillgate_request_seconds_count"], task="banking77", route="student") == 1
+    assert value(f["distillgate_time_to_first_token_seconds_count"], task="banking77") == 1
+    assert value(f["distillgate_student_seconds_count"], task="banking77") == 3
+    assert value(f["distillgate_confidence_count"], task="banking77") == 3
+    assert value(f["distillgate_escalations_total"], task="banking77", reason="forced") == 1
+    assert value(f["distillgate_http_requests_total"], path="/v1/chat/completions") == 4
+
+
+def test_teacher_spend_and_savings(gw: Gateway) -> None:
+    f = families(gw)
+    cost = f["distillgate_teacher_cost_usd_total"]
+    assert value(cost, task="banking77", purpose="escalation") > 0
+    assert value(f["distillgate_teacher_tokens_total"], direction="input", purpose="escalation") > 0
+    assert value(f["distillgate_teacher_seconds_count"], purpose="escalation") == 1
+    # the first accepted answer came before any teacher call had a price; the stream's after
+    assert value(f["distillgate_estimated_savings_usd_total"], task="banking77") > 0
+
+
+def test_live_state_is_read_at_scrape_time(gw: Gateway) -> None:
+    f = families(gw)
+    assert value(f["distillgate_calibrator_threshold"], task="banking77") == 0.75
+    assert value(f["distillgate_calibrator_temperature"], task="banking77") == 1.0
+    assert value(f["distillgate_calibrator_target_accuracy"], task="banking77") == 0.9
+    (labels, one) = f["distillgate_calibrator_info"][0]
+    assert one == 1 and labels["version"].startswith("cal-")
+    assert value(f["distillgate_teacher_circuit_open"], task="banking77") == 0
+    assert "distillgate_teacher_retries_total" in f
+    assert value(f["distillgate_engine_queue_depth"], task="banking77") == 0
+    assert value(f["distillgate_audits_total"], task="banking77") >= 1
+
+
+def test_names_and_labels_are_safe(gw: Gateway) -> None:
+    text = httpx.get(f"{gw.url}/metrics").text
+    names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line[:1].isalpha()}
+    assert names and all(n.startswith("distillgate_") and "vllm" not in n for n in names)
+    assert not re.search(r"req-|chatcmpl|request_id|user=", text)  # no unbounded labels
