@@ -216,6 +216,11 @@ class DeploymentCollector(Collector):
             "Accepted-answer accuracy the threshold was chosen for.",
             labels=["task"],
         )
+        expected = GaugeMetricFamily(
+            "distillgate_calibrator_expected_escalation",
+            "Share of traffic the calibrator expects to escalate (1 - its fitted coverage).",
+            labels=["task"],
+        )
         circuit = GaugeMetricFamily(
             "distillgate_teacher_circuit_open",
             "1 while the task's teacher circuit breaker is open (calls refused).",
@@ -244,6 +249,9 @@ class DeploymentCollector(Collector):
                 temperature.add_metric([name], cal.temperature)
                 if cal.target_accuracy is not None:
                     target.add_metric([name], cal.target_accuracy)
+                coverage = cal.metrics_after.get("coverage")
+                if coverage is not None:
+                    expected.add_metric([name], 1.0 - coverage)
             breaker = getattr(runtime.teacher, "breaker", None)
             if breaker is not None:
                 circuit.add_metric([name], 1.0 if breaker.state == "open" else 0.0)
@@ -255,7 +263,8 @@ class DeploymentCollector(Collector):
                 rate = serving.audits.agreement(name).rate
                 if rate is not None:
                     agreement.add_metric([name], rate)
-        yield from (info, threshold, temperature, target, circuit, retries, queue, agreement)
+        yield from (info, threshold, temperature, target, expected, circuit, retries, queue)
+        yield agreement
         recorder = serving.recorder
         if recorder is not None:
             spool = GaugeMetricFamily(
