@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
@@ -27,7 +27,7 @@ from prometheus_client.registry import Collector
 if TYPE_CHECKING:
     from gateway.serving import Serving
 
-__all__ = ["DeploymentCollector", "Metrics"]
+__all__ = ["DeploymentCollector", "Metrics", "VLLMPassthrough"]
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 1.0)
@@ -150,6 +150,7 @@ class Metrics:
         )
         self._mean_teacher_cost: dict[str, tuple[float, int]] = {}
         self._live: list[Collector] = []
+        self.watch(VLLMPassthrough())
 
     # -- events --------------------------------------------------------------------------
     def observe_teacher_call(
@@ -277,3 +278,14 @@ class DeploymentCollector(Collector):
             )
             queued.add_metric([], recorder.queued)
             yield from (spool, queued)
+
+
+class VLLMPassthrough(Collector):
+    """vLLM's own ``vllm:*`` metrics, which it registers in prometheus_client's process-wide
+    registry, served on the gateway's ``/metrics`` beside ours when the engine runs
+    in-process. Nothing else of that registry is passed through."""
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in REGISTRY.collect():
+            if metric.name.startswith("vllm:"):
+                yield metric

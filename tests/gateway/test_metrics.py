@@ -7,6 +7,7 @@ import re
 import httpx
 import openai
 import pytest
+from prometheus_client import REGISTRY, Gauge
 from prometheus_client.parser import text_string_to_metric_families
 
 from calibration import Calibration, save_calibration, student_fingerprint
@@ -101,6 +102,20 @@ def test_live_state_is_read_at_scrape_time(gw: Gateway) -> None:
     assert "distillgate_teacher_retries_total" in f
     assert value(f["distillgate_engine_queue_depth"], task="banking77") == 0
     assert value(f["distillgate_audits_total"], task="banking77") >= 1
+
+
+def test_vllm_metrics_in_the_process_registry_are_passed_through(gw: Gateway) -> None:
+    # what vLLM's in-process engine does: register vllm:* collectors in the default registry
+    running = Gauge("vllm:num_requests_running", "Requests running in vLLM.", registry=REGISTRY)
+    other = Gauge("some_library_metric", "Not ours, not vLLM's.", registry=REGISTRY)
+    try:
+        running.set(3)
+        f = families(gw)
+        assert value(f["vllm:num_requests_running"]) == 3
+        assert "some_library_metric" not in f
+    finally:
+        REGISTRY.unregister(running)
+        REGISTRY.unregister(other)
 
 
 def test_names_and_labels_are_safe(gw: Gateway) -> None:
