@@ -88,6 +88,7 @@ def _recorder(
         sink,
         spool,
         on_event=lambda outcome, task, n: metrics.capture_records.labels(task, outcome).inc(n),
+        on_sink_error=metrics.capture_sink_errors.inc,
     )
     return recorder
 

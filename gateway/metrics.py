@@ -136,6 +136,11 @@ class Metrics:
             ["task", "outcome"],
             registry=r,
         )
+        self.capture_sink_errors = Counter(
+            "distillgate_capture_redis_errors",
+            "Capture writes to Redis that failed or timed out (the batch went to the spool).",
+            registry=r,
+        )
         self.audits = Counter(
             "distillgate_audits",
             "Accepted answers audited by the teacher, by verdict (agree, disagree).",

@@ -275,8 +275,14 @@ DASHBOARDS = [
                 {"{{instance}}": f"max by (instance) ({inst('distillgate_capture_queued')})"},
             ),
             Panel(
-                "Dropped records",
-                {"dropped": f"sum(increase({DROPPED}[{RI}])) or vector(0)"},
+                "Dropped records and Redis errors",
+                {
+                    "dropped": f"sum(increase({DROPPED}[{RI}])) or vector(0)",
+                    "Redis errors": (
+                        f"sum(increase({inst('distillgate_capture_redis_errors_total')}[{RI}]))"
+                        " or vector(0)"
+                    ),
+                },
             ),
             Panel(
                 "Reloads",

@@ -10,7 +10,8 @@ the sink or, failing that, the spool.
 
 Every record ends up in exactly one of: the sink, the spool, or the ``dropped`` count
 (spool full or queue overflowing, both logged as errors). ``on_event(outcome, task, n)``
-reports each move for metrics: written, spooled, replayed, dropped.
+reports each move for metrics: written, spooled, replayed, dropped; ``on_sink_error()``
+each failed or timed-out write.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class CaptureRecorder:
         max_queued: int = 100_000,
         retry_interval_s: float = 1.0,
         on_event: EventHook | None = None,
+        on_sink_error: Callable[[], None] | None = None,
     ) -> None:
         self.sink = sink
         self.spool = spool
@@ -56,6 +58,7 @@ class CaptureRecorder:
         self.max_queued = max_queued
         self.retry_interval_s = retry_interval_s
         self.on_event = on_event
+        self.on_sink_error = on_sink_error
         self._queue: asyncio.Queue[CaptureRecord | None] = asyncio.Queue()  # None wakes it
         self._worker: asyncio.Task[None] | None = None
         self._closing = False
@@ -179,6 +182,8 @@ class CaptureRecorder:
             self._sink_down = False
 
     def _sink_failed(self, exc: CaptureError) -> None:
+        if self.on_sink_error is not None:
+            self.on_sink_error()
         if not self._sink_down:
             logger.warning("capture sink failed (%s): spooling to %s", exc, self.spool.directory)
         self._sink_down = True

@@ -184,6 +184,7 @@ def test_redis_killed_during_a_burst_loses_and_duplicates_nothing(
         cap.gateway.metric('distillgate_capture_records_total{outcome="spooled",task="banking77"}')
         > 0
     )
+    assert cap.gateway.metric("distillgate_capture_redis_errors_total") > 0
     assert (
         cap.gateway.metric('distillgate_capture_records_total{outcome="dropped",task="banking77"}')
         == 0
