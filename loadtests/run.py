@@ -1,0 +1,84 @@
+"""Run a locust scenario headless and write its reports and a summary.
+
+    python loadtests/run.py --host http://127.0.0.1:8000 [--users 16] [--spawn-rate 4]
+        [--duration 60s] [--out reports/load]
+
+Writes ``locust_stats.csv`` (and locust's other CSVs), ``report.html`` and ``summary.md``:
+requests, failures, throughput and latency per endpoint, the route split and latency per
+route, time to first token. Exits non-zero when any request failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def summarise(stats_csv: Path) -> tuple[str, int]:
+    rows = list(csv.DictReader(stats_csv.open()))
+    http = [r for r in rows if r["Type"] in ("POST", "GET") and r["Name"] != "Aggregated"]
+    routes = [r for r in rows if r["Type"] == "route"]
+    requests = sum(int(r["Request Count"]) for r in http)
+    failures = sum(int(r["Failure Count"]) for r in http)
+    answered = sum(int(r["Request Count"]) for r in routes) or 1
+
+    def table(selected: list[dict[str, str]], first: str) -> list[str]:
+        out = [f"| {first} | requests | failures | req/s | p50 ms | p95 ms | p99 ms |"]
+        out.append("| --- | --- | --- | --- | --- | --- | --- |")
+        for r in selected:
+            out.append(
+                f"| {r['Name']} | {r['Request Count']} | {r['Failure Count']} "
+                f"| {float(r['Requests/s']):.1f} | {r['50%']} | {r['95%']} | {r['99%']} |"
+            )
+        return out
+
+    lines = ["# Load test summary", ""]
+    lines += [*table(http, "endpoint"), ""]
+    lines += ["Route split (share of answered requests) and latency per route:", ""]
+    lines += [*table(routes, "route"), ""]
+    lines += [f"- {r['Name']}: {int(r['Request Count']) / answered:.1%} of answers" for r in routes]
+    ttft = [r for r in rows if r["Type"] == "stream"]
+    if ttft:
+        lines += ["", f"Time to first token: p50 {ttft[0]['50%']} ms, p95 {ttft[0]['95%']} ms."]
+    lines += ["", f"Total: {requests} requests, {failures} failures."]
+    return "\n".join(lines) + "\n", failures
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--host", required=True)
+    p.add_argument("--users", type=int, default=16)
+    p.add_argument("--spawn-rate", type=float, default=4)
+    p.add_argument("--duration", default="60s")
+    p.add_argument("--out", type=Path, default=Path("reports/load"))
+    args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable, "-m", "locust",
+        "-f", str(HERE / "locustfile.py"),
+        "--headless", "--only-summary",
+        "--host", args.host,
+        "--users", str(args.users),
+        "--spawn-rate", str(args.spawn_rate),
+        "--run-time", args.duration,
+        "--csv", str(args.out / "locust"),
+        "--html", str(args.out / "report.html"),
+        "--exit-code-on-error", "0",
+    ]  # fmt: skip
+    done = subprocess.run(command)
+    if done.returncode != 0:
+        raise SystemExit(f"locust exited with {done.returncode}")
+    summary, failures = summarise(args.out / "locust_stats.csv")
+    (args.out / "summary.md").write_text(summary)
+    print(summary)
+    if failures:
+        raise SystemExit(f"{failures} requests failed")
+
+
+if __name__ == "__main__":
+    main()
