@@ -83,8 +83,14 @@ def save_calibration(calibration: Calibration, path: str | Path) -> None:
     path.write_text(json.dumps(asdict(calibration), indent=2) + "\n")
 
 
-def load_calibration(path: str | Path, *, student_dir: str | Path | None = None) -> Calibration:
-    """Read an artifact; with ``student_dir``, refuse it unless it was fitted for that student."""
+def load_calibration(
+    path: str | Path, *, student_dir: str | Path | None = None, fingerprint: str | None = None
+) -> Calibration:
+    """Read an artifact; with ``student_dir``, refuse it unless it was fitted for that student.
+
+    ``fingerprint``: that student's fingerprint when the caller already has it (hashing a
+    large student's weights twice is wasted start-up time).
+    """
     path = Path(path)
     try:
         raw: dict[str, Any] = json.loads(path.read_text())
@@ -101,7 +107,7 @@ def load_calibration(path: str | Path, *, student_dir: str | Path | None = None)
     if not calibration.temperature > 0:
         raise ValueError(f"{path}: temperature must be positive")
     if student_dir is not None:
-        actual = student_fingerprint(student_dir)
+        actual = fingerprint or student_fingerprint(student_dir)
         if actual != calibration.student_fingerprint:
             raise ValueError(
                 f"{path} was fitted for student {calibration.student_fingerprint[:19]}…, but "

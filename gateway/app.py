@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.api.admin import router as admin_router
 from gateway.api.routes import router
-from gateway.audit import Agreement, AuditTracker
+from gateway.audit import AuditTracker
 from gateway.capture import CaptureRecorder, Spool
 from gateway.capture.redis import RedisCaptureSink, default_stream_name
 from gateway.deployment import Deployment, DeploymentError, build_deployment, retire
@@ -93,8 +93,8 @@ def _recorder(
     return recorder
 
 
-def _audit_metrics(metrics: Metrics) -> Callable[[str, bool, Agreement], None]:
-    def observe(task: str, agreed: bool, _agreement: Agreement) -> None:
+def _audit_metrics(metrics: Metrics) -> Callable[[str, bool], None]:
+    def observe(task: str, agreed: bool) -> None:
         metrics.audits.labels(task, "agree" if agreed else "disagree").inc()
 
     return observe

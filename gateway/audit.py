@@ -43,7 +43,7 @@ class AuditTracker:
         *,
         window: int = 500,
         seed: int | None = None,
-        on_observe: Callable[[str, bool, Agreement], None] | None = None,
+        on_observe: Callable[[str, bool], None] | None = None,
     ) -> None:
         self.window = window
         self.on_observe = on_observe
@@ -56,7 +56,7 @@ class AuditTracker:
     def observe(self, task: str, agreed: bool) -> None:
         self._verdicts.setdefault(task, deque(maxlen=self.window)).append(agreed)
         if self.on_observe is not None:
-            self.on_observe(task, agreed, self.agreement(task))
+            self.on_observe(task, agreed)
 
     def agreement(self, task: str) -> Agreement:
         verdicts = self._verdicts.get(task)

@@ -107,14 +107,10 @@ def _calibration(task: Task, fingerprint: str) -> Calibration | None:
     if task.calibrator is None or not task.calibrator.is_file():
         logger.warning("task %s has no calibrator: the student answers everything", task.name)
         return None
-    calibration = load_calibration(task.calibrator)
-    if calibration.student_fingerprint != fingerprint:
-        raise DeploymentError(
-            f"task {task.name!r}: {task.calibrator} was fitted for student "
-            f"{calibration.student_fingerprint[:19]}…, but {task.student} is {fingerprint[:19]}…;"
-            " recalibrate with `distillgate calibrate`"
-        )
-    return calibration
+    try:
+        return load_calibration(task.calibrator, student_dir=task.student, fingerprint=fingerprint)
+    except ValueError as exc:
+        raise DeploymentError(f"task {task.name!r}: {exc}") from None
 
 
 async def build_deployment(

@@ -16,12 +16,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
 import pytest
 import uvicorn
 
+from calibration import Calibration, save_calibration, student_fingerprint
 from gateway.app import create_app
 from gateway.settings import Settings
 from tests.redis_server import RedisServer
@@ -98,6 +100,20 @@ def write_task(tasks_dir: Path, student: Path, name: str = "banking77", extra: s
     path.write_text(
         f'description = "test task"\nstudent = "{student}"\nanswers = [{labels}]\n{extra}\n'
         f"[generation]\nmax_tokens = 24\n"
+    )
+    return path
+
+
+def write_calibrator(path: Path, student: Path, threshold: float = 0.75, **fields: Any) -> Path:
+    """A hand-set calibrator (T = 1) for ``student``, matching its fingerprint."""
+    save_calibration(
+        Calibration(
+            temperature=1.0,
+            threshold=threshold,
+            student_fingerprint=student_fingerprint(student),
+            **fields,
+        ),
+        path,
     )
     return path
 

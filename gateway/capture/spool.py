@@ -112,8 +112,6 @@ class Spool:
         head = self._segments[0]
         self._read_offset += consumed
         if self._read_offset >= head.stat().st_size:
-            if head == self._segments[-1]:
-                self._tail_is_ours = False
             self.size_bytes -= head.stat().st_size
             head.unlink()
             self._segments.pop(0)

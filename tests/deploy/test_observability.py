@@ -21,10 +21,9 @@ import httpx
 import pytest
 import yaml
 
-from calibration import Calibration, save_calibration, student_fingerprint
 from gateway.settings import Settings
 from gateway.teachers.sim import SimulatedAnswers, create_sim_app
-from tests.conftest import LABELS, Gateway, free_port, serve_in_thread, write_task
+from tests.conftest import LABELS, Gateway, free_port, serve_in_thread, write_calibrator, write_task
 from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -139,16 +138,8 @@ def scraped(tiny_student, run_gateway, tmp_path_factory):  # type: ignore[no-unt
     mp = pytest.MonkeyPatch()
     mp.setenv(KEY_ENV, "k")
     sim = serve_in_thread(create_sim_app(SimulatedAnswers({}, LABELS)))
-    calibrator = tmp / "c.json"
-    save_calibration(
-        Calibration(
-            temperature=1.0,
-            threshold=0.75,
-            student_fingerprint=student_fingerprint(tiny_student.path),
-            target_accuracy=0.9,
-            metrics_after={"coverage": 0.7},
-        ),
-        calibrator,
+    calibrator = write_calibrator(
+        tmp / "c.json", tiny_student.path, target_accuracy=0.9, metrics_after={"coverage": 0.7}
     )
     teacher = f'[teacher]\nbase_url = "{sim.url}"\napi_key_env = "{KEY_ENV}"\n'
     extra = f'calibrator = "{calibrator}"\n' + teacher + "[capture]\naudit_rate = 1.0\n"

@@ -12,12 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from calibration import Calibration, save_calibration, student_fingerprint
+from calibration import student_fingerprint
 from gateway.capture import CaptureRecord
 from gateway.capture.redis import default_stream_name
 from gateway.settings import Settings
 from gateway.teachers.sim import SimulatedAnswers, create_sim_app
-from tests.conftest import LABELS, Gateway, serve_in_thread, write_task
+from tests.conftest import LABELS, Gateway, serve_in_thread, write_calibrator, write_task
 from tests.redis_server import RedisServer
 
 IN_DOMAIN = "I still have not received my card"
@@ -56,15 +56,7 @@ def start(
     latency_s: float = 0.0,
 ) -> Captured:  # type: ignore[no-untyped-def]
     sim = serve_in_thread(create_sim_app(SimulatedAnswers({}, LABELS), latency_s=latency_s))
-    calibrator = tmp_path / "tiny.calibration.json"
-    save_calibration(
-        Calibration(
-            temperature=1.0,
-            threshold=0.75,
-            student_fingerprint=student_fingerprint(tiny_student.path),
-        ),
-        calibrator,
-    )
+    calibrator = write_calibrator(tmp_path / "tiny.calibration.json", tiny_student.path)
     teacher = (
         f'[teacher]\nprovider = "anthropic"\nmodel = "claude-test"\nbase_url = "{sim.url}"\n'
         f'api_key_env = "{KEY_ENV}"\n'

@@ -12,10 +12,10 @@ import httpx
 import openai
 import pytest
 
-from calibration import Calibration, save_calibration, student_fingerprint
+from calibration import Calibration, save_calibration
 from gateway.settings import Settings
 from gateway.teachers.sim import SimulatedAnswers, create_sim_app
-from tests.conftest import LABELS, Gateway, serve_in_thread, write_task
+from tests.conftest import LABELS, Gateway, serve_in_thread, write_calibrator, write_task
 from training.examples import Example, write_examples
 
 IN_DOMAIN = "I still have not received my card"
@@ -41,11 +41,7 @@ def routed(tiny_student, run_gateway, tmp_path_factory) -> Iterator[Routed]:  # 
     sim = served.url
 
     tasks = tmp_path_factory.mktemp("routed-tasks")
-    calibrator = tasks / "tiny.calibration.json"
-    fingerprint = student_fingerprint(tiny_student.path)
-    save_calibration(
-        Calibration(temperature=1.0, threshold=0.75, student_fingerprint=fingerprint), calibrator
-    )
+    calibrator = write_calibrator(tasks / "tiny.calibration.json", tiny_student.path)
     teacher = (
         f'[teacher]\nprovider = "anthropic"\nmodel = "claude-test"\nbase_url = "{sim}"\n'
         f'api_key_env = "{KEY_ENV}"\ndeadline_s = 1.0\ntimeout_s = 0.8\nmax_attempts = 2\n'
@@ -167,15 +163,7 @@ def test_without_a_key_the_demo_teacher_is_the_labelled_simulator(
     teacher = (
         f'[teacher]\napi_key_env = "DISTILLGATE_TEST_UNSET_KEY"\nsimulator_data = ["{data}"]\n'
     )
-    calibrator = tmp_path / "c.json"
-    save_calibration(
-        Calibration(
-            temperature=1.0,
-            threshold=0.75,
-            student_fingerprint=student_fingerprint(tiny_student.path),
-        ),
-        calibrator,
-    )
+    calibrator = write_calibrator(tmp_path / "c.json", tiny_student.path)
     write_task(
         tmp_path / "tasks", tiny_student.path, extra=f'calibrator = "{calibrator}"\n' + teacher
     )

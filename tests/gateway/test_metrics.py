@@ -10,10 +10,9 @@ import pytest
 from prometheus_client import REGISTRY, Gauge
 from prometheus_client.parser import text_string_to_metric_families
 
-from calibration import Calibration, save_calibration, student_fingerprint
 from gateway.settings import Settings
 from gateway.teachers.sim import SimulatedAnswers, create_sim_app
-from tests.conftest import LABELS, Gateway, serve_in_thread, write_task
+from tests.conftest import LABELS, Gateway, serve_in_thread, write_calibrator, write_task
 
 KEY_ENV = "DISTILLGATE_TEST_METRICS_KEY"
 IN_DOMAIN = "I still have not received my card"
@@ -25,17 +24,7 @@ def gw(tiny_student, run_gateway, tmp_path_factory) -> Gateway:  # type: ignore[
     mp.setenv(KEY_ENV, "k")
     sim = serve_in_thread(create_sim_app(SimulatedAnswers({}, LABELS)))
     tasks = tmp_path_factory.mktemp("metrics-tasks")
-    calibrator = tasks / "c.json"
-    fingerprint = student_fingerprint(tiny_student.path)
-    save_calibration(
-        Calibration(
-            temperature=1.0,
-            threshold=0.75,
-            student_fingerprint=fingerprint,
-            target_accuracy=0.9,
-        ),
-        calibrator,
-    )
+    calibrator = write_calibrator(tasks / "c.json", tiny_student.path, target_accuracy=0.9)
     teacher = f'[teacher]\nbase_url = "{sim.url}"\napi_key_env = "{KEY_ENV}"\n'
     extra = f'calibrator = "{calibrator}"\n' + teacher + "[capture]\naudit_rate = 1.0\n"
     write_task(tasks, tiny_student.path, extra=extra)

@@ -15,9 +15,17 @@ import httpx
 import openai
 import pytest
 
-from calibration import Calibration, save_calibration, student_fingerprint
+from calibration import student_fingerprint
 from gateway.settings import Settings
-from tests.conftest import TINY, Gateway, TinyStudent, free_port, serve_process, write_task
+from tests.conftest import (
+    TINY,
+    Gateway,
+    TinyStudent,
+    free_port,
+    serve_process,
+    write_calibrator,
+    write_task,
+)
 from tests.redis_server import RedisServer
 from training.trainer import train_student
 
@@ -33,13 +41,7 @@ def second_student(tiny_student: TinyStudent, tmp_path_factory: pytest.TempPathF
 
 
 def calibrator(path: Path, student: Path, threshold: float = 0.5) -> Path:
-    save_calibration(
-        Calibration(
-            temperature=1.0, threshold=threshold, student_fingerprint=student_fingerprint(student)
-        ),
-        path,
-    )
-    return path
+    return write_calibrator(path, student, threshold)
 
 
 def point(tasks: Path, student: Path, calibrator_path: Path) -> None:

@@ -10,11 +10,17 @@ from pathlib import Path
 
 import openai
 
-from calibration import Calibration, save_calibration, student_fingerprint
 from gateway.capture import CaptureRecord
 from gateway.capture.redis import default_stream_name
 from gateway.teachers.sim import SimulatedAnswers, create_sim_app
-from tests.conftest import LABELS, free_port, serve_in_thread, serve_process, write_task
+from tests.conftest import (
+    LABELS,
+    free_port,
+    serve_in_thread,
+    serve_process,
+    write_calibrator,
+    write_task,
+)
 from tests.redis_server import RedisServer
 
 
@@ -22,11 +28,7 @@ def test_sigterm_flushes_in_flight_records_to_the_spool(
     tiny_student, tmp_path: Path, redis_server: RedisServer
 ) -> None:  # type: ignore[no-untyped-def]
     sim = serve_in_thread(create_sim_app(SimulatedAnswers({}, LABELS), latency_s=1.5))
-    calibrator = tmp_path / "c.json"
-    fingerprint = student_fingerprint(tiny_student.path)
-    save_calibration(
-        Calibration(temperature=1.0, threshold=0.75, student_fingerprint=fingerprint), calibrator
-    )
+    calibrator = write_calibrator(tmp_path / "c.json", tiny_student.path)
     teacher = f'[teacher]\nbase_url = "{sim.url}"\napi_key_env = "TEST_TEACHER_KEY"\n'
     write_task(
         tmp_path / "tasks", tiny_student.path, extra=f'calibrator = "{calibrator}"\n' + teacher

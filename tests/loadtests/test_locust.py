@@ -7,10 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from calibration import Calibration, save_calibration, student_fingerprint
 from gateway.settings import Settings
 from gateway.teachers.sim import SimulatedAnswers, create_sim_app
-from tests.conftest import LABELS, serve_in_thread, write_task
+from tests.conftest import LABELS, serve_in_thread, write_calibrator, write_task
 from training.examples import write_examples
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,15 +20,7 @@ def test_a_headless_locust_run_has_no_failures_and_writes_its_reports(
 ) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("DISTILLGATE_TEST_LOAD_KEY", "k")
     sim = serve_in_thread(create_sim_app(SimulatedAnswers({}, LABELS)))
-    calibrator = tmp_path / "c.json"
-    save_calibration(
-        Calibration(
-            temperature=1.0,
-            threshold=0.75,
-            student_fingerprint=student_fingerprint(tiny_student.path),
-        ),
-        calibrator,
-    )
+    calibrator = write_calibrator(tmp_path / "c.json", tiny_student.path)
     teacher = f'[teacher]\nbase_url = "{sim.url}"\napi_key_env = "DISTILLGATE_TEST_LOAD_KEY"\n'
     write_task(
         tmp_path / "tasks", tiny_student.path, extra=f'calibrator = "{calibrator}"\n' + teacher
