@@ -45,9 +45,10 @@ def renormalized_logprob(chosen: float, top: Sequence[float], temperature: float
     (plus the chosen token if it is not among them) equals softmax(z / T) restricted to
     those candidates. It overstates the probability by the mass outside the top k.
     """
-    cands = (
-        np.asarray([*top, chosen] if chosen not in top else list(top), dtype=np.float64)
-        / temperature
-    )
-    peak = cands.max()
-    return float(chosen / temperature - (peak + math.log(np.exp(cands - peak).sum())))
+    # Pure Python: k <= 20 floats per token, on the request path, where numpy's per-call
+    # overhead costs more than the arithmetic.
+    cands = [c / temperature for c in top]
+    if chosen not in top:
+        cands.append(chosen / temperature)
+    peak = max(cands)
+    return chosen / temperature - (peak + math.log(sum(math.exp(c - peak) for c in cands)))

@@ -22,6 +22,7 @@ from gateway.capture import CaptureRecorder, Spool
 from gateway.capture.redis import RedisCaptureSink, default_stream_name
 from gateway.deployment import Deployment, DeploymentError, build_deployment, retire
 from gateway.engines.base import StudentEngine
+from gateway.engines.factory import open_engine
 from gateway.errors import GatewayError, error_body
 from gateway.metrics import DeploymentCollector, Metrics
 from gateway.middleware import (
@@ -42,23 +43,8 @@ logger = logging.getLogger("gateway")
 EngineFactory = Callable[[Task, Settings, Metrics], StudentEngine]
 
 
-def transformers_engine(task: Task, settings: Settings, metrics: Metrics) -> StudentEngine:
-    from gateway.engines.transformers import TransformersEngine
-
-    if not (task.student / "config.json").is_file():
-        raise RuntimeError(
-            f"task {task.name!r}: no student at {task.student}; build it with "
-            f"`distillgate student build --task {task.name}`"
-        )
-    observe = metrics.batch_size.labels(task=task.name).observe
-    return TransformersEngine(
-        task.student,
-        max_batch_size=settings.max_batch_size,
-        max_waiting=settings.max_waiting,
-        device=settings.device,
-        threads=settings.torch_threads,
-        on_step=observe,
-    )
+def default_engine(task: Task, settings: Settings, metrics: Metrics) -> StudentEngine:
+    return open_engine(task, settings, on_step=metrics.batch_size.labels(task=task.name).observe)
 
 
 def _recorder(
@@ -161,7 +147,7 @@ _API_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/models"}
 
 
 def create_app(
-    settings: Settings | None = None, *, engine_factory: EngineFactory = transformers_engine
+    settings: Settings | None = None, *, engine_factory: EngineFactory = default_engine
 ) -> FastAPI:
     settings = settings or Settings()
     metrics = Metrics()

@@ -344,7 +344,11 @@ def _serve(settings: Settings) -> None:
             print(f"task {task.name!r} has no calibrator yet; calibrating it first (one time).")
             calibrate_task(task)
     uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=settings.access_log,
     )
 
 

@@ -8,6 +8,8 @@
     ├── ReloadRefused                 409  invalid_request_error (code reload_refused)
     ├── Overloaded                    429/503  (carries retry_after)
     ├── EngineError                   500  api_error
+    │   ├── EngineTimeout             504  (a remote student did not answer in time)
+    │   └── EngineUnavailable         503  (a remote student cannot be reached)
     ├── TeacherError                  502  api_error (teacher_error)
     │   ├── TeacherTimeout            504  (the teacher's deadline passed)
     │   └── TeacherUnavailable        503  (circuit open, or retries spent)
@@ -24,6 +26,8 @@ from typing import Any
 __all__ = [
     "CaptureError",
     "EngineError",
+    "EngineTimeout",
+    "EngineUnavailable",
     "GatewayError",
     "InvalidRequest",
     "Overloaded",
@@ -92,6 +96,16 @@ class Overloaded(GatewayError):
 
 class EngineError(GatewayError):
     """The student engine failed; the message is safe to show, the cause is logged."""
+
+
+class EngineTimeout(EngineError):
+    status_code = 504
+    code = "student_timeout"
+
+
+class EngineUnavailable(EngineError):
+    status_code = 503
+    code = "student_unavailable"
 
 
 class ReloadRefused(GatewayError):

@@ -49,3 +49,6 @@ class Settings(BaseSettings):
         True, description="`serve` trains a task's student from its [build] recipe if missing."
     )
     log_level: str = Field("info", description="Log level of the gateway.")
+    access_log: bool = Field(
+        False, description="uvicorn's per-request access log (metrics count every request)."
+    )

@@ -11,20 +11,31 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "BuildRecipe",
     "CapturePolicy",
+    "EngineConfig",
     "GenerationLimits",
     "Prices",
     "PromptFormat",
+    "RemoteEngineConfig",
     "RoutingPolicy",
     "Task",
     "TaskConfigError",
     "TeacherConfig",
+    "TransformersEngineConfig",
     "load_tasks",
 ]
 
@@ -47,6 +58,40 @@ class PromptFormat(_Section):
 
     input: Literal["last_user_message", "conversation"] = "last_user_message"
     system: str | None = None
+
+
+class TransformersEngineConfig(_Section):
+    """The embedded engine (the default): transformers in the gateway process, CPU or CUDA.
+    Its batching and device come from the gateway's settings."""
+
+    kind: Literal["transformers"] = "transformers"
+
+
+class RemoteEngineConfig(_Section):
+    """A fleet of OpenAI-compatible servers that return logprobs (``vllm serve`` behind a
+    router, llm-d, KServe, or another distillgate).
+
+    The task's ``student`` folder is still the model the fleet serves: its fingerprint ties
+    the calibrator to it. ``confidence_top_k``: the alternatives asked for per token, over
+    which the calibrated confidence is renormalised (vLLM allows up to 20 by default).
+    ``client``: ``aiohttp`` (the default, chosen on measurements in docs/benchmarks.md) or
+    ``httpx``.
+    """
+
+    kind: Literal["remote"]
+    base_url: AnyHttpUrl = Field(description="Up to and including /v1.")
+    model: str | None = None  # the fleet's served model name; default: the task's name
+    api_key_env: str | None = None
+    client: Literal["aiohttp", "httpx"] = "aiohttp"
+    stream: bool = False  # stream tokens from the fleet (the answer is decided on whole anyway)
+    timeout_s: float = Field(30.0, gt=0)
+    connect_timeout_s: float = Field(5.0, gt=0)
+    max_connections: int = Field(256, ge=1)
+    confidence_top_k: int = Field(20, ge=1, le=20)
+    health_path: str = "/health"  # relative to the server root, not to base_url
+
+
+EngineConfig = Annotated[TransformersEngineConfig | RemoteEngineConfig, Field(discriminator="kind")]
 
 
 class GenerationLimits(_Section):
@@ -141,6 +186,7 @@ class Task(_Section):
     name: str
     description: str = ""
     student: Path
+    engine: EngineConfig = TransformersEngineConfig()
     prompt: PromptFormat = PromptFormat()
     answers: tuple[str, ...] | None = None
     answers_file: Path | None = None

@@ -37,6 +37,14 @@ def write(tmp_path: Path, text: str) -> Path:
         ),
         ('student = "s"\nanswers_file = "missing.json"\n', "answers_file"),
         ("student = \n", "cannot read task file"),
+        ('student = "s"\n[engine]\nkind = "tpu"\n', "engine"),
+        ('student = "s"\n[engine]\nkind = "remote"\n', "engine.remote.base_url: Field required"),
+        ('student = "s"\n[engine]\nkind = "remote"\nbase_url = "nope"\n', "base_url"),
+        (
+            'student = "s"\n[engine]\nkind = "remote"\nbase_url = "http://f/v1"\n'
+            "confidence_top_k = 50\n",
+            "confidence_top_k",
+        ),
     ],
 )
 def test_bad_task_files_name_the_file_and_field(tmp_path: Path, text: str, problem: str) -> None:

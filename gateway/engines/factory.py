@@ -1,0 +1,56 @@
+"""Build a task's student engine from its ``[engine]`` section and the gateway's settings.
+
+Engines import their heavy dependencies (torch, vllm) only when a task asks for them, so
+the gateway imports and serves remote students without them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from gateway.engines.base import StudentEngine
+from gateway.settings import Settings
+from gateway.tasks import RemoteEngineConfig, Task
+
+__all__ = ["open_engine"]
+
+
+def open_engine(
+    task: Task, settings: Settings, on_step: Callable[[int], None] | None = None
+) -> StudentEngine:
+    """``on_step``: called with each decode step's batch size, by engines that batch."""
+    config = task.engine
+    if isinstance(config, RemoteEngineConfig):
+        from gateway.engines.remote import RemoteEngine
+
+        api_key = os.environ.get(config.api_key_env) if config.api_key_env else None
+        if config.api_key_env and not api_key:
+            raise RuntimeError(f"task {task.name!r}: ${config.api_key_env} is not set")
+        return RemoteEngine(
+            str(config.base_url),
+            config.model or task.name,
+            api_key=api_key,
+            client=config.client,
+            stream=config.stream,
+            timeout_s=config.timeout_s,
+            connect_timeout_s=config.connect_timeout_s,
+            max_connections=config.max_connections,
+            confidence_top_k=config.confidence_top_k,
+            health_path=config.health_path,
+        )
+    from gateway.engines.transformers import TransformersEngine
+
+    if not (task.student / "config.json").is_file():
+        raise RuntimeError(
+            f"task {task.name!r}: no student at {task.student}; build it with "
+            f"`distillgate student build --task {task.name}`"
+        )
+    return TransformersEngine(
+        task.student,
+        max_batch_size=settings.max_batch_size,
+        max_waiting=settings.max_waiting,
+        device=settings.device,
+        threads=settings.torch_threads,
+        on_step=on_step,
+    )

@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of the gateway against its peers (see docs/benchmarks.md)."""
