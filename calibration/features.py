@@ -12,21 +12,20 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
-import numpy as np
-
 __all__ = ["Feature", "confidence", "renormalized_logprob", "token_features"]
 
 Feature = Literal["sequence", "mean_token", "min_token"]
 
 
 def token_features(token_logprobs: Sequence[float]) -> dict[str, float]:
-    lp = np.asarray(token_logprobs, dtype=np.float64)
-    if lp.size == 0:
+    # Pure Python: a handful of floats per request, where numpy's call overhead dominates.
+    if not token_logprobs:
         raise ValueError("an answer has at least one token (its end token)")
+    total = math.fsum(token_logprobs)
     return {
-        "sequence_logprob": float(lp.sum()),
-        "mean_logprob": float(lp.mean()),
-        "min_logprob": float(lp.min()),
+        "sequence_logprob": total,
+        "mean_logprob": total / len(token_logprobs),
+        "min_logprob": float(min(token_logprobs)),
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -16,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.api.admin import router as admin_router
+from gateway.api.protocol import invalid_request as validation_error
 from gateway.api.routes import router
 from gateway.audit import AuditTracker
 from gateway.capture import CaptureRecorder, Spool
@@ -113,16 +115,6 @@ def _reload_on_sighup(reloader: Reloader, metrics: Metrics) -> Callable[[], obje
     return lambda: None
 
 
-def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
-    first = exc.errors()[0]
-    if first.get("type") == "json_invalid":
-        return "We could not parse the JSON body of your request.", None
-    loc = [str(x) for x in first.get("loc", ()) if x != "body"]
-    msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
-    param = ".".join(loc) or None
-    return (f"{param}: {msg}" if param else msg), param
-
-
 class _HttpMetrics:
     """Every HTTP response by path and status (per task and route: ``api/routes.py``)."""
 
@@ -181,6 +173,11 @@ def create_app(
             if recorder is not None:
                 await recorder.start()
             logger.info("serving tasks: %s", ", ".join(tasks))
+            # What start-up built (frameworks, SDKs, tokenizers: ~200k objects) lives as
+            # long as the process; freezing it keeps the collector from re-walking it on
+            # every full collection, a pause that grew with concurrency (docs/benchmarks.md).
+            gc.collect()
+            gc.freeze()
             yield
         finally:
             forget_sighup()
@@ -207,10 +204,9 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param = _validation_message(exc)
-        return JSONResponse(
-            error_body(message, "invalid_request_error", param=param), status_code=400
-        )
+        error = validation_error(exc.errors())
+        body = error_body(error.message, error.error_type, param=error.param)
+        return JSONResponse(body, status_code=error.status_code)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -10,10 +10,10 @@ import json
 import logging
 import re
 import secrets
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.api.protocol import new_id
 from gateway.errors import GatewayError, PayloadTooLarge, Unauthorized, error_body
 
 __all__ = [
@@ -49,7 +49,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         sent = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = sent if _SAFE_ID.match(sent) else f"req-{uuid.uuid4().hex}"
+        request_id = sent if _SAFE_ID.match(sent) else new_id("req")
         scope.setdefault("state", {})["request_id"] = request_id
 
         async def send_with_id(message: Message) -> None:
@@ -157,4 +157,4 @@ class ApiKeyMiddleware:
 
 
 def request_id_of(scope: Scope) -> str:
-    return str(scope.get("state", {}).get("request_id") or f"req-{uuid.uuid4().hex}")
+    return str(scope.get("state", {}).get("request_id") or new_id("req"))

@@ -20,7 +20,6 @@ is captured with route ``audit``.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import time
@@ -28,6 +27,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Literal
+
+import orjson
 
 from gateway.api.protocol import ChatCompletionRequest, CompletionRequest, new_id, now
 from gateway.api.responses import ChatRenderer, CompletionRenderer, Renderer, usage
@@ -428,7 +429,7 @@ async def _sse(
         data = {**envelope, "choices": choices, **extra}
         if include_usage and "usage" not in extra:
             data["usage"] = None
-        return f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
+        return f"data: {orjson.dumps(data).decode()}\n\n"
 
     opening = renderer.opening()
     if opening is not None:

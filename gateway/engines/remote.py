@@ -168,11 +168,16 @@ class RemoteEngine:
         return body
 
 
-_Token = tuple[str, float, list[tuple[str, float]], bytes | None]  # token, logprob, top, bytes
+# token, its logprob, the alternatives' logprobs, the reported (token, logprob) pairs, bytes
+_Token = tuple[str, float, list[float], list[tuple[str, float]], bytes | None]
 
 
 class _Shape:
-    """Turns the server's choices into ``TokenDelta``s for one request."""
+    """Turns the server's choices into ``TokenDelta``s for one request.
+
+    On the hot path: a top-20 answer is ~80 alternatives per request, so only their
+    logprobs are read for the confidence, and names only for those the client asked for.
+    """
 
     def __init__(self, request: GenerationRequest) -> None:
         self.report = request.sampling.top_logprobs
@@ -185,46 +190,47 @@ class _Shape:
         finish: FinishReason | None = None,
         prompt_tokens: int = 0,
     ) -> TokenDelta:
-        name, logprob, top, _ = token
+        name, logprob, top, reported, _ = token
         scaled = None
         if self.temperature is not None:
-            scaled = renormalized_logprob(logprob, [lp for _, lp in top], self.temperature)
+            scaled = renormalized_logprob(logprob, top, self.temperature)
         return TokenDelta(
             token_id=-1,  # OpenAI's wire format names tokens by text only
             text=text,
             token=name,
             logprob=logprob,
-            top_logprobs=tuple(TokenLogprob(-1, t, lp) for t, lp in top[: self.report]),
+            top_logprobs=tuple(TokenLogprob(-1, t, lp) for t, lp in reported),
             finish_reason=finish,
             prompt_tokens=prompt_tokens,
             scaled_logprob=scaled,
         )
 
-    @staticmethod
-    def tokens(choice: _Json, chat: bool) -> list[_Token]:
+    def tokens(self, choice: _Json, chat: bool) -> list[_Token]:
         logprobs = choice.get("logprobs") or {}
+        k = self.report
+        out: list[_Token] = []
         if chat:
-            return [
-                (
-                    e["token"],
-                    float(e["logprob"]),
-                    [(t["token"], float(t["logprob"])) for t in e.get("top_logprobs") or ()],
-                    bytes(e["bytes"]) if e.get("bytes") is not None else None,
+            for e in logprobs.get("content") or ():
+                top = e.get("top_logprobs") or ()
+                raw = e.get("bytes")
+                out.append(
+                    (
+                        e["token"],
+                        float(e["logprob"]),
+                        [t["logprob"] for t in top],
+                        [(t["token"], t["logprob"]) for t in top[:k]] if k else [],
+                        bytes(raw) if raw is not None else None,
+                    )
                 )
-                for e in logprobs.get("content") or ()
-            ]
+            return out
         tops = logprobs.get("top_logprobs") or ()
         names = logprobs.get("tokens") or ()
         values = logprobs.get("token_logprobs") or ()
-        return [
-            (
-                name,
-                float(lp),
-                [(t, float(v)) for t, v in (tops[i] or {}).items()] if i < len(tops) else [],
-                None,
-            )
-            for i, (name, lp) in enumerate(zip(names, values, strict=False))
-        ]
+        for i, (name, lp) in enumerate(zip(names, values, strict=False)):
+            alternatives = (tops[i] if i < len(tops) else None) or {}
+            pairs = list(alternatives.items())
+            out.append((name, float(lp), [v for _, v in pairs], pairs[:k], None))
+        return out
 
     def whole(self, data: _Json, chat: bool) -> list[TokenDelta]:
         try:
@@ -284,7 +290,7 @@ def _texts(text: str, tokens: list[_Token]) -> list[str]:
     string the server cut) get none, and any remainder goes to the last token."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     pieces, pos = [], 0
-    for name, _, _, raw in tokens:
+    for name, _, _, _, raw in tokens:
         piece = decoder.decode(raw) if raw is not None else name
         if piece and text.startswith(piece, pos):
             pieces.append(piece)

@@ -26,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -202,20 +203,27 @@ def _distillgate_task(folder: Path, upstream: str, client: str) -> Path:
     return tasks
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def targets(
     work: Path, upstream: str, litellm: str | None, with_httpx_gateway: bool
 ) -> list[Target]:
     py = sys.executable
+    dg, dgx, litellm_port = free_port(), free_port(), free_port()
     quiet = {"DISTILLGATE_LOG_LEVEL": "warning", "DISTILLGATE_REDIS_URL": ""}
     out = [
-        Target("direct", [], 9000, {}),
+        Target("direct", [], int(upstream.rsplit(":", 1)[1]), {}),
         Target(
             "distillgate",
             [py, "-m", "gateway.cli", "serve"],
-            9010,
+            dg,
             {
                 **quiet,
-                "DISTILLGATE_PORT": "9010",
+                "DISTILLGATE_PORT": str(dg),
                 "DISTILLGATE_TASKS_DIR": str(_distillgate_task(work / "dg", upstream, "aiohttp")),
             },
             ready_path="/readyz",
@@ -226,10 +234,10 @@ def targets(
             Target(
                 "distillgate-httpx",
                 [py, "-m", "gateway.cli", "serve"],
-                9011,
+                dgx,
                 {
                     **quiet,
-                    "DISTILLGATE_PORT": "9011",
+                    "DISTILLGATE_PORT": str(dgx),
                     "DISTILLGATE_TASKS_DIR": str(
                         _distillgate_task(work / "dgx", upstream, "httpx")
                     ),
@@ -237,8 +245,8 @@ def targets(
                 ready_path="/readyz",
             )
         )
-    for i, client in enumerate(("httpx", "aiohttp")):
-        port = 9020 + i
+    for client in ("httpx", "aiohttp"):
+        port = free_port()
         out.append(
             Target(
                 f"fastapi-{client}",
@@ -267,8 +275,16 @@ def targets(
         out.append(
             Target(
                 "litellm",
-                [litellm, "--config", str(config), "--port", "9030", "--num_workers", "1"],
-                9030,
+                [
+                    litellm,
+                    "--config",
+                    str(config),
+                    "--port",
+                    str(litellm_port),
+                    "--num_workers",
+                    "1",
+                ],
+                litellm_port,
                 {
                     "LITELLM_LOG": "ERROR",
                     "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true",
@@ -396,12 +412,16 @@ def main() -> None:
             'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
             f"wrk.body = '{json.dumps(BODY)}'\n"
         )
-        upstream_url = "http://127.0.0.1:9000"
+        upstream_port = free_port()
+        upstream_url = f"http://127.0.0.1:{upstream_port}"
         all_targets = targets(work, upstream_url, args.litellm, args.httpx_gateway)
         if args.targets:
             all_targets = [t for t in all_targets if t.name in {"direct", *args.targets}]
         upstream = subprocess.Popen(
-            _pinned([sys.executable, "-m", "loadtests.bench.upstream", "--port", "9000"], load_cpu),
+            _pinned(
+                [sys.executable, "-m", "loadtests.bench.upstream", "--port", str(upstream_port)],
+                load_cpu,
+            ),
             cwd=ROOT,
         )
         all_targets[0].process = upstream
