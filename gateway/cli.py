@@ -329,8 +329,12 @@ def _serve(settings: Settings) -> None:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.engines.factory import missing_dependency
 
     for task in load_tasks(settings.tasks_dir).values():
+        problem = missing_dependency(task)
+        if problem is not None:
+            raise SystemExit(problem)
         if not (task.student / "config.json").is_file():
             if not settings.build_missing_students or task.build is None:
                 raise SystemExit(f"task {task.name!r}: no student at {task.student}")

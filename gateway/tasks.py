@@ -36,6 +36,7 @@ __all__ = [
     "TaskConfigError",
     "TeacherConfig",
     "TransformersEngineConfig",
+    "VLLMEngineConfig",
     "load_tasks",
 ]
 
@@ -91,7 +92,25 @@ class RemoteEngineConfig(_Section):
     health_path: str = "/health"  # relative to the server root, not to base_url
 
 
-EngineConfig = Annotated[TransformersEngineConfig | RemoteEngineConfig, Field(discriminator="kind")]
+class VLLMEngineConfig(_Section):
+    """vLLM's async engine in the gateway process, one per process and GPU
+    (``pip install 'distillgate[gpu]'``). The engine arguments are set explicitly."""
+
+    kind: Literal["vllm"]
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
+    max_model_len: int | None = Field(None, ge=16)
+    max_num_seqs: int = Field(256, ge=1)
+    enforce_eager: bool = False
+    tensor_parallel_size: int = Field(1, ge=1)
+    max_logprobs: int = Field(20, ge=1)
+    confidence_top_k: int = Field(20, ge=1)
+
+
+EngineConfig = Annotated[
+    TransformersEngineConfig | RemoteEngineConfig | VLLMEngineConfig,
+    Field(discriminator="kind"),
+]
 
 
 class GenerationLimits(_Section):

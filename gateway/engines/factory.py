@@ -11,9 +11,23 @@ from collections.abc import Callable
 
 from gateway.engines.base import StudentEngine
 from gateway.settings import Settings
-from gateway.tasks import RemoteEngineConfig, Task
+from gateway.tasks import RemoteEngineConfig, Task, VLLMEngineConfig
 
-__all__ = ["open_engine"]
+__all__ = ["missing_dependency", "open_engine"]
+
+
+def missing_dependency(task: Task) -> str | None:
+    """Why this machine cannot run the task's engine, said plainly; None when it can."""
+    if isinstance(task.engine, VLLMEngineConfig):
+        from gateway.engines.vllm import vllm_available
+
+        if not vllm_available():
+            return (
+                f"task {task.name!r} asks for the vllm engine, but vllm is not installed "
+                "here: pip install 'distillgate[gpu]' on a GPU machine, or set "
+                '[engine] kind = "transformers" (CPU) or "remote" (a vLLM fleet)'
+            )
+    return None
 
 
 def open_engine(
@@ -38,6 +52,23 @@ def open_engine(
             max_connections=config.max_connections,
             confidence_top_k=config.confidence_top_k,
             health_path=config.health_path,
+        )
+    problem = missing_dependency(task)
+    if problem is not None:
+        raise RuntimeError(problem)
+    if isinstance(config, VLLMEngineConfig):
+        from gateway.engines.vllm import VLLMEngine
+
+        return VLLMEngine(
+            task.student,
+            dtype=config.dtype,
+            gpu_memory_utilization=config.gpu_memory_utilization,
+            max_model_len=config.max_model_len,
+            max_num_seqs=config.max_num_seqs,
+            enforce_eager=config.enforce_eager,
+            tensor_parallel_size=config.tensor_parallel_size,
+            max_logprobs=config.max_logprobs,
+            confidence_top_k=config.confidence_top_k,
         )
     from gateway.engines.transformers import TransformersEngine
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
-import json
 import logging
 import threading
 from collections.abc import AsyncGenerator, Callable
@@ -32,6 +31,7 @@ from gateway.engines.base import (
 )
 from gateway.engines.batch import RunningBatch, left_pad
 from gateway.engines.detokenizer import IncrementalDetokenizer
+from gateway.engines.prompts import prompt_ids, trained_prompt_limit
 from gateway.errors import EngineError, InvalidRequest, Overloaded
 
 __all__ = ["TransformersEngine"]
@@ -112,7 +112,7 @@ class TransformersEngine:
             for i in range(len(self.tokenizer))
         ]
         self._eos = {self.tokenizer.eos_token_id}
-        self._max_user_tokens = _trained_prompt_limit(self.model_dir)
+        self._max_user_tokens = trained_prompt_limit(self.model_dir)
         self._pad = self.tokenizer.pad_token_id or 0
         self._waiting: collections.deque[_Sequence] = collections.deque()
         self._by_id: dict[str, _Sequence] = {}
@@ -159,19 +159,7 @@ class TransformersEngine:
 
     # -- requests ----------------------------------------------------------------------
     def encode(self, request: GenerationRequest) -> list[int]:
-        """Prompt ids as the student was trained to read them (chat template, and the last
-        user message cut to the trainer's ``max_prompt_tokens`` when it recorded one)."""
-        if request.prompt is not None:
-            return list(self.tokenizer.encode(request.prompt, add_special_tokens=False))
-        chat = [{"role": m.role, "content": m.content} for m in request.messages]
-        if self._max_user_tokens and chat[-1]["role"] == "user":
-            text_ids = self.tokenizer.encode(chat[-1]["content"], add_special_tokens=False)
-            if len(text_ids) > self._max_user_tokens:
-                chat[-1]["content"] = str(self.tokenizer.decode(text_ids[: self._max_user_tokens]))
-        ids = self.tokenizer.apply_chat_template(
-            chat, add_generation_prompt=True, tokenize=True, return_dict=False
-        )
-        return list(ids)
+        return prompt_ids(self.tokenizer, request, self._max_user_tokens)
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[TokenDelta, None]:
         await self.check_health()
@@ -393,15 +381,6 @@ class TransformersEngine:
         if not keep:
             return [], None
         return [running[i] for i in keep], batch.select(keep)
-
-
-def _trained_prompt_limit(model_dir: Path) -> int | None:
-    """The user-text length the distillgate trainer cut to, if it trained this student."""
-    card = model_dir / "distillgate_student.json"
-    if not card.is_file():
-        return None
-    limit = json.loads(card.read_text()).get("config", {}).get("max_prompt_tokens")
-    return int(limit) if limit else None
 
 
 def _deliver(items: list[tuple[_Sequence, Item]]) -> None:

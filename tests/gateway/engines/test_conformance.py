@@ -1,8 +1,7 @@
-"""One behavioural suite for every ``StudentEngine``: the embedded engine, and the remote
+"""One behavioural suite for every ``StudentEngine``: the embedded engine, the remote
 engine over real HTTP (non-streaming, streaming, and on httpx) against a real server, the
-project's own gateway serving the same tiny student through the OpenAI API.
-
-A vLLM run of the same suite needs a GPU and vllm: see issue 7's GPU procedure.
+project's own gateway serving the same tiny student through the OpenAI API, and vLLM's
+engine where a GPU and vllm are present (``-m gpu``; skipped elsewhere, with the reason).
 """
 
 from __future__ import annotations
@@ -28,12 +27,38 @@ from gateway.engines.transformers import TransformersEngine
 from tests.conftest import Gateway
 
 T = TypeVar("T")
-KINDS = ["transformers", "remote", "remote-stream", "remote-httpx"]
+
+
+def _gpu_ready() -> str | None:
+    from gateway.engines.vllm import vllm_available
+
+    if not vllm_available():
+        return "vllm is not installed (the gpu extra; see scripts/gpu_procedure.sh)"
+    import torch
+
+    return None if torch.cuda.is_available() else "no CUDA GPU on this machine"
+
+
+_NO_GPU = _gpu_ready()
+KINDS = [
+    "transformers",
+    "remote",
+    "remote-stream",
+    "remote-httpx",
+    pytest.param(
+        "vllm",
+        marks=[pytest.mark.gpu, pytest.mark.skipif(_NO_GPU is not None, reason=str(_NO_GPU))],
+    ),
+]
 
 
 def make_engine(kind: str, student: Path, fleet: Gateway) -> StudentEngine:
     if kind == "transformers":
         return TransformersEngine(student, max_batch_size=32)
+    if kind == "vllm":
+        from gateway.engines.vllm import VLLMEngine
+
+        return VLLMEngine(student, gpu_memory_utilization=0.3, enforce_eager=True)
     return RemoteEngine(
         f"{fleet.url}/v1",
         "student",
@@ -213,7 +238,7 @@ def test_cancelling_the_consumer_aborts_the_request(on_engine, fleet) -> None:  
     assert cancelled > 0 and after
     if on_engine.kind == "transformers":
         assert pending == 0
-    else:  # the fleet saw its clients leave mid-request
+    elif on_engine.kind.startswith("remote"):  # the fleet saw its clients leave mid-request
         deadline = time.monotonic() + 5
         while seen() <= before:
             assert time.monotonic() < deadline, "the fleet never saw the requests go"

@@ -1,0 +1,40 @@
+"""Prompt token ids as the student was trained to read them, for the in-process engines.
+
+Both the embedded engine and vLLM take token ids from here, so a student reads the same
+ids on a laptop CPU and on a GPU: the chat template applied by the tokenizer to token ids
+(one BOS, from the template, never a second from the tokenizer), and the last user turn
+cut to the length the distillgate trainer cut it to, when it recorded one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from gateway.engines.base import GenerationRequest
+
+__all__ = ["prompt_ids", "trained_prompt_limit"]
+
+
+def trained_prompt_limit(model_dir: Path) -> int | None:
+    """The user-text length the distillgate trainer cut to, if it trained this student."""
+    card = model_dir / "distillgate_student.json"
+    if not card.is_file():
+        return None
+    limit = json.loads(card.read_text()).get("config", {}).get("max_prompt_tokens")
+    return int(limit) if limit else None
+
+
+def prompt_ids(tokenizer: Any, request: GenerationRequest, user_limit: int | None) -> list[int]:
+    if request.prompt is not None:
+        return list(tokenizer.encode(request.prompt, add_special_tokens=False))
+    chat = [{"role": m.role, "content": m.content} for m in request.messages]
+    if user_limit and chat[-1]["role"] == "user":
+        text_ids = tokenizer.encode(chat[-1]["content"], add_special_tokens=False)
+        if len(text_ids) > user_limit:
+            chat[-1]["content"] = str(tokenizer.decode(text_ids[:user_limit]))
+    ids = tokenizer.apply_chat_template(
+        chat, add_generation_prompt=True, tokenize=True, return_dict=False
+    )
+    return list(ids)

@@ -1,0 +1,191 @@
+"""The production student: vLLM's async engine (``AsyncLLM``) inside the gateway process.
+
+No extra HTTP hop: requests go from serving straight into vLLM's scheduler, one engine
+per process and GPU. vllm is imported when the engine starts, never at import time, so
+the gateway installs, imports and tests without it (``pip install 'distillgate[gpu]'``).
+
+Prompts are token ids (``prompts.py``: the tokenizer's chat template, as the CPU engine
+reads them) sent as a ``TokensPrompt``, so vLLM adds no second BOS. Each request asks for
+``logprobs=k`` and ``output_kind=DELTA``: every output carries only the new tokens.
+
+Confidence: vLLM reports the top-k logprobs of the raw model distribution, before any
+sampling temperature or penalties (its default ``logprobs_mode``, raw logprobs), which is
+what the calibrator was fitted on. The calibrated per-token probability is the chosen
+logprob renormalised over those k at the calibrator's T (``renormalized_logprob``).
+
+Aborts: cancelling or closing the consumer of ``generate`` makes vLLM's own generator
+abort the request (it catches the cancellation and calls ``abort``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import AsyncGenerator
+from pathlib import Path
+from typing import Any
+
+from calibration import renormalized_logprob
+from gateway.engines.base import FinishReason, GenerationRequest, TokenDelta, TokenLogprob
+from gateway.engines.prompts import prompt_ids, trained_prompt_limit
+from gateway.errors import EngineError, InvalidRequest
+
+__all__ = ["VLLMEngine", "vllm_available"]
+
+
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+class VLLMEngine:
+    """``StudentEngine`` on ``vllm.v1.engine.async_llm.AsyncLLM``.
+
+    Parameters mirror vLLM's engine arguments, set explicitly rather than left to vLLM's
+    defaults (which size for big models): ``max_num_seqs`` bounds the running batch,
+    ``max_logprobs`` the k a request may ask for, ``gpu_memory_utilization`` the KV cache.
+    """
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        *,
+        dtype: str = "auto",
+        gpu_memory_utilization: float = 0.85,
+        max_model_len: int | None = None,
+        max_num_seqs: int = 256,
+        enforce_eager: bool = False,
+        tensor_parallel_size: int = 1,
+        max_logprobs: int = 20,
+        confidence_top_k: int = 20,
+    ) -> None:
+        self.model_dir = Path(model_dir)
+        self.engine_args: dict[str, Any] = {
+            "model": str(self.model_dir),
+            "tokenizer": str(self.model_dir),
+            "dtype": dtype,
+            "gpu_memory_utilization": gpu_memory_utilization,
+            "max_model_len": max_model_len,
+            "max_num_seqs": max_num_seqs,
+            "enforce_eager": enforce_eager,
+            "tensor_parallel_size": tensor_parallel_size,
+            "max_logprobs": max_logprobs,
+            "disable_log_stats": False,
+        }
+        self.confidence_top_k = min(confidence_top_k, max_logprobs)
+        self._engine: Any = None
+        self._tokenizer: Any = None
+        self._user_limit = trained_prompt_limit(self.model_dir)
+        self._max_model_len = 0
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        """Build the engine inside the running event loop (AsyncLLM binds to it)."""
+        if self._engine is not None:
+            return
+        try:
+            from transformers import AutoTokenizer
+            from vllm.engine.arg_utils import AsyncEngineArgs
+            from vllm.v1.engine.async_llm import AsyncLLM
+        except ImportError as exc:
+            raise RuntimeError(
+                f"the vllm engine needs vllm: pip install 'distillgate[gpu]' ({exc})"
+            ) from None
+        args = {k: v for k, v in self.engine_args.items() if v is not None}
+        self._engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
+        self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        self._max_model_len = int(self._engine.model_config.max_model_len)
+
+    async def aclose(self) -> None:
+        if self._engine is not None:
+            self._engine.shutdown()
+            self._engine = None
+
+    async def check_health(self) -> None:
+        if self._engine is None:
+            raise EngineError("the vLLM engine is not running")
+        try:
+            await self._engine.check_health()
+        except Exception as exc:
+            raise EngineError("the vLLM engine is not healthy") from exc
+
+    async def abort(self, request_id: str) -> None:
+        if self._engine is not None:
+            await self._engine.abort(request_id)
+
+    # -- requests ----------------------------------------------------------------------
+    def encode(self, request: GenerationRequest) -> list[int]:
+        return prompt_ids(self._tokenizer, request, self._user_limit)
+
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[TokenDelta, None]:
+        from vllm import SamplingParams, TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        await self.check_health()
+        ids = self.encode(request)
+        room = self._max_model_len - len(ids)
+        if room < 1:
+            raise InvalidRequest(
+                f"This student's context is {self._max_model_len} tokens; the prompt has "
+                f"{len(ids)}.",
+                param="messages" if request.messages else "prompt",
+                code="context_length_exceeded",
+            )
+        s = request.sampling
+        k = s.top_logprobs
+        if request.confidence_temperature is not None:
+            k = max(k, self.confidence_top_k)
+        params = SamplingParams(
+            n=1,
+            max_tokens=min(s.max_tokens, room),
+            temperature=s.temperature,  # 0: greedy
+            top_p=s.top_p,
+            seed=s.seed,
+            stop=list(s.stop) or None,
+            logprobs=k,
+            output_kind=RequestOutputKind.DELTA,
+        )
+        t = request.confidence_temperature
+        try:
+            async for out in self._engine.generate(
+                TokensPrompt(prompt_token_ids=ids), params, request.request_id
+            ):
+                comp = out.outputs[0]
+                new = list(comp.token_ids)
+                last = len(new) - 1
+                for i, token_id in enumerate(new):
+                    alternatives = comp.logprobs[i] if comp.logprobs else {}
+                    chosen = alternatives.get(token_id)
+                    logprob = float(chosen.logprob) if chosen is not None else 0.0
+                    ranked = sorted(alternatives.items(), key=lambda kv: kv[1].rank or 0)
+                    top = [(tid, lp) for tid, lp in ranked if (lp.rank or 0) <= k][:k]
+                    finish = _finish(comp.finish_reason) if out.finished and i == last else None
+                    yield TokenDelta(
+                        token_id=token_id,
+                        text=comp.text if i == last else "",
+                        token=(chosen.decoded_token or "") if chosen is not None else "",
+                        logprob=logprob,
+                        top_logprobs=tuple(
+                            TokenLogprob(tid, lp.decoded_token or "", float(lp.logprob))
+                            for tid, lp in top[: s.top_logprobs]
+                        ),
+                        finish_reason=finish,
+                        prompt_tokens=len(ids),
+                        scaled_logprob=(
+                            renormalized_logprob(logprob, [lp.logprob for _, lp in top], t)
+                            if t is not None
+                            else None
+                        ),
+                    )
+        except (InvalidRequest, EngineError):
+            raise
+        except ValueError as exc:  # vLLM's request validation
+            raise InvalidRequest(f"The student refused the request: {exc}") from None
+        except Exception as exc:  # EngineDeadError, EngineGenerateError: cancellation passes
+            raise EngineError("the vLLM engine failed while generating") from exc
+
+
+def _finish(reason: str | None) -> FinishReason:
+    if reason == "length":
+        return "length"
+    if reason == "stop":
+        return "stop"
+    raise EngineError(f"the vLLM engine ended the answer with {reason!r}")
