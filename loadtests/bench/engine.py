@@ -96,11 +96,14 @@ def wrk_script(prompts: list[str], path: Path) -> Path:
     return path
 
 
-def through_gateway(clients: int, duration: int, script: Path) -> dict[str, float]:
+def drive(
+    url: str, clients: int, duration: int, script: Path, threads: int = 1
+) -> dict[str, float]:
+    """wrk with ``clients`` connections on ``url``'s chat endpoint, bodies from ``script``."""
     out = subprocess.run(
         [
             "wrk",
-            "-t1",
+            f"-t{threads}",
             f"-c{clients}",
             f"-d{duration}s",
             "--latency",
@@ -108,7 +111,7 @@ def through_gateway(clients: int, duration: int, script: Path) -> dict[str, floa
             "30s",
             "-s",
             str(script),
-            f"http://127.0.0.1:{PORT}/v1/chat/completions",
+            f"{url}/v1/chat/completions",
         ],
         capture_output=True,
         text=True,
@@ -213,6 +216,27 @@ def profile(pid: int, clients: int, script: Path, seconds: int, top: int = 15) -
     return lines
 
 
+def chart(rows: list[dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    x = [r["clients"] for r in rows]
+    ax.plot(x, [r["direct_rps"] for r in rows], marker="o", label="engine in-process")
+    ax.plot(x, [r["gateway_rps"] for r in rows], marker="o", label="through the gateway (HTTP)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("concurrent clients")
+    ax.set_ylabel("requests / s")
+    ax.set_title("embedded CPU engine, demo student")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -221,6 +245,7 @@ def main() -> None:
     parser.add_argument("--ttft-requests", type=int, default=100)
     parser.add_argument("--threads", type=int, help="torch threads, both contenders")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench")
+    parser.add_argument("--chart", type=Path, default=ROOT / "docs" / "img" / "bench_engine.png")
     args = parser.parse_args()
     task = load_tasks(ROOT / "tasks")["banking77"]
     if not (task.student / "config.json").is_file() or task.calibrator is None:
@@ -260,7 +285,7 @@ def main() -> None:
             loop = asyncio.new_event_loop()
             loop.run_until_complete(start())
             loop.run_until_complete(run_direct(8, 2))  # warm-up
-            through_gateway(8, 2, script)
+            drive(target.url, 8, 2, script)
             for rnd in range(args.rounds):
                 for clients in args.clients:
                     pair = [("direct", None), ("gateway", None)]
@@ -268,7 +293,7 @@ def main() -> None:
                         if name == "direct":
                             rps = loop.run_until_complete(run_direct(clients, args.duration))
                         else:
-                            rps = through_gateway(clients, args.duration, script)["rps"]
+                            rps = drive(target.url, clients, args.duration, script)["rps"]
                         results[name].setdefault(clients, []).append(rps)
                         print(
                             f"round {rnd} clients {clients:>3} {name:<8} {rps:7.1f} req/s",
@@ -300,6 +325,7 @@ def main() -> None:
     )
     print("\nprofile of the gateway at 32 clients (py-spy, by thread, then own time):")
     print("\n".join(top))
+    chart(rows, args.chart)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "engine.json").write_text(
         json.dumps({"runs": results, "summary": rows, "ttft_ms": medians, "profile": top}, indent=1)

@@ -178,7 +178,7 @@ def _wait_ready(target: Target, timeout_s: float = 120) -> None:
     raise SystemExit(f"{target.name} did not become ready")
 
 
-def _distillgate_task(folder: Path, upstream: str, client: str) -> Path:
+def _distillgate_task(folder: Path, upstream: str, client: str, top_k: int = 20) -> Path:
     """A task whose student is the fake upstream, with a calibrator so the confidence is
     computed as in production (T from the demo student; the threshold does not matter:
     without a teacher every answer is the student's)."""
@@ -198,7 +198,7 @@ def _distillgate_task(folder: Path, upstream: str, client: str) -> Path:
         f'student = "{student}"\ncalibrator = "{folder / "calibration.json"}"\n'
         f'answers = ["card_arrival", "lost_or_stolen_card"]\n'
         f'[engine]\nkind = "remote"\nbase_url = "{upstream}/v1"\nclient = "{client}"\n'
-        f"[generation]\nmax_tokens = 24\n"
+        f"confidence_top_k = {top_k}\n[generation]\nmax_tokens = 24\n"
     )
     return tasks
 
@@ -209,42 +209,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def targets(
-    work: Path, upstream: str, litellm: str | None, with_httpx_gateway: bool
-) -> list[Target]:
+def targets(work: Path, upstream: str, litellm: str | None, variants: list[str]) -> list[Target]:
+    """``variants`` adds gateway variants: ``httpx`` (httpx as the fleet client), ``top1``
+    (confidence from the top-1 logprob only, to price reading the fleet's top-20)."""
     py = sys.executable
-    dg, dgx, litellm_port = free_port(), free_port(), free_port()
     quiet = {"DISTILLGATE_LOG_LEVEL": "warning", "DISTILLGATE_REDIS_URL": ""}
+
+    def gateway(name: str, client: str, top_k: int) -> Target:
+        port = free_port()
+        tasks = _distillgate_task(work / name, upstream, client, top_k)
+        env = {**quiet, "DISTILLGATE_PORT": str(port), "DISTILLGATE_TASKS_DIR": str(tasks)}
+        return Target(name, [py, "-m", "gateway.cli", "serve"], port, env, ready_path="/readyz")
+
     out = [
         Target("direct", [], int(upstream.rsplit(":", 1)[1]), {}),
-        Target(
-            "distillgate",
-            [py, "-m", "gateway.cli", "serve"],
-            dg,
-            {
-                **quiet,
-                "DISTILLGATE_PORT": str(dg),
-                "DISTILLGATE_TASKS_DIR": str(_distillgate_task(work / "dg", upstream, "aiohttp")),
-            },
-            ready_path="/readyz",
-        ),
+        gateway("distillgate", "aiohttp", 20),
     ]
-    if with_httpx_gateway:
-        out.append(
-            Target(
-                "distillgate-httpx",
-                [py, "-m", "gateway.cli", "serve"],
-                dgx,
-                {
-                    **quiet,
-                    "DISTILLGATE_PORT": str(dgx),
-                    "DISTILLGATE_TASKS_DIR": str(
-                        _distillgate_task(work / "dgx", upstream, "httpx")
-                    ),
-                },
-                ready_path="/readyz",
-            )
-        )
+    if "httpx" in variants:
+        out.append(gateway("distillgate-httpx", "httpx", 20))
+    if "top1" in variants:
+        out.append(gateway("distillgate-top1", "aiohttp", 1))
     for client in ("httpx", "aiohttp"):
         port = free_port()
         out.append(
@@ -267,6 +251,7 @@ def targets(
             )
         )
     if litellm:
+        litellm_port = free_port()
         config = work / "litellm.yaml"
         config.write_text(
             "model_list:\n  - model_name: banking77\n    litellm_params:\n"
@@ -364,13 +349,16 @@ def chart(rows: list[dict[str, float | str | int]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4.2))
-    for name in dict.fromkeys(str(r["target"]) for r in rows):
+    names = list(dict.fromkeys(str(r["target"]) for r in rows))
+    colours = {name: f"C{i}" for i, name in enumerate(names)}  # one colour per target
+    for name in names:
         mine = sorted((r for r in rows if r["target"] == name), key=lambda r: r["connections"])
         x = [r["connections"] for r in mine]
-        left.plot(x, [r["rps"] for r in mine], marker="o", label=name)
-        middle.plot(x, [r["p50_ms"] for r in mine], marker="o", label=name)
-        if name != "direct":
-            right.plot(x, [r["cpu_ms_per_request"] for r in mine], marker="o", label=name)
+        style = {"marker": "o", "label": name, "color": colours[name]}
+        left.plot(x, [r["rps"] for r in mine], **style)
+        middle.plot(x, [r["p50_ms"] for r in mine], **style)
+        if name != "direct":  # the upstream's own CPU is not a gateway's
+            right.plot(x, [r["cpu_ms_per_request"] for r in mine], **style)
     for ax, title in (
         (left, "throughput (req/s)"),
         (middle, "p50 latency (ms)"),
@@ -380,8 +368,8 @@ def chart(rows: list[dict[str, float | str | int]], path: Path) -> None:
         ax.set_xlabel("connections (wrk)")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-    middle.set_yscale("log")
-    right.set_yscale("log")
+    for ax in (left, middle, right):
+        ax.set_yscale("log")
     left.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -394,7 +382,13 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--litellm", default=shutil.which("litellm"), help="litellm executable")
-    parser.add_argument("--httpx-gateway", action="store_true", help="also distillgate on httpx")
+    parser.add_argument(
+        "--variants",
+        nargs="*",
+        default=[],
+        choices=["httpx", "top1"],
+        help="also distillgate on httpx / with top-1 confidence",
+    )
     parser.add_argument("--targets", nargs="+", help="measure only these (and direct)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench")
@@ -414,7 +408,7 @@ def main() -> None:
         )
         upstream_port = free_port()
         upstream_url = f"http://127.0.0.1:{upstream_port}"
-        all_targets = targets(work, upstream_url, args.litellm, args.httpx_gateway)
+        all_targets = targets(work, upstream_url, args.litellm, args.variants)
         if args.targets:
             all_targets = [t for t in all_targets if t.name in {"direct", *args.targets}]
         upstream = subprocess.Popen(

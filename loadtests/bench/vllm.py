@@ -27,8 +27,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from loadtests.bench.engine import wrk_script
-from loadtests.bench.overhead import Target, _wait_ready, free_port, parse_wrk
+from loadtests.bench.engine import drive, wrk_script
+from loadtests.bench.overhead import Target, _wait_ready, free_port
 from training.examples import read_examples
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,12 +146,12 @@ def main() -> None:
                 c.process = subprocess.Popen(c.command, cwd=ROOT, env={**os.environ, **c.env})
                 _wait_ready(c, timeout_s=600)
             for c in contenders:
-                _drive(c, 16, 5, script)  # warm-up (CUDA graphs, caches)
+                drive(c.url, 16, 5, script, threads=2)  # warm-up (CUDA graphs, caches)
             for rnd in range(args.rounds):
                 for conns in args.connections:
                     order = contenders if rnd % 2 == 0 else contenders[::-1]
                     for c in order:
-                        figures = _drive(c, conns, args.duration, script)
+                        figures = drive(c.url, conns, args.duration, script, threads=2)
                         runs.append(
                             {"round": rnd, "target": c.name, "connections": conns, **figures}
                         )
@@ -193,27 +193,6 @@ def main() -> None:
         )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "vllm.json").write_text(json.dumps({"runs": runs, "summary": summary}, indent=1))
-
-
-def _drive(target: Target, connections: int, duration: int, script: Path) -> dict[str, float]:
-    out = subprocess.run(
-        [
-            "wrk",
-            "-t2",
-            f"-c{connections}",
-            f"-d{duration}s",
-            "--latency",
-            "--timeout",
-            "30s",
-            "-s",
-            str(script),
-            f"{target.url}/v1/chat/completions",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return parse_wrk(out)
 
 
 if __name__ == "__main__":
