@@ -1,4 +1,5 @@
-"""Pure ASGI middleware, outermost first: request id, error boundary, body limit, API keys.
+"""Pure ASGI middleware, outermost first: request id, error boundary, body limit, API keys,
+then the direct routes.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so streaming responses and the client-disconnect
 signal pass through untouched.
@@ -10,7 +11,10 @@ import json
 import logging
 import re
 import secrets
+from collections.abc import Awaitable, Callable, Mapping
 
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.api.protocol import new_id
@@ -19,6 +23,7 @@ from gateway.errors import GatewayError, PayloadTooLarge, Unauthorized, error_bo
 __all__ = [
     "ApiKeyMiddleware",
     "BodyLimitMiddleware",
+    "DirectRoutes",
     "ErrorBoundaryMiddleware",
     "RequestIdMiddleware",
 ]
@@ -154,6 +159,36 @@ class ApiKeyMiddleware:
                 await send_error(send, Unauthorized("Missing or invalid API key."))
                 return
         await self.app(scope, receive, send)
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class DirectRoutes:
+    """``POST`` on the completion paths goes straight to its endpoint; everything else to
+    the FastAPI app. The innermost layer, so ids, metrics, limits and keys apply alike.
+
+    FastAPI's own per-request layers (exception middleware, exit stack, router, body-limit
+    and telemetry wrappers) cost more than everything the gateway adds to a request
+    (docs/benchmarks.md); the completion endpoints need none of them. Their errors are
+    rendered here, as the app's handler would.
+    """
+
+    def __init__(self, app: ASGIApp, routes: Mapping[str, Endpoint]) -> None:
+        self.app = app
+        self.routes = dict(routes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = self.routes.get(scope["path"]) if scope["type"] == "http" else None
+        if endpoint is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        try:
+            response = await endpoint(Request(scope, receive, send))
+        except GatewayError as exc:
+            await send_error(send, exc)
+            return
+        await response(scope, receive, send)
 
 
 def request_id_of(scope: Scope) -> str:

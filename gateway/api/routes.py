@@ -1,8 +1,9 @@
 """Thin routes: parse, call serving, render. No logic lives here.
 
-The completion endpoints are plain routes taking the raw request: they parse the body in
-one pydantic-core pass and render with orjson, skipping FastAPI's per-request dependency
-machinery, which cost more than everything else the gateway adds (docs/benchmarks.md).
+The completion endpoints take the raw request: they parse the body in one pydantic-core
+pass and render with orjson. ``DirectRoutes`` (middleware.py) calls them for ``POST``
+without FastAPI's per-request layers, which cost more than everything else the gateway
+adds (docs/benchmarks.md); the router keeps them too, so other methods get a 405.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from gateway.metrics import Metrics
 from gateway.middleware import request_id_of
 from gateway.serving import Serving
 
-__all__ = ["router"]
+__all__ = ["direct_routes", "router"]
 
 router = APIRouter()
 T = TypeVar("T")
@@ -129,8 +130,12 @@ async def create_completion(request: Request) -> Response:
     return await _answer(request, parse_body(CompletionRequest, await request.body()))
 
 
-router.add_route("/v1/chat/completions", create_chat_completion, methods=["POST"])
-router.add_route("/v1/completions", create_completion, methods=["POST"])
+direct_routes = {
+    "/v1/chat/completions": create_chat_completion,
+    "/v1/completions": create_completion,
+}
+for path, endpoint in direct_routes.items():
+    router.add_route(path, endpoint, methods=["POST"])
 
 
 @router.get("/v1/models")
