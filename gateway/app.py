@@ -130,7 +130,8 @@ class _HttpMetrics:
 
         async def observe(message: Message) -> None:
             if message["type"] == "http.response.start":
-                self.metrics.http_requests.labels(path, str(message["status"])).inc()
+                status = str(message["status"])
+                self.metrics.child(self.metrics.http_requests, path, status).inc()
             await send(message)
 
         await self.app(scope, receive, observe)

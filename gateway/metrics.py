@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -154,6 +154,7 @@ class Metrics:
             registry=r,
         )
         self._mean_teacher_cost: dict[str, tuple[float, int]] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._live: list[Collector] = []
         self.watch(VLLMPassthrough())
 
@@ -174,6 +175,16 @@ class Metrics:
         self.teacher_cost.labels(task, purpose).inc(cost_usd)
         total, n = self._mean_teacher_cost.get(task, (0.0, 0))
         self._mean_teacher_cost[task] = (total + cost_usd, n + 1)
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, resolved once: on the request path ``labels`` would
+        re-validate, stringify and take a lock on every call (label sets are bounded by
+        tasks, routes and statuses)."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def observe_accepted(self, task: str) -> None:
         """An answer the teacher did not have to give: worth a mean teacher call."""

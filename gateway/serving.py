@@ -195,8 +195,8 @@ class Serving:
             has_teacher=runtime.teacher is not None,
         )
         if self.metrics is not None:
-            self.metrics.student_seconds.labels(task.name).observe(student_s)
-            self.metrics.confidence.labels(task.name).observe(confidence)
+            self.metrics.child(self.metrics.student_seconds, task.name).observe(student_s)
+            self.metrics.child(self.metrics.confidence, task.name).observe(confidence)
         answer = Answer(
             route=Route.STUDENT,
             reason=decision.reason,

@@ -90,9 +90,10 @@ async def _answer(request: Request, body: ChatCompletionRequest | CompletionRequ
                 request, serving.stream(body, request_id, forced)
             )
             route = headers["x-distillgate-route"]
-            metrics.requests.labels(task, route, "200").inc()
+            metrics.child(metrics.requests, task, route, "200").inc()
             headers = {**headers, "cache-control": "no-cache"}
-            timed = _first_chunk_timed(events, metrics.ttft_seconds.labels(task, route), started)
+            ttft = metrics.child(metrics.ttft_seconds, task, route)
+            timed = _first_chunk_timed(events, ttft, started)
             return StreamingResponse(timed, media_type="text/event-stream", headers=headers)
         result, headers = await _until_disconnect(
             request, serving.complete(body, request_id, forced)
@@ -106,8 +107,8 @@ async def _answer(request: Request, body: ChatCompletionRequest | CompletionRequ
             metrics.engine_rejections.labels(task).inc()
         raise
     route = headers["x-distillgate-route"]
-    metrics.requests.labels(task, route, "200").inc()
-    metrics.request_seconds.labels(task, route).observe(time.perf_counter() - started)
+    metrics.child(metrics.requests, task, route, "200").inc()
+    metrics.child(metrics.request_seconds, task, route).observe(time.perf_counter() - started)
     return json_response(result, headers)
 
 

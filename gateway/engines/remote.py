@@ -199,7 +199,7 @@ class _Shape:
             text=text,
             token=name,
             logprob=logprob,
-            top_logprobs=tuple(TokenLogprob(-1, t, lp) for t, lp in reported),
+            top_logprobs=tuple(TokenLogprob(-1, t, lp) for t, lp in reported) if reported else (),
             finish_reason=finish,
             prompt_tokens=prompt_tokens,
             scaled_logprob=scaled,
@@ -285,13 +285,22 @@ class _Shape:
 
 
 def _texts(text: str, tokens: list[_Token]) -> list[str]:
-    """Each token's share of ``text``: its bytes decoded incrementally (a character can span
-    tokens), kept where they continue the text; tokens outside it (the end token, a stop
-    string the server cut) get none, and any remainder goes to the last token."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    """Each token's share of ``text``: its bytes decoded (incrementally from the first token
+    that splits a character), kept where they continue the text; tokens outside it (the end
+    token, a stop string the server cut) get none, and any remainder goes to the last."""
+    decoder: codecs.IncrementalDecoder | None = None
     pieces, pos = [], 0
     for name, _, _, _, raw in tokens:
-        piece = decoder.decode(raw) if raw is not None else name
+        if raw is None:
+            piece = name
+        elif decoder is not None:
+            piece = decoder.decode(raw)
+        else:
+            try:
+                piece = raw.decode()
+            except UnicodeDecodeError:  # a character spans tokens: decode across them
+                decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+                piece = decoder.decode(raw)
         if piece and text.startswith(piece, pos):
             pieces.append(piece)
             pos += len(piece)

@@ -127,3 +127,16 @@ def test_an_unreachable_fleet_reaches_the_client_as_an_openai_error(
     assert info.value.status_code == 503
     assert info.value.body["code"] == "student_unavailable"  # type: ignore[index]
     assert math.isfinite(gw.metric("distillgate_requests_total"))
+
+
+def test_token_texts_rebuild_the_answer_across_split_characters() -> None:
+    from gateway.engines.remote import _texts
+
+    def tok(raw: bytes) -> tuple[str, float, list[float], list[tuple[str, float]], bytes]:
+        return (raw.decode(errors="replace"), 0.0, [], [], raw)
+
+    # "é" split over two tokens, then the end token, which is not part of the text
+    assert _texts("ét", [tok(b"\xc3"), tok(b"\xa9t"), tok(b"<|end|>")]) == ["", "ét", ""]
+    # a stop string the server cut: the unmatched token gets nothing, the text stays whole
+    assert _texts("card", [tok(b"ca"), tok(b"rd"), tok(b"_x")]) == ["ca", "rd", ""]
+    assert "".join(_texts("abc", [tok(b"a"), tok(b"zz")])) == "abc"
