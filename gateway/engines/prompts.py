@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from gateway.engines.base import GenerationRequest
+from gateway.errors import InvalidRequest
 
-__all__ = ["prompt_ids", "trained_prompt_limit"]
+__all__ = ["prompt_ids", "room_after", "trained_prompt_limit"]
 
 
 def trained_prompt_limit(model_dir: Path) -> int | None:
@@ -38,3 +39,16 @@ def prompt_ids(tokenizer: Any, request: GenerationRequest, user_limit: int | Non
         chat, add_generation_prompt=True, tokenize=True, return_dict=False
     )
     return list(ids)
+
+
+def room_after(ids: list[int], context: int, request: GenerationRequest) -> int:
+    """Tokens left to generate in a ``context``-token window after the prompt; a prompt
+    that leaves none is the client's error (400), as OpenAI words it."""
+    room = context - len(ids)
+    if room < 1:
+        raise InvalidRequest(
+            f"This student's context is {context} tokens; the prompt has {len(ids)}.",
+            param="messages" if request.messages else "prompt",
+            code="context_length_exceeded",
+        )
+    return room

@@ -31,7 +31,7 @@ from gateway.engines.base import (
 )
 from gateway.engines.batch import RunningBatch, left_pad
 from gateway.engines.detokenizer import IncrementalDetokenizer
-from gateway.engines.prompts import prompt_ids, trained_prompt_limit
+from gateway.engines.prompts import prompt_ids, room_after, trained_prompt_limit
 from gateway.errors import EngineError, InvalidRequest, Overloaded
 
 __all__ = ["TransformersEngine"]
@@ -165,14 +165,7 @@ class TransformersEngine:
         await self.check_health()
         prompt = self.encode(request)
         sampling = request.sampling
-        room = self.max_context - len(prompt)
-        if room < 1:
-            raise InvalidRequest(
-                f"This student's context is {self.max_context} tokens; "
-                f"the prompt has {len(prompt)}.",
-                param="messages" if request.messages else "prompt",
-                code="context_length_exceeded",
-            )
+        room = room_after(prompt, self.max_context, request)
         if sampling.max_tokens > room:  # generate what fits; the answer ends with "length"
             sampling = dataclasses.replace(sampling, max_tokens=room)
         queue: asyncio.Queue[Item] = asyncio.Queue()

@@ -26,7 +26,7 @@ from typing import Any
 
 from calibration import renormalized_logprob
 from gateway.engines.base import FinishReason, GenerationRequest, TokenDelta, TokenLogprob
-from gateway.engines.prompts import prompt_ids, trained_prompt_limit
+from gateway.engines.prompts import prompt_ids, room_after, trained_prompt_limit
 from gateway.errors import EngineError, InvalidRequest
 
 __all__ = ["VLLMEngine", "vllm_available"]
@@ -121,14 +121,7 @@ class VLLMEngine:
 
         await self.check_health()
         ids = self.encode(request)
-        room = self._max_model_len - len(ids)
-        if room < 1:
-            raise InvalidRequest(
-                f"This student's context is {self._max_model_len} tokens; the prompt has "
-                f"{len(ids)}.",
-                param="messages" if request.messages else "prompt",
-                code="context_length_exceeded",
-            )
+        room = room_after(ids, self._max_model_len, request)
         s = request.sampling
         k = s.top_logprobs
         if request.confidence_temperature is not None:
