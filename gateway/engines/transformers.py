@@ -39,6 +39,9 @@ __all__ = ["TransformersEngine"]
 logger = logging.getLogger(__name__)
 
 _MAX_TOP_LOGPROBS = 20
+# Below this a sampling temperature is greedy decoding: softmax(z / T) is the argmax to
+# within float precision, and dividing by a subnormal T overflows to inf, then NaN.
+_GREEDY_BELOW = 1e-4
 
 
 @dataclass
@@ -177,7 +180,7 @@ class TransformersEngine:
             queue,
             temperature=request.confidence_temperature,
         )
-        if sampling.temperature > 0:
+        if sampling.temperature >= _GREEDY_BELOW:
             seq.generator = torch.Generator(device="cpu")
             if sampling.seed is not None:
                 seq.generator.manual_seed(sampling.seed)
@@ -324,7 +327,7 @@ class TransformersEngine:
         logprobs = torch.log_softmax(logits, dim=-1)
         chosen = logprobs.argmax(dim=-1)
         for i, seq in enumerate(seqs):
-            if seq.sampling.temperature > 0:
+            if seq.sampling.temperature >= _GREEDY_BELOW:
                 chosen[i] = _sample_row(logits[i], seq.sampling, seq.generator)
         k = min(max(s.sampling.top_logprobs for s in seqs), _MAX_TOP_LOGPROBS)
         top_lp, top_id = logprobs.topk(k, dim=-1) if k else (None, None)

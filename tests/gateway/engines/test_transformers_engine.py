@@ -121,3 +121,16 @@ def test_long_user_text_is_cut_as_in_training(tiny_student) -> None:  # type: ig
 
     whole, cut = run_engine(tiny_student.path, test)
     assert whole == cut and len(whole) < 80
+
+
+def test_a_vanishing_temperature_is_greedy_and_harms_nothing(tiny_student) -> None:  # type: ignore[no-untyped-def]
+    """Found by the fuzz tests: T = 1e-300 overflowed softmax(z / T) to NaN, the sampler
+    raised in the worker thread, and the engine died for every client."""
+
+    async def test(engine: TransformersEngine) -> tuple[list[TokenDelta], list[TokenDelta]]:
+        tiny = await collect(engine, request("a", "card lost", temperature=1e-300, seed=1))
+        await engine.check_health()
+        return tiny, await collect(engine, request("b", "card lost"))
+
+    tiny, greedy = run_engine(tiny_student.path, test)
+    assert [d.token_id for d in tiny] == [d.token_id for d in greedy]
