@@ -21,13 +21,28 @@ from gateway.errors import EngineTimeout, EngineUnavailable
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AiohttpClient", "HttpxClient", "StreamedResponse", "UpstreamClient", "open_client"]
+__all__ = [
+    "AiohttpClient",
+    "ClientOptions",
+    "HttpxClient",
+    "StreamedResponse",
+    "UpstreamClient",
+    "open_client",
+]
 
 
 @dataclass
 class StreamedResponse:
     status: int
     lines: AsyncIterator[bytes]  # the body line by line (SSE), newlines stripped
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    headers: Mapping[str, str]
+    timeout_s: float
+    connect_timeout_s: float
+    max_connections: int
 
 
 class UpstreamClient(Protocol):
@@ -43,20 +58,12 @@ class UpstreamClient(Protocol):
 
 
 class HttpxClient:
-    def __init__(
-        self,
-        headers: Mapping[str, str],
-        *,
-        timeout_s: float,
-        connect_timeout_s: float,
-        max_connections: int,
-    ) -> None:
+    def __init__(self, options: ClientOptions) -> None:
+        n = options.max_connections
         self._client = httpx.AsyncClient(
-            headers=dict(headers),
-            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
+            headers=dict(options.headers),
+            timeout=httpx.Timeout(options.timeout_s, connect=options.connect_timeout_s),
+            limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
         )
 
     async def post(self, url: str, body: bytes) -> tuple[int, bytes]:
@@ -85,21 +92,18 @@ class HttpxClient:
 class AiohttpClient:
     """Created inside the running event loop (aiohttp binds its session to it)."""
 
-    def __init__(
-        self,
-        headers: Mapping[str, str],
-        *,
-        timeout_s: float,
-        connect_timeout_s: float,
-        max_connections: int,
-    ) -> None:
+    def __init__(self, options: ClientOptions) -> None:
         import aiohttp
 
         self._aiohttp = aiohttp
         self._session = aiohttp.ClientSession(
-            headers=dict(headers),
-            connector=aiohttp.TCPConnector(limit=max_connections, limit_per_host=max_connections),
-            timeout=aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s),
+            headers=dict(options.headers),
+            connector=aiohttp.TCPConnector(
+                limit=options.max_connections, limit_per_host=options.max_connections
+            ),
+            timeout=aiohttp.ClientTimeout(
+                total=options.timeout_s, sock_connect=options.connect_timeout_s
+            ),
             auto_decompress=False,
         )
 
@@ -127,23 +131,8 @@ class AiohttpClient:
         await self._session.close()
 
 
-def open_client(
-    kind: Literal["aiohttp", "httpx"],
-    headers: Mapping[str, str],
-    *,
-    timeout_s: float,
-    connect_timeout_s: float,
-    max_connections: int,
-) -> UpstreamClient:
-    cls: type[AiohttpClient] | type[HttpxClient] = (
-        AiohttpClient if kind == "aiohttp" else HttpxClient
-    )
-    return cls(
-        headers,
-        timeout_s=timeout_s,
-        connect_timeout_s=connect_timeout_s,
-        max_connections=max_connections,
-    )
+def open_client(kind: Literal["aiohttp", "httpx"], options: ClientOptions) -> UpstreamClient:
+    return AiohttpClient(options) if kind == "aiohttp" else HttpxClient(options)
 
 
 @contextlib.contextmanager

@@ -30,7 +30,7 @@ import orjson
 
 from calibration import renormalized_logprob
 from gateway.engines.base import FinishReason, GenerationRequest, TokenDelta, TokenLogprob
-from gateway.engines.http import UpstreamClient, open_client
+from gateway.engines.http import ClientOptions, UpstreamClient, open_client
 from gateway.errors import EngineError, EngineUnavailable, InvalidRequest, Overloaded
 
 __all__ = ["RemoteEngine"]
@@ -72,25 +72,18 @@ class RemoteEngine:
         self.confidence_top_k = confidence_top_k
         parts = urlsplit(self.base_url)
         self.health_url = f"{parts.scheme}://{parts.netloc}/{health_path.lstrip('/')}"
-        self._client_kind = client
-        self._headers = {"content-type": "application/json"}
+        headers = {"content-type": "application/json"}
         if api_key:
-            self._headers["authorization"] = f"Bearer {api_key}"
-        self._timeouts = (timeout_s, connect_timeout_s, max_connections)
+            headers["authorization"] = f"Bearer {api_key}"
+        self._client_kind = client
+        self._options = ClientOptions(headers, timeout_s, connect_timeout_s, max_connections)
         self._client: UpstreamClient | None = None
         self._running: dict[str, asyncio.Task[Any]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
-        if self._client is None:
-            timeout_s, connect_timeout_s, max_connections = self._timeouts
-            self._client = open_client(
-                self._client_kind,
-                self._headers,
-                timeout_s=timeout_s,
-                connect_timeout_s=connect_timeout_s,
-                max_connections=max_connections,
-            )
+        if self._client is None:  # inside the running loop: aiohttp binds to it
+            self._client = open_client(self._client_kind, self._options)
 
     async def aclose(self) -> None:
         if self._client is not None:

@@ -56,7 +56,6 @@ class Target:
     port: int
     env: dict[str, str]
     ready_path: str = "/health"
-    cpu: str = "0"  # taskset core list
     process: subprocess.Popen[bytes] | None = None
 
     @property
