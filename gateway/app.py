@@ -20,6 +20,7 @@ from gateway.api.admin import router as admin_router
 from gateway.api.protocol import invalid_request as validation_error
 from gateway.api.routes import direct_routes, router
 from gateway.audit import AuditTracker
+from gateway.auth import KeyRing
 from gateway.capture import CaptureRecorder, Spool
 from gateway.capture.redis import RedisCaptureSink, default_stream_name
 from gateway.deployment import Deployment, DeploymentError, build_deployment, retire
@@ -28,12 +29,13 @@ from gateway.engines.factory import open_engine
 from gateway.errors import GatewayError, error_body
 from gateway.metrics import DeploymentCollector, Metrics
 from gateway.middleware import (
-    ApiKeyMiddleware,
+    AuthMiddleware,
     BodyLimitMiddleware,
     DirectRoutes,
     ErrorBoundaryMiddleware,
     RequestIdMiddleware,
 )
+from gateway.ratelimit import RateLimiter
 from gateway.reloading import Reloader
 from gateway.serving import Serving
 from gateway.settings import Settings
@@ -146,6 +148,10 @@ def create_app(
 ) -> FastAPI:
     settings = settings or Settings()
     metrics = Metrics()
+    for name, access in (("metrics", settings.metrics_access), ("health", settings.health_access)):
+        if access == "admin" and settings.admin_key is None:
+            raise ValueError(f"DISTILLGATE_{name.upper()}_ACCESS=admin needs DISTILLGATE_ADMIN_KEY")
+    keyring = KeyRing.load(settings.api_keys, settings.api_keys_file)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -176,6 +182,10 @@ def create_app(
             if recorder is not None:
                 await recorder.start()
             logger.info("serving tasks: %s", ", ".join(tasks))
+            if keyring:
+                logger.info("%d client keys", len(keyring))
+            else:
+                logger.warning("no client keys configured: /v1/ is open to anyone who can reach it")
             # What start-up built (frameworks, SDKs, tokenizers: ~200k objects) lives as
             # long as the process; freezing it keeps the collector from re-walking it on
             # every full collection, a pause that grew with concurrency. A request's
@@ -196,6 +206,9 @@ def create_app(
     app = FastAPI(title="distillgate", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.keyring = keyring
+    app.state.limiter = RateLimiter()
+    app.state.draining = False
     metrics.watch(DeploymentCollector(lambda: getattr(app.state, "serving", None)))
     app.include_router(router)
     app.include_router(admin_router)
@@ -221,8 +234,14 @@ def create_app(
         return JSONResponse(error_body(str(exc.detail), kind), status_code=exc.status_code)
 
     app.add_middleware(DirectRoutes, routes=direct_routes)
-    app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        AuthMiddleware,
+        state=app.state,
+        admin_key=settings.admin_key,
+        metrics_access=settings.metrics_access,
+        health_access=settings.health_access,
+    )
     app.add_middleware(ErrorBoundaryMiddleware)
     app.add_middleware(_HttpMetrics, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)

@@ -450,6 +450,16 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--group", default="distillgate-export")
     exp.add_argument("--consumer", help="consumer name (default: host-pid)")
 
+    keys = sub.add_parser("keys", help="client API keys").add_subparsers(
+        dest="action", required=True
+    )
+    new = keys.add_parser("new", help="mint a key: print it once, and its key-file entry")
+    new.add_argument("--name", required=True, help="what logs and metrics call the key")
+    new.add_argument("--task", action="append", help="a task it may call; repeat (default: all)")
+    new.add_argument("--requests-per-minute", type=int)
+    new.add_argument("--tokens-per-minute", type=int)
+    keys.add_parser("hash", help="read a key on stdin, print its key-file sha256")
+
     sim = sub.add_parser(
         "teacher-sim", help="serve the teacher simulator (Anthropic and OpenAI APIs)"
     )
@@ -470,6 +480,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # The SDKs log whole requests (headers, prompts) at DEBUG: never below WARNING here, so
+    # no prompt and no key reaches a log at any gateway log level (tests/test_logs.py).
+    for chatty in ("anthropic", "openai", "httpx", "httpcore", "aiohttp", "urllib3"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         _dispatch(args, settings)
     except (TaskConfigError, ValueError, FileNotFoundError) as exc:
@@ -510,6 +524,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
         _evaluate_routing(task, args.data, args.out)
     elif args.command == "export":
         _export(_task(settings, args.task), settings, args)
+    elif args.command == "keys":
+        _keys(args)
     elif args.command == "teacher-sim":
         _teacher_sim(args.data, args.host, args.port, args.accuracy, args.latency_ms)
     elif args.command == "data" and args.action == "import-csv":
@@ -531,6 +547,23 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
         write_examples(args.out_kept, kept)
         write_examples(args.out_split, held)
         print(f"kept {len(kept)} -> {args.out_kept}; split {len(held)} -> {args.out_split}")
+
+
+def _keys(args: argparse.Namespace) -> None:
+    from gateway.auth import key_digest, new_key
+
+    if args.action == "hash":
+        print(key_digest(sys.stdin.readline().strip()).hex())
+        return
+    key = new_key()
+    entry = ["[[keys]]", f"name = {json.dumps(args.name)}", f'sha256 = "{key_digest(key).hex()}"']
+    if args.task:
+        entry.append(f"tasks = {json.dumps(args.task)}")
+    for field in ("requests_per_minute", "tokens_per_minute"):
+        if getattr(args, field) is not None:
+            entry.append(f"{field} = {getattr(args, field)}")
+    print(f"key (shown once; give it to the client, store only the entry below):\n{key}\n")
+    print("\n".join(entry))
 
 
 def _dispatch_calibrate(args: argparse.Namespace, settings: Settings) -> None:

@@ -7,6 +7,8 @@
     ├── UnknownTask                   404  invalid_request_error (code model_not_found)
     ├── ReloadRefused                 409  invalid_request_error (code reload_refused)
     ├── Overloaded                    429/503  (carries retry_after)
+    ├── RateLimited                   429  requests | tokens (code rate_limit_exceeded)
+    ├── DeadlineExceeded              504  (the task's overall request deadline passed)
     ├── EngineError                   500  api_error
     │   ├── EngineTimeout             504  (a remote student did not answer in time)
     │   └── EngineUnavailable         503  (a remote student cannot be reached)
@@ -21,10 +23,12 @@ one handler in ``app.py`` renders every failure and no stack trace reaches a cli
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 __all__ = [
     "CaptureError",
+    "DeadlineExceeded",
     "EngineError",
     "EngineTimeout",
     "EngineUnavailable",
@@ -32,6 +36,7 @@ __all__ = [
     "InvalidRequest",
     "Overloaded",
     "PayloadTooLarge",
+    "RateLimited",
     "ReloadRefused",
     "TeacherError",
     "TeacherTimeout",
@@ -92,6 +97,27 @@ class Overloaded(GatewayError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(max(1, round(self.retry_after)))}
+
+
+class RateLimited(GatewayError):
+    """A client key spent its per-minute allowance; OpenAI's body and ``Retry-After``."""
+
+    status_code = 429
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, kind: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.error_type = kind  # "requests" or "tokens", as OpenAI names its limits
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
+
+
+class DeadlineExceeded(GatewayError):
+    status_code = 504
+    error_type = "timeout_error"
+    code = "request_timeout"
 
 
 class EngineError(GatewayError):

@@ -1,5 +1,5 @@
-"""Pure ASGI middleware, outermost first: request id, error boundary, body limit, API keys,
-then the direct routes.
+"""Pure ASGI middleware, outermost first: request id, error boundary, body limit, keys
+(and request rate limits), then the direct routes.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so streaming responses and the client-disconnect
 signal pass through untouched.
@@ -7,21 +7,25 @@ signal pass through untouched.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import re
-import secrets
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Literal
 
+from pydantic import SecretStr
+from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.api.protocol import new_id
-from gateway.errors import GatewayError, PayloadTooLarge, Unauthorized, error_body
+from gateway.auth import KeyRing, key_digest
+from gateway.errors import GatewayError, PayloadTooLarge, RateLimited, Unauthorized, error_body
 
 __all__ = [
-    "ApiKeyMiddleware",
+    "AuthMiddleware",
     "BodyLimitMiddleware",
     "DirectRoutes",
     "ErrorBoundaryMiddleware",
@@ -30,6 +34,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+Access = Literal["open", "client", "admin"]
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -142,23 +147,80 @@ class BodyLimitMiddleware:
                 raise
 
 
-class ApiKeyMiddleware:
-    """Require ``Authorization: Bearer <key>`` on ``/v1/`` when keys are configured."""
+class AuthMiddleware:
+    """Bearer keys by path: client keys on ``/v1/``, the admin key on ``/admin/``, and
+    ``/metrics`` and the probes as configured (``open``, ``client`` or ``admin``).
 
-    def __init__(self, app: ASGIApp, keys: list[str]) -> None:
+    A client key's identity goes into ``scope["state"]["client_key"]`` for scopes and
+    token accounting; its request allowance is taken here, before the body is read.
+    With no client keys configured, client-level paths are open.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        state: State,
+        admin_key: SecretStr | None,
+        metrics_access: Access,
+        health_access: Access,
+    ) -> None:
         self.app = app
-        self.keys = [k.encode() for k in keys]
+        self.state = state  # .keyring and .limiter: a reload swaps the keyring
+        self.admin_digest = key_digest(admin_key.get_secret_value()) if admin_key else None
+        self.levels: dict[str, Access] = {
+            "/metrics": metrics_access,
+            "/healthz": health_access,
+            "/readyz": health_access,
+        }
+
+    def _level(self, path: str) -> Access:
+        if path.startswith("/v1/"):
+            return "client"
+        if path.startswith("/admin/"):
+            return "admin" if self.admin_digest is not None else "open"  # 404 from the router
+        return self.levels.get(path, "open")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.keys and scope["path"].startswith("/v1/"):
-            auth: bytes = dict(scope["headers"]).get(b"authorization", b"")
-            scheme, _, key = auth.partition(b" ")
-            if scheme.lower() != b"bearer" or not any(
-                secrets.compare_digest(key.strip(), k) for k in self.keys
-            ):
-                await send_error(send, Unauthorized("Missing or invalid API key."))
-                return
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        level = self._level(scope["path"])
+        keyring: KeyRing = self.state.keyring
+        if level == "open" or (level == "client" and not keyring):
+            await self.app(scope, receive, send)
+            return
+        presented = _bearer(scope)
+        is_admin = (
+            presented is not None
+            and self.admin_digest is not None
+            and hmac.compare_digest(key_digest(presented), self.admin_digest)
+        )
+        client = (
+            keyring.identify(presented) if presented is not None and level == "client" else None
+        )
+        if level == "admin" and not is_admin:
+            await send_error(send, Unauthorized("Missing or invalid admin key."))
+            return
+        if level == "client" and client is None and not (is_admin and scope["path"] in self.levels):
+            await send_error(send, Unauthorized("Missing or invalid API key."))
+            return
+        if client is not None:
+            scope.setdefault("state", {})["client_key"] = client
+            if scope["method"] == "POST":
+                try:
+                    self.state.limiter.admit(client)
+                except RateLimited as exc:
+                    await send_error(send, exc)
+                    return
         await self.app(scope, receive, send)
+
+
+def _bearer(scope: Scope) -> bytes | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, key = value.partition(b" ")
+            return key.strip() if scheme.lower() == b"bearer" and key.strip() else None
+    return None
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]

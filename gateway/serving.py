@@ -348,7 +348,8 @@ class Serving:
         body: ChatCompletionRequest | CompletionRequest,
         request_id: str,
         forced: Forced = None,
-    ) -> tuple[AsyncIterator[str], dict[str, str]]:
+    ) -> tuple[AsyncIterator[str], dict[str, str], int]:
+        """The answer's SSE events, its headers and its total tokens (rate limits)."""
         with self.deployment.lease():
             runtime, gen, renderer = self._prepare(body, request_id)
             answer = await self.answer(runtime, gen, forced=forced)
@@ -356,7 +357,8 @@ class Serving:
         events = _sse(
             answer, renderer, self._envelope(runtime.task, renderer, chunk=True), include_usage
         )
-        return events, answer.headers(runtime.task.name)
+        tokens = answer.prompt_tokens + answer.completion_tokens
+        return events, answer.headers(runtime.task.name), tokens
 
 
 def capture_record(

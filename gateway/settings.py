@@ -19,7 +19,17 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="Port `distillgate serve` binds.")
     api_keys: list[str] = Field(
         default_factory=list,
-        description="Accepted bearer keys (JSON list); empty means no authentication.",
+        description="Client keys (JSON list of keys or `sha256:<hex>` digests); with no keys "
+        "here nor in api_keys_file, /v1/ is open.",
+    )
+    api_keys_file: Path | None = Field(
+        None, description="TOML file of named, hashed client keys with scopes and rate limits."
+    )
+    metrics_access: Literal["open", "client", "admin"] = Field(
+        "open", description="Who may read /metrics: anyone, any client key, or the admin key."
+    )
+    health_access: Literal["open", "client", "admin"] = Field(
+        "open", description="Who may read /healthz and /readyz (probes usually need open)."
     )
     redis_url: str = Field(
         "redis://localhost:6379/0", description="Redis of the capture streams; empty: no capture."
@@ -35,7 +45,7 @@ class Settings(BaseSettings):
     )
     audit_window: int = Field(500, ge=10, description="Audits in the live-agreement estimate.")
     admin_key: SecretStr | None = Field(
-        None, description="Bearer key of /admin/* (reload); unset: admin endpoints are off."
+        None, description="Bearer key of /admin/* (reload, drain); unset: they are off."
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Student device.")
     torch_threads: int | None = Field(None, ge=1, description="CPU threads for the student.")

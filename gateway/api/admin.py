@@ -1,21 +1,24 @@
-"""Admin endpoints, behind their own key (``DISTILLGATE_ADMIN_KEY``), never a client key.
+"""Admin endpoints, behind their own key (``DISTILLGATE_ADMIN_KEY``, checked in
+``middleware.AuthMiddleware``), never a client key.
 
-``POST /admin/reload``: serve the task files as they are now (new student, new calibrator)
-without a restart; 409 and nothing changed when they cannot be served.
+``POST /admin/reload``: serve the task files (new student, new calibrator) and the client
+key file as they are now, without a restart; 409 and nothing changed when they cannot be.
+``POST /admin/drain``: ``/readyz`` answers 503 so the load balancer stops sending new
+requests, while this process keeps answering what still arrives (``DELETE`` undoes it).
 ``GET /admin/status``: what is deployed, capture backlog and live audit agreement.
 Without an admin key configured these endpoints do not exist (404).
 """
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.exceptions import HTTPException
 
+from gateway.auth import KeyRing, KeyRingError
 from gateway.deployment import DeploymentError
-from gateway.errors import ReloadRefused, Unauthorized
+from gateway.errors import ReloadRefused
 from gateway.reloading import Reloader
 from gateway.serving import Serving
 from gateway.settings import Settings
@@ -29,10 +32,6 @@ def _authorize(request: Request) -> None:
     settings: Settings = request.app.state.settings
     if settings.admin_key is None:
         raise HTTPException(404, "Admin endpoints are disabled; set DISTILLGATE_ADMIN_KEY.")
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    expected = settings.admin_key.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not secrets.compare_digest(key.strip().encode(), expected):
-        raise Unauthorized("Missing or invalid admin key.")
 
 
 @router.post("/reload")
@@ -40,15 +39,32 @@ async def reload(request: Request) -> dict[str, Any]:
     _authorize(request)
     reloader: Reloader = request.app.state.reloader
     reloads = request.app.state.metrics.reloads
+    settings: Settings = request.app.state.settings
     try:
+        keyring = KeyRing.load(settings.api_keys, settings.api_keys_file)
         deployment = await reloader.reload()
-    except DeploymentError as exc:
+    except (DeploymentError, KeyRingError) as exc:
         reloads.labels("refused").inc()
         raise ReloadRefused(
             f"Reload refused; still serving the previous deployment: {exc}"
         ) from None
+    request.app.state.keyring = keyring
     reloads.labels("ok").inc()
-    return {"object": "deployment", "tasks": deployment.describe()}
+    return {"object": "deployment", "tasks": deployment.describe(), "client_keys": len(keyring)}
+
+
+@router.post("/drain")
+async def drain(request: Request) -> dict[str, Any]:
+    _authorize(request)
+    request.app.state.draining = True
+    return {"object": "drain", "draining": True}
+
+
+@router.delete("/drain")
+async def undrain(request: Request) -> dict[str, Any]:
+    _authorize(request)
+    request.app.state.draining = False
+    return {"object": "drain", "draining": False}
 
 
 @router.get("/status")
@@ -58,6 +74,7 @@ async def status(request: Request) -> dict[str, Any]:
     recorder = serving.recorder
     return {
         "object": "status",
+        "draining": request.app.state.draining,
         "tasks": serving.deployment.describe(),
         "audit": {
             name: serving.audits.agreement(name).to_json() if serving.audits else None

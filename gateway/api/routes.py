@@ -19,7 +19,8 @@ from fastapi.responses import Response, StreamingResponse
 from prometheus_client import Histogram
 
 from gateway.api.protocol import ChatCompletionRequest, CompletionRequest, parse_body
-from gateway.errors import GatewayError, InvalidRequest, Overloaded
+from gateway.auth import ClientKey
+from gateway.errors import GatewayError, InvalidRequest, Overloaded, UnknownTask
 from gateway.metrics import Metrics
 from gateway.middleware import request_id_of
 from gateway.serving import Serving
@@ -77,18 +78,35 @@ def _forced_route(request: Request) -> Literal["student", "teacher"] | None:
     )
 
 
+def _client_key(request: Request) -> ClientKey | None:
+    key: ClientKey | None = request.scope.get("state", {}).get("client_key")
+    return key
+
+
+def _check_scope(key: ClientKey | None, model: str) -> None:
+    """A key scoped to other tasks sees this one as absent, as OpenAI words it."""
+    if key is not None and not key.may_call(model):
+        raise UnknownTask(
+            f"The model {model!r} does not exist or you do not have access to it.", param="model"
+        )
+
+
 async def _answer(request: Request, body: ChatCompletionRequest | CompletionRequest) -> Response:
     serving: Serving = request.app.state.serving
     metrics: Metrics = request.app.state.metrics
     request_id = request_id_of(request.scope)
     task = body.model if body.model in serving.runtimes else "unknown"  # bounded labels
+    key = _client_key(request)
     started = time.perf_counter()
     try:
+        _check_scope(key, body.model)
         forced = _forced_route(request)
         if body.stream:
-            events, headers = await _until_disconnect(
+            events, headers, tokens = await _until_disconnect(
                 request, serving.stream(body, request_id, forced)
             )
+            if key is not None:
+                request.app.state.limiter.charge(key, tokens)
             route = headers["x-distillgate-route"]
             metrics.child(metrics.requests, task, route, "200").inc()
             headers = {**headers, "cache-control": "no-cache"}
@@ -106,6 +124,8 @@ async def _answer(request: Request, body: ChatCompletionRequest | CompletionRequ
         if isinstance(exc, Overloaded):
             metrics.engine_rejections.labels(task).inc()
         raise
+    if key is not None:
+        request.app.state.limiter.charge(key, result["usage"]["total_tokens"])
     route = headers["x-distillgate-route"]
     metrics.child(metrics.requests, task, route, "200").inc()
     metrics.child(metrics.request_seconds, task, route).observe(time.perf_counter() - started)
@@ -142,12 +162,16 @@ for path, endpoint in direct_routes.items():
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict[str, Any]:
     serving: Serving = request.app.state.serving
-    return serving.models()
+    key = _client_key(request)
+    models = serving.models()
+    models["data"] = [m for m in models["data"] if key is None or key.may_call(m["id"])]
+    return models
 
 
 @router.get("/v1/models/{model}")
 async def retrieve_model(model: str, request: Request) -> dict[str, Any]:
     serving: Serving = request.app.state.serving
+    _check_scope(_client_key(request), model)
     serving.runtime(model)
     return next(m for m in serving.models()["data"] if m["id"] == model)
 
@@ -162,6 +186,8 @@ async def readyz(request: Request) -> dict[str, str]:
     serving: Serving | None = getattr(request.app.state, "serving", None)
     if serving is None:
         raise Overloaded("The gateway is starting.", status_code=503)
+    if request.app.state.draining:
+        raise Overloaded("The gateway is draining (POST /admin/drain).", status_code=503)
     try:
         for engine in serving.engines:
             await engine.check_health()
