@@ -353,6 +353,7 @@ def _serve(settings: Settings) -> None:
         port=settings.port,
         log_level=settings.log_level,
         access_log=settings.access_log,
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
 
 

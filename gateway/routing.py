@@ -21,6 +21,7 @@ class Reason(StrEnum):
     INVALID_ANSWER = "invalid_answer"
     FORCED = "forced"
     NO_TEACHER = "no_teacher"
+    STUDENT_FAILED = "student_failed"  # the engine failed; the task's policy asked the teacher
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ is captured with route ``audit``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import time
@@ -36,7 +37,15 @@ from gateway.audit import AuditTracker, answers_agree
 from gateway.capture import CapturedRoute, CaptureRecord, CaptureRecorder, new_record_id
 from gateway.deployment import Deployment, TaskRuntime
 from gateway.engines.base import GenerationRequest, Message, StudentEngine, TokenDelta
-from gateway.errors import EngineError, TeacherError, UnknownTask
+from gateway.engines.prompts import check_prompt_tokens
+from gateway.errors import (
+    DeadlineExceeded,
+    EngineError,
+    InvalidRequest,
+    TeacherError,
+    TeacherTimeout,
+    UnknownTask,
+)
 from gateway.metrics import Metrics
 from gateway.routing import Reason, Route, decide
 from gateway.tasks import Task
@@ -165,19 +174,25 @@ class Serving:
     ) -> Answer:
         task, calibration = runtime.task, runtime.calibration
         if calibration is not None:
-            gen = GenerationRequest(
-                gen.request_id,
-                gen.sampling,
-                gen.messages,
-                gen.prompt,
-                confidence_temperature=calibration.temperature,
-            )
+            gen = dataclasses.replace(gen, confidence_temperature=calibration.temperature)
+        deadline = asyncio.get_running_loop().time() + task.limits.deadline_s
         started = time.perf_counter()
-        async with aclosing(runtime.engine.generate(gen)) as stream:
-            deltas = [d async for d in stream]
+        try:
+            async with asyncio.timeout_at(deadline), aclosing(runtime.engine.generate(gen)) as s:
+                deltas = [d async for d in s]
+            if not deltas:
+                raise EngineError("the student produced no output")
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"The student did not answer within task {task.name!r}'s deadline "
+                f"({task.limits.deadline_s:g} s)."
+            ) from None
+        except EngineError as exc:
+            if task.routing.on_student_failure != "teacher" or runtime.teacher is None:
+                raise
+            return await self._teacher_instead(runtime, gen, exc, deadline)
         student_s = time.perf_counter() - started
-        if not deltas:
-            raise EngineError("the student produced no output")
+        check_prompt_tokens(deltas[-1].prompt_tokens, gen)  # a remote student counts late
         text = "".join(d.text for d in deltas)
         raw = math.exp(sum(d.logprob for d in deltas))
         confidence = raw
@@ -220,7 +235,7 @@ class Serving:
             self.metrics.escalations.labels(task.name, decision.reason.value).inc()
         ask = teacher_request(task, gen)
         try:
-            reply = await self._ask_teacher(runtime, ask, "escalation")
+            reply = await self._ask_teacher(runtime, ask, "escalation", deadline=deadline)
         except TeacherError as exc:
             logger.warning("teacher failed for %s (%s): %s", gen.request_id, task.name, exc.message)
             self._capture(runtime, gen, answer, "student-fallback", decision.reason, error=exc)
@@ -232,6 +247,37 @@ class Serving:
         answer.route, answer.text, answer.teacher_model = Route.TEACHER, reply.text, reply.model
         answer.prompt_tokens, answer.completion_tokens = reply.input_tokens, reply.output_tokens
         answer.finish_reason = "stop"
+        return answer
+
+    async def _teacher_instead(
+        self, runtime: TaskRuntime, gen: GenerationRequest, failure: EngineError, deadline: float
+    ) -> Answer:
+        """The student failed and the task says the teacher answers instead; if the teacher
+        fails too, the client gets the student's error."""
+        task = runtime.task
+        logger.warning("student failed for %s (%s); asking the teacher", gen.request_id, task.name)
+        if self.metrics is not None:
+            self.metrics.escalations.labels(task.name, Reason.STUDENT_FAILED.value).inc()
+        try:
+            reply = await self._ask_teacher(
+                runtime, teacher_request(task, gen), "escalation", deadline=deadline
+            )
+        except TeacherError:
+            raise failure from None
+        answer = Answer(
+            route=Route.TEACHER,
+            reason=Reason.STUDENT_FAILED,
+            text=reply.text,
+            confidence=0.0,
+            raw_confidence=0.0,
+            student_text="",
+            deltas=[],
+            prompt_tokens=reply.input_tokens,
+            completion_tokens=reply.output_tokens,
+            finish_reason="stop",
+            teacher_model=reply.model,
+        )
+        self._capture(runtime, gen, answer, "teacher", Reason.STUDENT_FAILED.value, reply=reply)
         return answer
 
     # -- capture and audit -----------------------------------------------------------------
@@ -265,12 +311,26 @@ class Serving:
         job.add_done_callback(finished)
 
     async def _ask_teacher(
-        self, runtime: TaskRuntime, request: TeacherRequest, purpose: str
+        self,
+        runtime: TaskRuntime,
+        request: TeacherRequest,
+        purpose: str,
+        *,
+        deadline: float | None = None,
     ) -> TeacherAnswer:
+        """``deadline`` (loop time): what is left of the request's own deadline; when it
+        passes first, a ``TeacherTimeout`` that the task's teacher-failure policy handles."""
         assert runtime.teacher is not None
         task = runtime.task
         try:
-            reply = await runtime.teacher.complete(request)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    reply = await runtime.teacher.complete(request)
+            except TimeoutError:
+                raise TeacherTimeout(
+                    f"the teacher did not answer within the request's deadline "
+                    f"({task.limits.deadline_s:g} s)"
+                ) from None
         except TeacherError as exc:
             if self.metrics is not None:
                 self.metrics.teacher_errors.labels(task.name, exc.code or "teacher_error").inc()
@@ -307,15 +367,41 @@ class Serving:
     ) -> tuple[TaskRuntime, GenerationRequest, Renderer]:
         runtime = self.runtime(body.model)
         task = runtime.task
+        limits = task.limits
         renderer: Renderer
         if isinstance(body, ChatCompletionRequest):
+            if len(body.messages) > limits.max_messages:
+                raise InvalidRequest(
+                    f"Task {task.name!r} takes at most {limits.max_messages} messages; "
+                    f"the request has {len(body.messages)}.",
+                    param="messages",
+                    code="too_many_messages",
+                )
             gen = GenerationRequest(
-                request_id, body.to_sampling(task), messages=body.to_messages(task)
+                request_id,
+                body.to_sampling(task),
+                messages=body.to_messages(task),
+                max_prompt_tokens=limits.max_prompt_tokens,
             )
             renderer = ChatRenderer(logprobs=body.logprobs)
         else:
-            gen = GenerationRequest(request_id, body.to_sampling(task), prompt=body.prompt_text())
+            gen = GenerationRequest(
+                request_id,
+                body.to_sampling(task),
+                prompt=body.prompt_text(),
+                max_prompt_tokens=limits.max_prompt_tokens,
+            )
             renderer = CompletionRenderer(logprobs=body.logprobs is not None)
+        chars = (
+            len(gen.prompt) if gen.prompt is not None else sum(len(m.content) for m in gen.messages)
+        )
+        if chars > limits.max_input_chars:
+            raise InvalidRequest(
+                f"Task {task.name!r} reads at most {limits.max_input_chars} characters of "
+                f"input; the request has {chars}.",
+                param="messages" if gen.messages else "prompt",
+                code="context_length_exceeded",
+            )
         return runtime, gen, renderer
 
     def _envelope(self, task: Task, renderer: Renderer, chunk: bool = False) -> dict[str, Any]:

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     build_missing_students: bool = Field(
         True, description="`serve` trains a task's student from its [build] recipe if missing."
     )
+    shutdown_grace_s: int = Field(
+        30, ge=1, description="On SIGTERM, how long in-flight requests may take to finish."
+    )
     log_level: str = Field("info", description="Log level of the gateway.")
     access_log: bool = Field(
         False, description="uvicorn's per-request access log (metrics count every request)."

@@ -31,6 +31,7 @@ __all__ = [
     "Prices",
     "PromptFormat",
     "RemoteEngineConfig",
+    "RequestLimits",
     "RoutingPolicy",
     "Task",
     "TaskConfigError",
@@ -61,14 +62,25 @@ class PromptFormat(_Section):
     system: str | None = None
 
 
-class TransformersEngineConfig(_Section):
+class _EngineSection(_Section):
+    """Bounds every engine shares: requests inside the engine at once, and requests
+    waiting for a place; beyond both, a 429 with ``Retry-After`` instead of an ever longer
+    queue. ``None``: the engine's own bound (batch size, connections, max_num_seqs) and
+    the gateway's ``DISTILLGATE_MAX_WAITING``."""
+
+    max_concurrency: int | None = Field(None, ge=1)
+    max_queue: int | None = Field(None, ge=0)
+
+
+class TransformersEngineConfig(_EngineSection):
     """The embedded engine (the default): transformers in the gateway process, CPU or CUDA.
-    Its batching and device come from the gateway's settings."""
+    Its device and default batch size come from the gateway's settings; ``max_concurrency``
+    is its batch size here."""
 
     kind: Literal["transformers"] = "transformers"
 
 
-class RemoteEngineConfig(_Section):
+class RemoteEngineConfig(_EngineSection):
     """A fleet of OpenAI-compatible servers that return logprobs (``vllm serve`` behind a
     router, llm-d, KServe, or another distillgate).
 
@@ -92,7 +104,7 @@ class RemoteEngineConfig(_Section):
     health_path: str = "/health"  # relative to the server root, not to base_url
 
 
-class VLLMEngineConfig(_Section):
+class VLLMEngineConfig(_EngineSection):
     """vLLM's async engine in the gateway process, one per process and GPU
     (``pip install 'distillgate[gpu]'``). The engine arguments are set explicitly."""
 
@@ -118,6 +130,22 @@ class GenerationLimits(_Section):
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="Used when a request sets none.")
 
 
+class RequestLimits(_Section):
+    """What one request may ask of the task; beyond it, a 400 (or 504 for the deadline)
+    naming the limit, before the request costs the student or the teacher anything.
+
+    ``max_input_chars``: the text the student and teacher read, summed over turns.
+    ``max_prompt_tokens``: the student's prompt after its chat template (default: its
+    context window). ``deadline_s``: the whole request, queueing, student and teacher;
+    when it passes during an escalation, the teacher-failure policy answers.
+    """
+
+    max_messages: int = Field(64, ge=1)
+    max_input_chars: int = Field(32_000, ge=1)
+    max_prompt_tokens: int | None = Field(None, ge=1)
+    deadline_s: float = Field(30.0, gt=0)
+
+
 class BuildRecipe(_Section):
     """How to train the student when its folder is missing (`distillgate student train`)."""
 
@@ -127,7 +155,7 @@ class BuildRecipe(_Section):
 
 
 class RoutingPolicy(_Section):
-    """How the threshold is chosen, and what happens when the teacher fails.
+    """How the threshold is chosen, and what happens when the teacher or the student fails.
 
     Exactly one of ``target_accuracy`` (accepted answers at least this accurate, with
     probability 1 - delta) and ``max_escalation`` (a budget); 0.97 accuracy if neither.
@@ -138,6 +166,8 @@ class RoutingPolicy(_Section):
     delta: float = Field(0.05, gt=0, lt=1)
     calibration_data: Path | None = None  # `serve` calibrates from it when no calibrator exists
     on_teacher_failure: Literal["student", "error"] = "student"
+    # When the student engine fails (not when it is merely full): a 503, or the teacher.
+    on_student_failure: Literal["error", "teacher"] = "error"
 
     @model_validator(mode="after")
     def _one_form(self) -> RoutingPolicy:
@@ -210,6 +240,7 @@ class Task(_Section):
     answers: tuple[str, ...] | None = None
     answers_file: Path | None = None
     generation: GenerationLimits = GenerationLimits()
+    limits: RequestLimits = RequestLimits()
     build: BuildRecipe | None = None
     calibrator: Path | None = None
     routing: RoutingPolicy = RoutingPolicy()

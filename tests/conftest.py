@@ -118,6 +118,14 @@ def write_calibrator(path: Path, student: Path, threshold: float = 0.75, **field
     return path
 
 
+def write_teacher_task(tmp_path: Path, student: Path, teacher_url: str) -> Path:
+    """Task banking77 in tmp_path/tasks: calibrated (threshold 0.75), with an Anthropic
+    teacher at ``teacher_url`` keyed by $TEST_TEACHER_KEY."""
+    calibrator = write_calibrator(tmp_path / "c.json", student)
+    teacher = f'[teacher]\nbase_url = "{teacher_url}"\napi_key_env = "TEST_TEACHER_KEY"\n'
+    return write_task(tmp_path / "tasks", student, extra=f'calibrator = "{calibrator}"\n{teacher}')
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -144,8 +152,15 @@ class Gateway:
         )
 
 
-def serve_process(tmp_path: Path, redis: RedisServer, port: int) -> subprocess.Popen[bytes]:
-    """``distillgate serve`` as a real process (signals reach it), tasks in tmp_path/tasks."""
+def serve_process(
+    tmp_path: Path,
+    redis: RedisServer,
+    port: int,
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """``distillgate serve`` as a real process (signals reach it), tasks in tmp_path/tasks;
+    ``env`` adds to its environment, ``log`` receives its output."""
     env = {
         **os.environ,
         "DISTILLGATE_TASKS_DIR": str(tmp_path / "tasks"),
@@ -156,8 +171,14 @@ def serve_process(tmp_path: Path, redis: RedisServer, port: int) -> subprocess.P
         "DISTILLGATE_BUILD_MISSING_STUDENTS": "false",
         "DISTILLGATE_PORT": str(port),
         "TEST_TEACHER_KEY": "k",
+        **(env or {}),
     }
-    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], env=env)
+    out = log.open("ab") if log is not None else None
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve"], env=env, stdout=out, stderr=out
+    )
+    if out is not None:
+        out.close()  # the child has its own copy
     deadline = time.monotonic() + 60
     while True:
         try:

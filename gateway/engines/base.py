@@ -47,6 +47,7 @@ class GenerationRequest:
 
     ``confidence_temperature``: when set, each delta also carries the chosen token's
     log-probability under softmax(z / T), the calibrated confidence's raw material.
+    ``max_prompt_tokens``: a longer prompt is refused (400), not truncated.
     """
 
     request_id: str
@@ -54,6 +55,7 @@ class GenerationRequest:
     messages: tuple[Message, ...] = ()
     prompt: str | None = None
     confidence_temperature: float | None = None
+    max_prompt_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if bool(self.messages) == (self.prompt is not None):

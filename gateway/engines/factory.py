@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from gateway.engines.admission import GatedEngine
 from gateway.engines.base import StudentEngine
 from gateway.settings import Settings
 from gateway.tasks import RemoteEngineConfig, Task, VLLMEngineConfig
@@ -41,7 +42,7 @@ def open_engine(
         api_key = os.environ.get(config.api_key_env) if config.api_key_env else None
         if config.api_key_env and not api_key:
             raise RuntimeError(f"task {task.name!r}: ${config.api_key_env} is not set")
-        return RemoteEngine(
+        remote = RemoteEngine(
             str(config.base_url),
             config.model or task.name,
             api_key=api_key,
@@ -53,13 +54,18 @@ def open_engine(
             confidence_top_k=config.confidence_top_k,
             health_path=config.health_path,
         )
+        return GatedEngine(
+            remote,
+            max_running=config.max_concurrency or config.max_connections,
+            max_waiting=_queue(config.max_queue, settings),
+        )
     problem = missing_dependency(task)
     if problem is not None:
         raise RuntimeError(problem)
     if isinstance(config, VLLMEngineConfig):
         from gateway.engines.vllm import VLLMEngine
 
-        return VLLMEngine(
+        vllm = VLLMEngine(
             task.student,
             dtype=config.dtype,
             gpu_memory_utilization=config.gpu_memory_utilization,
@@ -70,6 +76,11 @@ def open_engine(
             max_logprobs=config.max_logprobs,
             confidence_top_k=config.confidence_top_k,
         )
+        return GatedEngine(
+            vllm,
+            max_running=config.max_concurrency or config.max_num_seqs,
+            max_waiting=_queue(config.max_queue, settings),
+        )
     from gateway.engines.transformers import TransformersEngine
 
     if not (task.student / "config.json").is_file():
@@ -79,9 +90,13 @@ def open_engine(
         )
     return TransformersEngine(
         task.student,
-        max_batch_size=settings.max_batch_size,
-        max_waiting=settings.max_waiting,
+        max_batch_size=config.max_concurrency or settings.max_batch_size,
+        max_waiting=_queue(config.max_queue, settings),
         device=settings.device,
         threads=settings.torch_threads,
         on_step=on_step,
     )
+
+
+def _queue(configured: int | None, settings: Settings) -> int:
+    return settings.max_waiting if configured is None else configured

@@ -15,7 +15,7 @@ from typing import Any
 from gateway.engines.base import GenerationRequest
 from gateway.errors import InvalidRequest
 
-__all__ = ["prompt_ids", "room_after", "trained_prompt_limit"]
+__all__ = ["check_prompt_tokens", "prompt_ids", "room_after", "trained_prompt_limit"]
 
 
 def trained_prompt_limit(model_dir: Path) -> int | None:
@@ -43,7 +43,9 @@ def prompt_ids(tokenizer: Any, request: GenerationRequest, user_limit: int | Non
 
 def room_after(ids: list[int], context: int, request: GenerationRequest) -> int:
     """Tokens left to generate in a ``context``-token window after the prompt; a prompt
-    that leaves none is the client's error (400), as OpenAI words it."""
+    that leaves none, or is over the task's ``max_prompt_tokens``, is the client's error
+    (400), as OpenAI words it."""
+    check_prompt_tokens(len(ids), request)
     room = context - len(ids)
     if room < 1:
         raise InvalidRequest(
@@ -52,3 +54,13 @@ def room_after(ids: list[int], context: int, request: GenerationRequest) -> int:
             code="context_length_exceeded",
         )
     return room
+
+
+def check_prompt_tokens(count: int, request: GenerationRequest) -> None:
+    limit = request.max_prompt_tokens
+    if limit is not None and count > limit:
+        raise InvalidRequest(
+            f"This task takes prompts of at most {limit} tokens; the prompt has {count}.",
+            param="messages" if request.messages else "prompt",
+            code="context_length_exceeded",
+        )

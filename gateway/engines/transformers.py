@@ -32,7 +32,7 @@ from gateway.engines.base import (
 from gateway.engines.batch import RunningBatch, left_pad
 from gateway.engines.detokenizer import IncrementalDetokenizer
 from gateway.engines.prompts import prompt_ids, room_after, trained_prompt_limit
-from gateway.errors import EngineError, InvalidRequest, Overloaded
+from gateway.errors import EngineUnavailable, GatewayError, InvalidRequest, Overloaded
 
 __all__ = ["TransformersEngine"]
 
@@ -42,6 +42,7 @@ _MAX_TOP_LOGPROBS = 20
 # Below this a sampling temperature is greedy decoding: softmax(z / T) is the argmax to
 # within float precision, and dividing by a subnormal T overflows to inf, then NaN.
 _GREEDY_BELOW = 1e-4
+_FAILED_STEPS_BEFORE_DOWN = 3  # forward passes failing in a row: the engine is broken
 
 
 @dataclass
@@ -149,9 +150,9 @@ class TransformersEngine:
 
     async def check_health(self) -> None:
         if self._failure is not None:
-            raise EngineError("the student engine has failed") from self._failure
+            raise EngineUnavailable("the student engine has failed") from self._failure
         if self._thread is None or not self._thread.is_alive():
-            raise EngineError("the student engine is not running")
+            raise EngineUnavailable("the student engine is not running")
 
     async def abort(self, request_id: str) -> None:
         with self._wake:
@@ -203,8 +204,10 @@ class TransformersEngine:
         try:
             while True:
                 item = await queue.get()
+                if isinstance(item, GatewayError):
+                    raise item
                 if isinstance(item, BaseException):
-                    raise EngineError("the student engine failed while generating") from item
+                    raise EngineUnavailable("the student failed on this request") from item
                 text = detok.push(item.token_id) if item.token_id not in self._eos else ""
                 finish = "stop" if detok.stopped else item.finish
                 if finish is not None:
@@ -255,9 +258,13 @@ class TransformersEngine:
         return admitted
 
     def _run(self) -> None:
+        """The worker. A failed step fails the requests it carried, and the engine goes
+        on; ``_FAILED_STEPS_BEFORE_DOWN`` failures in a row mean the engine itself is broken
+        (``check_health`` and so ``/readyz`` report it, and every request gets a 503)."""
         running: list[_Sequence] = []
         batch: RunningBatch | None = None
         steps_since_admit = 0
+        failed_steps = 0
         try:
             with torch.inference_mode():
                 while True:
@@ -269,15 +276,25 @@ class TransformersEngine:
                         admitted = self._admit(len(running), steps_since_admit)
                     if admitted:
                         steps_since_admit = 0
-                        fresh = self._prefill(admitted)
+                        try:
+                            fresh = self._prefill(admitted)
+                        except Exception as exc:
+                            failed_steps = self._step_failed(admitted, exc, failed_steps)
+                            continue
                         batch = fresh if batch is None else batch.merge(fresh)
                         running += admitted
                         running, batch = self._retire(running, batch)
                     if running and batch is not None:
                         steps_since_admit += 1
-                        batch = self._decode_step(running, batch)
+                        try:
+                            batch = self._decode_step(running, batch)
+                        except Exception as exc:
+                            failed_steps = self._step_failed(running, exc, failed_steps)
+                            running, batch = [], None
+                            continue
                         running, batch = self._retire(running, batch)
-        except BaseException as exc:  # surfaces to every waiting client as an EngineError
+                    failed_steps = 0
+        except BaseException as exc:  # surfaces to every waiting client as a 503
             logger.exception("student engine worker failed")
             self._failure = exc
             with self._wake:
@@ -288,6 +305,21 @@ class TransformersEngine:
         with self._wake:  # shutting down: nothing accepted is dropped silently
             closing = Overloaded("The gateway is shutting down.", status_code=503)
             _deliver([(seq, closing) for seq in [*running, *self._waiting]])
+
+    def _step_failed(self, seqs: list[_Sequence], exc: Exception, failed_before: int) -> int:
+        """Fail ``seqs`` alone; re-raise (the engine is down) after too many in a row."""
+        logger.error("student engine step failed (%d requests): %r", len(seqs), exc)
+        self._fail(seqs, exc)
+        if failed_before + 1 >= _FAILED_STEPS_BEFORE_DOWN:
+            raise exc
+        return failed_before + 1
+
+    def _fail(self, seqs: list[_Sequence], exc: BaseException) -> None:
+        with self._wake:
+            for seq in seqs:
+                seq.done = True
+                self._by_id.pop(seq.request_id, None)
+        _deliver([(seq, exc) for seq in seqs])
 
     def _prefill(self, seqs: list[_Sequence]) -> RunningBatch:
         ids, mask = left_pad([s.prompt for s in seqs], self._pad)
@@ -326,9 +358,14 @@ class TransformersEngine:
         logits = logits.float()
         logprobs = torch.log_softmax(logits, dim=-1)
         chosen = logprobs.argmax(dim=-1)
+        broken: list[tuple[_Sequence, Item]] = []
         for i, seq in enumerate(seqs):
             if seq.sampling.temperature >= _GREEDY_BELOW:
-                chosen[i] = _sample_row(logits[i], seq.sampling, seq.generator)
+                try:
+                    chosen[i] = _sample_row(logits[i], seq.sampling, seq.generator)
+                except Exception as exc:  # this row's sampling alone: fail this request only
+                    logger.error("sampling failed for %s: %r", seq.request_id, exc)
+                    broken.append((seq, exc))
         k = min(max(s.sampling.top_logprobs for s in seqs), _MAX_TOP_LOGPROBS)
         top_lp, top_id = logprobs.topk(k, dim=-1) if k else (None, None)
         chosen_lp = logprobs.gather(1, chosen[:, None])[:, 0]
@@ -346,7 +383,11 @@ class TransformersEngine:
         top_lp_l = top_lp.tolist() if top_lp is not None else None
         top_id_l = top_id.tolist() if top_id is not None else None
         out: list[tuple[_Sequence, Item]] = []
+        failed = {id(seq) for seq, _ in broken}
         for i, seq in enumerate(seqs):
+            if id(seq) in failed:
+                seq.done = True  # retired with this step, its place freed
+                continue
             token = chosen_l[i]
             seq.generated += 1
             seq.last_token = token
@@ -362,7 +403,7 @@ class TransformersEngine:
             if finish is not None:
                 seq.done = True
             out.append((seq, _Token(token, chosen_lp_l[i], top, finish, scaled_l[i])))
-        _deliver(out)
+        _deliver(out + broken)
 
     def _retire(
         self, running: list[_Sequence], batch: RunningBatch

@@ -6,7 +6,8 @@ It answers prompts it knows with their reference answer, at a configurable accur
 (deterministically per prompt, so replays agree), and a prompt it does not know with
 the answer of its most similar known prompt (word overlap), after a configurable
 latency; and it
-injects faults on demand: 429, 529, 500, a timeout, or a stream that stalls mid-way.
+injects faults on demand: 429, 529, 500, a timeout, a stream that stalls mid-way, or a
+200 whose body is not the protocol's (``garbage``).
 ``POST /sim/faults {"mode": "529", "count": 3}`` arms the next 3 requests.
 """
 
@@ -30,7 +31,8 @@ from training.examples import Example
 
 __all__ = ["SimulatedAnswers", "SimulatedTeacher", "create_sim_app"]
 
-FaultMode = Literal["429", "529", "500", "timeout", "stall"]
+FaultMode = Literal["429", "529", "500", "timeout", "stall", "garbage"]
+_GARBAGE = b'{"id": "msg_x", "type": "message", "content": "\x00 not a list", "usage": null'
 
 
 def _words(text: str) -> frozenset[str]:
@@ -189,6 +191,8 @@ def create_sim_app(
         fault = await before("anthropic")
         if fault in ("429", "529", "500"):
             return _anthropic_error(int(fault))
+        if fault == "garbage":
+            return Response(_GARBAGE, media_type="application/json")
         prompt = _last_user(body.get("messages", []))
         text = answers.answer(prompt)
         n_in, n_out = usage(prompt + str(body.get("system", "")), text)
@@ -251,6 +255,8 @@ def create_sim_app(
         fault = await before("openai")
         if fault in ("429", "529", "500"):
             return _openai_error(int(fault))
+        if fault == "garbage":
+            return Response(_GARBAGE, media_type="application/json")
         prompt = _last_user(body.get("messages", []))
         text = answers.answer(prompt)
         n_in, n_out = usage(prompt, text)

@@ -105,7 +105,7 @@ def test_the_route_can_be_forced_when_allowed(routed: Routed) -> None:
         chat(routed.gateway, IN_DOMAIN, extra_headers={"x-distillgate-force-route": "nobody"})
 
 
-@pytest.mark.parametrize("fault", ["529", "500", "timeout"])
+@pytest.mark.parametrize("fault", ["429", "529", "500", "timeout", "garbage"])
 def test_teacher_faults_fall_back_to_the_student_within_the_deadline(
     routed: Routed, fault: str
 ) -> None:

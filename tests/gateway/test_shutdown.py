@@ -18,8 +18,7 @@ from tests.conftest import (
     free_port,
     serve_in_thread,
     serve_process,
-    write_calibrator,
-    write_task,
+    write_teacher_task,
 )
 from tests.redis_server import RedisServer
 
@@ -28,11 +27,7 @@ def test_sigterm_flushes_in_flight_records_to_the_spool(
     tiny_student, tmp_path: Path, redis_server: RedisServer
 ) -> None:  # type: ignore[no-untyped-def]
     sim = serve_in_thread(create_sim_app(SimulatedAnswers({}, LABELS), latency_s=1.5))
-    calibrator = write_calibrator(tmp_path / "c.json", tiny_student.path)
-    teacher = f'[teacher]\nbase_url = "{sim.url}"\napi_key_env = "TEST_TEACHER_KEY"\n'
-    write_task(
-        tmp_path / "tasks", tiny_student.path, extra=f'calibrator = "{calibrator}"\n' + teacher
-    )
+    write_teacher_task(tmp_path, tiny_student.path, sim.url)
     port = free_port()
     proc = serve_process(tmp_path, redis_server, port)
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=0)
