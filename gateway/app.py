@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.api.admin import router as admin_router
+from gateway.api.openapi import install_openapi
 from gateway.api.protocol import invalid_request as validation_error
 from gateway.api.routes import direct_routes, router
 from gateway.audit import AuditTracker
@@ -212,6 +213,7 @@ def create_app(
     metrics.watch(DeploymentCollector(lambda: getattr(app.state, "serving", None)))
     app.include_router(router)
     app.include_router(admin_router)
+    install_openapi(app)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:

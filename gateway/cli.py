@@ -483,7 +483,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     # The SDKs log whole requests (headers, prompts) at DEBUG: never below WARNING here, so
     # no prompt and no key reaches a log at any gateway log level (tests/test_logs.py).
-    for chatty in ("anthropic", "openai", "httpx", "httpcore", "aiohttp", "urllib3"):
+    for chatty in ("anthropic", "openai", "httpx", "httpx2", "httpcore", "aiohttp", "urllib3"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         _dispatch(args, settings)

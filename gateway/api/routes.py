@@ -18,6 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 from prometheus_client import Histogram
 
+from gateway.api.openapi import ERROR_RESPONSES
 from gateway.api.protocol import ChatCompletionRequest, CompletionRequest, parse_body
 from gateway.auth import ClientKey
 from gateway.errors import GatewayError, InvalidRequest, Overloaded, UnknownTask
@@ -159,7 +160,10 @@ for path, endpoint in direct_routes.items():
     router.add_route(path, endpoint, methods=["POST"])
 
 
-@router.get("/v1/models")
+_KEYED: dict[int | str, dict[str, Any]] = {401: ERROR_RESPONSES[401]}
+
+
+@router.get("/v1/models", responses=_KEYED)
 async def list_models(request: Request) -> dict[str, Any]:
     serving: Serving = request.app.state.serving
     key = _client_key(request)
@@ -168,7 +172,7 @@ async def list_models(request: Request) -> dict[str, Any]:
     return models
 
 
-@router.get("/v1/models/{model}")
+@router.get("/v1/models/{model}", responses={**_KEYED, 404: ERROR_RESPONSES[404]})
 async def retrieve_model(model: str, request: Request) -> dict[str, Any]:
     serving: Serving = request.app.state.serving
     _check_scope(_client_key(request), model)
@@ -181,7 +185,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "alive"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: ERROR_RESPONSES[503]})
 async def readyz(request: Request) -> dict[str, str]:
     serving: Serving | None = getattr(request.app.state, "serving", None)
     if serving is None:
