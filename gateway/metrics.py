@@ -84,6 +84,13 @@ class Metrics:
             ["task"],
             registry=r,
         )
+        self.rate_limited = Counter(
+            "distillgate_rate_limited",
+            "Requests refused (429) because a client key spent its allowance, by key name "
+            "and limit (requests, tokens).",
+            ["key", "limit"],
+            registry=r,
+        )
         self.confidence = Histogram(
             "distillgate_confidence",
             "Calibrated confidence of the student's answers, by task.",

@@ -165,7 +165,7 @@ class AuthMiddleware:
         health_access: Access,
     ) -> None:
         self.app = app
-        self.state = state  # .keyring and .limiter: a reload swaps the keyring
+        self.state = state  # .keyring, .limiter, .metrics: a reload swaps the keyring
         self.admin_digest = key_digest(admin_key.get_secret_value()) if admin_key else None
         self.levels: dict[str, Access] = {
             "/metrics": metrics_access,
@@ -210,6 +210,7 @@ class AuthMiddleware:
                 try:
                     self.state.limiter.admit(client)
                 except RateLimited as exc:
+                    self.state.metrics.rate_limited.labels(client.name, exc.error_type).inc()
                     await send_error(send, exc)
                     return
         await self.app(scope, receive, send)

@@ -26,7 +26,9 @@ class Settings(BaseSettings):
         None, description="TOML file of named, hashed client keys with scopes and rate limits."
     )
     metrics_access: Literal["open", "client", "admin"] = Field(
-        "open", description="Who may read /metrics: anyone, any client key, or the admin key."
+        "open",
+        description="Who may read /metrics: anyone, any client key (open while there are "
+        "none), or the admin key.",
     )
     health_access: Literal["open", "client", "admin"] = Field(
         "open", description="Who may read /healthz and /readyz (probes usually need open)."

@@ -150,14 +150,21 @@ async def faults(sim: str, redis_server: Redis, every: float, until: float, log:
                 await session.post(f"{sim}/sim/faults", json={"mode": mode, "count": count})
 
 
-def percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else float("nan")
 
 
-def minute_rows(samples: list[Sample], t0: float, rss: dict[int, float]) -> list[dict[str, object]]:
+def minute_rows(
+    samples: list[Sample], t0: float, minutes: float, rss: dict[int, float]
+) -> list[dict[str, object]]:
+    last = max(0, int(minutes * 60 - 1) // 60)  # stragglers started after the end count there
+
+    def minute_of(s: Sample) -> int:
+        return min(int((s.at - t0) // 60), last)
+
     rows = []
-    for minute in range(int((max(s.at for s in samples) - t0) // 60) + 1):
-        mine = [s for s in samples if minute * 60 <= s.at - t0 < (minute + 1) * 60]
+    for minute in range(last + 1):
+        mine = [s for s in samples if minute_of(s) == minute]
         if not mine:
             continue
         ok = [s.latency_ms for s in mine if s.status == 200]
@@ -283,13 +290,16 @@ def main() -> None:
         captured = store.xlen(STREAM)
     finally:
         gateway.send_signal(signal.SIGTERM)
-        gateway.wait(timeout=60)
-        sim.terminate()
-        sim.wait(timeout=10)
+        try:
+            exit_code: int | None = gateway.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            exit_code = None
+            gateway.kill()
+        sim.kill()  # it may hold 'hanging' teacher calls; nothing of it is measured
         redis_server.kill()
         shutil.rmtree(work, ignore_errors=True)
 
-    rows = minute_rows(samples, t0, rss)
+    rows = minute_rows(samples, t0, args.minutes, rss)
     ok = [s.latency_ms for s in samples if s.status == 200]
     totals = {
         "minutes": args.minutes,
@@ -304,6 +314,7 @@ def main() -> None:
         "records_lost": escalated - captured,
         "rss_mb_first_full_minute": round(rss.get(1, float("nan")), 1),
         "rss_mb_last_minute": round(rss.get(max(rss), float("nan")), 1),
+        "gateway_exit_after_sigterm": exit_code,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     report = markdown(rows, totals, faults_log)

@@ -164,6 +164,8 @@ def test_requests_per_minute_answer_429_with_retry_after(keyed: Gateway) -> None
     body = info.value.body
     assert body["code"] == "rate_limit_exceeded" and body["type"] == "requests"  # type: ignore[index]
     assert chat(keyed, "k-all")  # other keys are untouched
+    metrics = httpx.get(f"{keyed.url}/metrics", headers={"authorization": "Bearer k-all"}).text
+    assert 'distillgate_rate_limited_total{key="slow",limit="requests"} 1.0' in metrics
 
 
 def test_tokens_per_minute_refuse_once_spent(keyed: Gateway) -> None:
