@@ -45,6 +45,12 @@ _USAGE = {
 }
 _FINISH = {"enum": ["stop", "length", None]}
 _LOGPROBS = {"type": ["object", "null"]}
+# One server-sent event: a chunk as JSON in ``data``, then ``data: [DONE]``.
+_SSE_EVENT = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
+}
 
 
 def _completion(kind: str, choice: dict[str, Any]) -> dict[str, Any]:
@@ -123,7 +129,7 @@ def _operation(summary: str, request: type[Any], body: dict[str, Any]) -> dict[s
                 "description": "The answer; an SSE stream of chunks when stream is true",
                 "content": {
                     "application/json": {"schema": body},
-                    "text/event-stream": {"schema": {"type": "string"}},
+                    "text/event-stream": {"schema": _SSE_EVENT},
                 },
             },
             **{str(status): response for status, response in ERROR_RESPONSES.items()},
