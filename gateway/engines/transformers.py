@@ -190,6 +190,8 @@ class TransformersEngine:
         with self._wake:
             if self._stopping:
                 raise Overloaded("The gateway is shutting down.", status_code=503)
+            if self._failure is not None:  # it failed since check_health above
+                raise EngineUnavailable("the student engine has failed") from self._failure
             if len(self._waiting) >= self.max_waiting:
                 raise Overloaded(
                     f"The student's queue is full ({self.max_waiting} waiting); retry shortly."
@@ -295,12 +297,12 @@ class TransformersEngine:
                         running, batch = self._retire(running, batch)
                     failed_steps = 0
         except BaseException as exc:  # surfaces to every waiting client as a 503
-            logger.exception("student engine worker failed")
-            self._failure = exc
-            with self._wake:
+            with self._wake:  # under the lock: no request is queued after this
+                self._failure = exc
                 _deliver([(seq, exc) for seq in [*running, *self._waiting]])
                 self._waiting.clear()
                 self._by_id.clear()
+            logger.exception("student engine worker failed")
             return
         with self._wake:  # shutting down: nothing accepted is dropped silently
             closing = Overloaded("The gateway is shutting down.", status_code=503)
