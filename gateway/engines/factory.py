@@ -54,11 +54,7 @@ def open_engine(
             confidence_top_k=config.confidence_top_k,
             health_path=config.health_path,
         )
-        return GatedEngine(
-            remote,
-            max_running=config.max_concurrency or config.max_connections,
-            max_waiting=_queue(config.max_queue, settings),
-        )
+        return _gated(remote, config, config.max_connections, settings)
     problem = missing_dependency(task)
     if problem is not None:
         raise RuntimeError(problem)
@@ -76,11 +72,7 @@ def open_engine(
             max_logprobs=config.max_logprobs,
             confidence_top_k=config.confidence_top_k,
         )
-        return GatedEngine(
-            vllm,
-            max_running=config.max_concurrency or config.max_num_seqs,
-            max_waiting=_queue(config.max_queue, settings),
-        )
+        return _gated(vllm, config, config.max_num_seqs, settings)
     from gateway.engines.transformers import TransformersEngine
 
     if not (task.student / "config.json").is_file():
@@ -100,3 +92,17 @@ def open_engine(
 
 def _queue(configured: int | None, settings: Settings) -> int:
     return settings.max_waiting if configured is None else configured
+
+
+def _gated(
+    engine: StudentEngine,
+    config: RemoteEngineConfig | VLLMEngineConfig,
+    own_bound: int,
+    settings: Settings,
+) -> GatedEngine:
+    """``own_bound``: what the engine holds at once by itself, the default concurrency."""
+    return GatedEngine(
+        engine,
+        max_running=config.max_concurrency or own_bound,
+        max_waiting=_queue(config.max_queue, settings),
+    )
