@@ -1,5 +1,6 @@
-"""Pure ASGI middleware, outermost first: request id, error boundary, body limit, keys
-(and request rate limits), then the direct routes.
+"""Pure ASGI middleware, outermost first: request id, error boundary, keys (and request
+rate limits, so an unknown caller never gets its body read), body limit, then the direct
+routes. ``app.create_app`` composes them.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so streaming responses and the client-disconnect
 signal pass through untouched.

@@ -28,7 +28,9 @@ __all__ = ["router"]
 router = APIRouter(prefix="/admin", include_in_schema=False)
 
 
-def _authorize(request: Request) -> None:
+def _require_enabled(request: Request) -> None:
+    """Without an admin key these endpoints do not exist; with one, the middleware has
+    already checked it."""
     settings: Settings = request.app.state.settings
     if settings.admin_key is None:
         raise HTTPException(404, "Admin endpoints are disabled; set DISTILLGATE_ADMIN_KEY.")
@@ -36,7 +38,7 @@ def _authorize(request: Request) -> None:
 
 @router.post("/reload")
 async def reload(request: Request) -> dict[str, Any]:
-    _authorize(request)
+    _require_enabled(request)
     reloader: Reloader = request.app.state.reloader
     reloads = request.app.state.metrics.reloads
     settings: Settings = request.app.state.settings
@@ -55,21 +57,21 @@ async def reload(request: Request) -> dict[str, Any]:
 
 @router.post("/drain")
 async def drain(request: Request) -> dict[str, Any]:
-    _authorize(request)
+    _require_enabled(request)
     request.app.state.draining = True
     return {"object": "drain", "draining": True}
 
 
 @router.delete("/drain")
 async def undrain(request: Request) -> dict[str, Any]:
-    _authorize(request)
+    _require_enabled(request)
     request.app.state.draining = False
     return {"object": "drain", "draining": False}
 
 
 @router.get("/status")
 async def status(request: Request) -> dict[str, Any]:
-    _authorize(request)
+    _require_enabled(request)
     serving: Serving = request.app.state.serving
     recorder = serving.recorder
     return {
