@@ -75,7 +75,7 @@ def _recorder(
         dedup_ttl_s=settings.capture_dedup_ttl_s,
         timeout_s=settings.capture_timeout_s,
     )
-    spool = Spool(settings.spool_dir, max_bytes=settings.spool_max_bytes)
+    spool = Spool(settings.spool_path, max_bytes=settings.spool_max_bytes)
     recorder = CaptureRecorder(
         sink,
         spool,
@@ -231,9 +231,12 @@ def create_app(
         return JSONResponse(body, status_code=error.status_code)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return JSONResponse(error_body(str(exc.detail), kind), status_code=exc.status_code)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = str(exc.detail)
+        if exc.status_code in (404, 405):  # as OpenAI words an unknown path or method
+            message = f"Invalid URL ({request.method} {request.url.path})"
+        body = error_body(message, "invalid_request_error")
+        return JSONResponse(body, status_code=exc.status_code)
 
     app.add_middleware(DirectRoutes, routes=direct_routes)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -224,7 +224,7 @@ def calibrate_task(task: Task, data: Path | None = None) -> None:
     )
 
 
-def _evaluate_routing(task: Task, data: Path, out: Path) -> None:
+def _evaluate_routing(task: Task, data: Path, out: Path, max_tokens: int | None = None) -> None:
     from calibration import load_calibration
     from calibration.plots import quality_cost_figure
     from gateway.commands.evaluate import evaluate
@@ -259,7 +259,9 @@ def _evaluate_routing(task: Task, data: Path, out: Path) -> None:
             teacher, label = SimulatedTeacher(answers), f"simulator (accuracy {accuracy})"
         try:
             result = await evaluate(
-                TaskRuntime(task, engine, calibration, teacher, label), examples
+                TaskRuntime(task, engine, calibration, teacher, label),
+                examples,
+                max_tokens=max_tokens,
             )
         finally:
             await engine.aclose()
@@ -443,6 +445,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--calibrator", type=Path)
     ev.add_argument("--data", type=Path, required=True)
     ev.add_argument("--out", type=Path, required=True)
+    ev.add_argument("--max-tokens", type=int, help="replay as if every client sent this max_tokens")
 
     exp = sub.add_parser("export", help="captured pairs -> training files (a consumer group)")
     exp.add_argument("--task", required=True)
@@ -522,7 +525,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
                 task = task.model_copy(update={"calibrator": args.calibrator})
         else:
             task = _task_for_student(args.student, args.calibrator, args.data)
-        _evaluate_routing(task, args.data, args.out)
+        _evaluate_routing(task, args.data, args.out, args.max_tokens)
     elif args.command == "export":
         _export(_task(settings, args.task), settings, args)
     elif args.command == "keys":

@@ -5,6 +5,12 @@ turns its token logprobs (at the calibrator's temperature) into a confidence, ap
 the pure rule in ``routing.py`` and, on escalation, asks the teacher. A teacher failure
 answers with the student (``student-fallback``) or an error, per the task's policy.
 
+The client's ``max_tokens`` and ``stop`` do not reach the student: it answers under the
+task's limits, the decision is made on that whole answer, and the served answer, the
+student's or the teacher's, is then cut to the client's options (``reply.py``). A
+teacher's answer is split into the student's tokens (``StudentEngine.score``) so usage and
+logprobs mean the same on both routes.
+
 Streaming: the decision needs the whole student answer, so it is generated first (a
 bounded answer is a few tokens) and then streamed, student tokens or teacher text; no
 content byte leaves before the route is known. Free-text tasks follow the same policy
@@ -24,7 +30,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -41,12 +47,14 @@ from gateway.engines.prompts import check_prompt_tokens
 from gateway.errors import (
     DeadlineExceeded,
     EngineError,
+    GatewayError,
     InvalidRequest,
     TeacherError,
     TeacherTimeout,
     UnknownTask,
 )
 from gateway.metrics import Metrics
+from gateway.reply import Reply, ReplyOptions, fit
 from gateway.routing import Reason, Route, decide
 from gateway.tasks import Task
 from gateway.teachers.base import TeacherAnswer, TeacherRequest
@@ -58,28 +66,38 @@ logger = logging.getLogger(__name__)
 Forced = Literal["student", "teacher"] | None
 
 
-@dataclass
+@dataclass(frozen=True)
 class Answer:
+    """What is served (``text``, ``tokens``, ``finish_reason``, within the client's limits)
+    and what the decision saw (the student's whole answer, ``student_text``/``deltas``)."""
+
     route: Route
     reason: Reason
     text: str
+    tokens: tuple[TokenDelta, ...] | None  # the served text's tokens; None: not known
+    finish_reason: str
     confidence: float
     raw_confidence: float
     student_text: str
-    deltas: list[TokenDelta]  # the student's tokens (also when the teacher answered)
-    prompt_tokens: int
+    deltas: list[TokenDelta]  # the student's own tokens, end token included
+    prompt_tokens: int  # the client's prompt as the student reads it, on every route
     completion_tokens: int
-    finish_reason: str | None
     teacher_model: str | None = None
     teacher_error: str | None = None
+    teacher_usage: tuple[int, int] | None = None  # the teacher's own (input, output) tokens
     student_latency_s: float = 0.0
 
     def headers(self, task: str) -> dict[str, str]:
-        return {
+        headers = {
             "x-distillgate-task": task,
             "x-distillgate-route": self.route.value,
             "x-distillgate-confidence": f"{self.confidence:.4f}",
         }
+        if self.teacher_usage is not None:
+            headers["x-distillgate-teacher-usage"] = (
+                f"input_tokens={self.teacher_usage[0]}, output_tokens={self.teacher_usage[1]}"
+            )
+        return headers
 
 
 def _teacher_system(task: Task) -> str | None:
@@ -91,16 +109,24 @@ def _teacher_system(task: Task) -> str | None:
     return "\n\n".join(parts) or None
 
 
-def teacher_request(task: Task, gen: GenerationRequest) -> TeacherRequest:
-    """What the teacher is asked: the turns, the client's system prompt plus the task's."""
+def teacher_request(
+    task: Task, gen: GenerationRequest, options: ReplyOptions | None = None
+) -> TeacherRequest:
+    """What the teacher is asked: the turns, the client's system prompt plus the task's,
+    within the client's ``max_tokens`` and ``stop`` when ``options`` carries them (an audit
+    asks without: it judges the student's whole answer)."""
     turns = gen.messages or (Message("user", gen.prompt or ""),)
     system = "\n\n".join(m.content for m in turns if m.role == "system")
     own = _teacher_system(task)
+    limit = task.teacher.max_tokens if task.teacher else task.generation.max_tokens
+    options = options or ReplyOptions()
     return TeacherRequest(
         request_id=gen.request_id,
         messages=tuple(m for m in turns if m.role != "system"),
         system="\n\n".join(s for s in (system, own) if s) or None,
-        max_tokens=task.teacher.max_tokens if task.teacher else task.generation.max_tokens,
+        max_tokens=min(limit, options.max_tokens or limit),
+        stop=options.stop,
+        top_logprobs=options.top_logprobs if options.logprobs else None,
     )
 
 
@@ -170,9 +196,17 @@ class Serving:
 
     # -- the data path -------------------------------------------------------------------
     async def answer(
-        self, runtime: TaskRuntime, gen: GenerationRequest, *, forced: Forced = None
+        self,
+        runtime: TaskRuntime,
+        gen: GenerationRequest,
+        *,
+        forced: Forced = None,
+        options: ReplyOptions | None = None,
     ) -> Answer:
+        """Decide on the student's whole answer (``gen`` carries the task's own limits),
+        then serve the chosen answer within the client's ``options``."""
         task, calibration = runtime.task, runtime.calibration
+        options = options or ReplyOptions()
         if calibration is not None:
             gen = dataclasses.replace(gen, confidence_temperature=calibration.temperature)
         deadline = asyncio.get_running_loop().time() + task.limits.deadline_s
@@ -190,7 +224,7 @@ class Serving:
         except EngineError as exc:
             if task.routing.on_student_failure != "teacher" or runtime.teacher is None:
                 raise
-            return await self._teacher_instead(runtime, gen, exc, deadline)
+            return await self._teacher_instead(runtime, gen, exc, deadline, options)
         student_s = time.perf_counter() - started
         check_prompt_tokens(deltas[-1].prompt_tokens, gen)  # a remote student counts late
         text = "".join(d.text for d in deltas)
@@ -199,9 +233,8 @@ class Serving:
         if calibration is not None:
             scaled = [d.logprob if d.scaled_logprob is None else d.scaled_logprob for d in deltas]
             confidence = calibration.confidence(scaled)
-        valid = deltas[-1].finish_reason == "stop" and (
-            task.answer_set is None or text in task.answer_set
-        )
+        finish = deltas[-1].finish_reason or "stop"
+        valid = finish == "stop" and (task.answer_set is None or text in task.answer_set)
         decision = decide(
             confidence=confidence,
             threshold=calibration.threshold if calibration else 0.0,
@@ -212,45 +245,82 @@ class Serving:
         if self.metrics is not None:
             self.metrics.child(self.metrics.student_seconds, task.name).observe(student_s)
             self.metrics.child(self.metrics.confidence, task.name).observe(confidence)
-        answer = Answer(
+        student = Answer(
             route=Route.STUDENT,
             reason=decision.reason,
             text=text,
+            tokens=tuple(d for d in deltas if not d.end),
+            finish_reason=finish,
             confidence=confidence,
             raw_confidence=raw,
             student_text=text,
             deltas=deltas,
             prompt_tokens=deltas[-1].prompt_tokens,
-            completion_tokens=len(deltas),
-            finish_reason=deltas[-1].finish_reason,
+            completion_tokens=0,
             student_latency_s=student_s,
         )
         if not decision.escalate or runtime.teacher is None:
             if decision.reason == Reason.CONFIDENT and runtime.teacher is not None:
                 if self.metrics is not None:
                     self.metrics.observe_accepted(task.name)
-                self._maybe_audit(runtime, gen, answer)
-            return answer
+                self._maybe_audit(runtime, gen, student)
+            return _served(student, fit(text, student.tokens, finish, options))
         if self.metrics is not None:
             self.metrics.escalations.labels(task.name, decision.reason.value).inc()
-        ask = teacher_request(task, gen)
+        ask = teacher_request(task, gen, options)
         try:
             reply = await self._ask_teacher(runtime, ask, "escalation", deadline=deadline)
         except TeacherError as exc:
             logger.warning("teacher failed for %s (%s): %s", gen.request_id, task.name, exc.message)
-            self._capture(runtime, gen, answer, "student-fallback", decision.reason, error=exc)
+            self._capture(runtime, gen, student, "student-fallback", decision.reason, error=exc)
             if task.routing.on_teacher_failure == "error":
                 raise
-            answer.route, answer.teacher_error = Route.STUDENT_FALLBACK, exc.message
-            return answer
-        self._capture(runtime, gen, answer, "teacher", decision.reason, reply=reply)
-        answer.route, answer.text, answer.teacher_model = Route.TEACHER, reply.text, reply.model
-        answer.prompt_tokens, answer.completion_tokens = reply.input_tokens, reply.output_tokens
-        answer.finish_reason = "stop"
-        return answer
+            fallback = dataclasses.replace(
+                student, route=Route.STUDENT_FALLBACK, teacher_error=exc.message
+            )
+            return _served(fallback, fit(text, student.tokens, finish, options))
+        self._capture(runtime, gen, student, "teacher", decision.reason, reply=reply)
+        served, _ = await self._teacher_reply(runtime, gen, reply, options)
+        teacher = dataclasses.replace(
+            student,
+            route=Route.TEACHER,
+            teacher_model=reply.model,
+            teacher_usage=(reply.input_tokens, reply.output_tokens),
+        )
+        return _served(teacher, served, reply.output_tokens)
+
+    async def _teacher_reply(
+        self,
+        runtime: TaskRuntime,
+        gen: GenerationRequest,
+        reply: TeacherAnswer,
+        options: ReplyOptions,
+    ) -> tuple[Reply, int | None]:
+        """The teacher's answer in the student's tokens (so usage and logprobs mean what they
+        mean on the student route), fitted to the client's options; and the prompt as the
+        student counts it. Logprobs: the teacher's own when it sent them, else the student's
+        with teacher forcing. An engine that cannot split text (a remote fleet) leaves the
+        tokens unknown."""
+        scored = None
+        try:
+            scored = await runtime.engine.score(
+                gen, reply.text, logprobs=options.logprobs and reply.tokens is None
+            )
+        except GatewayError as exc:  # a broken engine: serve the text, counted by the teacher
+            logger.info("could not score the teacher's answer of %s: %s", gen.request_id, exc)
+        tokens = scored.tokens if scored is not None else None
+        if options.logprobs and reply.tokens is not None:
+            tokens = reply.tokens
+        prompt_tokens = scored.prompt_tokens if scored is not None else None
+        return fit(reply.text, tokens, reply.finish_reason, options), prompt_tokens
 
     async def _teacher_instead(
-        self, runtime: TaskRuntime, gen: GenerationRequest, failure: EngineError, deadline: float
+        self,
+        runtime: TaskRuntime,
+        gen: GenerationRequest,
+        failure: EngineError,
+        deadline: float,
+        options: ReplyOptions,
     ) -> Answer:
         """The student failed and the task says the teacher answers instead; if the teacher
         fails too, the client gets the student's error."""
@@ -260,25 +330,28 @@ class Serving:
             self.metrics.escalations.labels(task.name, Reason.STUDENT_FAILED.value).inc()
         try:
             reply = await self._ask_teacher(
-                runtime, teacher_request(task, gen), "escalation", deadline=deadline
+                runtime, teacher_request(task, gen, options), "escalation", deadline=deadline
             )
         except TeacherError:
             raise failure from None
+        served, prompt_tokens = await self._teacher_reply(runtime, gen, reply, options)
         answer = Answer(
             route=Route.TEACHER,
             reason=Reason.STUDENT_FAILED,
             text=reply.text,
+            tokens=None,
+            finish_reason=reply.finish_reason,
             confidence=0.0,
             raw_confidence=0.0,
             student_text="",
             deltas=[],
-            prompt_tokens=reply.input_tokens,
-            completion_tokens=reply.output_tokens,
-            finish_reason="stop",
+            prompt_tokens=reply.input_tokens if prompt_tokens is None else prompt_tokens,
+            completion_tokens=0,
             teacher_model=reply.model,
+            teacher_usage=(reply.input_tokens, reply.output_tokens),
         )
         self._capture(runtime, gen, answer, "teacher", Reason.STUDENT_FAILED.value, reply=reply)
-        return answer
+        return _served(answer, served, reply.output_tokens)
 
     # -- capture and audit -----------------------------------------------------------------
     def _capture(
@@ -364,7 +437,7 @@ class Serving:
     # -- the wire --------------------------------------------------------------------------
     def _prepare(
         self, body: ChatCompletionRequest | CompletionRequest, request_id: str
-    ) -> tuple[TaskRuntime, GenerationRequest, Renderer]:
+    ) -> tuple[TaskRuntime, GenerationRequest, ReplyOptions, Renderer]:
         runtime = self.runtime(body.model)
         task = runtime.task
         limits = task.limits
@@ -402,7 +475,7 @@ class Serving:
                 param="messages" if gen.messages else "prompt",
                 code="context_length_exceeded",
             )
-        return runtime, gen, renderer
+        return runtime, gen, body.reply_options(task), renderer
 
     def _envelope(self, task: Task, renderer: Renderer, chunk: bool = False) -> dict[str, Any]:
         prefix = "chatcmpl" if isinstance(renderer, ChatRenderer) else "cmpl"
@@ -416,15 +489,11 @@ class Serving:
         forced: Forced = None,
     ) -> tuple[dict[str, Any], dict[str, str]]:
         with self.deployment.lease():
-            runtime, gen, renderer = self._prepare(body, request_id)
-            answer = await self.answer(runtime, gen, forced=forced)
-        deltas = answer.deltas if answer.route != Route.TEACHER else []
-        choice = renderer.full(answer.text, deltas, answer.finish_reason)
-        if answer.route == Route.TEACHER:
-            choice["logprobs"] = None  # the teacher's tokens carry none
+            runtime, gen, options, renderer = self._prepare(body, request_id)
+            answer = await self.answer(runtime, gen, forced=forced, options=options)
         body_out = {
             **self._envelope(runtime.task, renderer),
-            "choices": [choice],
+            "choices": [renderer.full(answer.text, answer.tokens, answer.finish_reason)],
             "usage": usage(answer.prompt_tokens, answer.completion_tokens),
         }
         return body_out, answer.headers(runtime.task.name)
@@ -437,8 +506,8 @@ class Serving:
     ) -> tuple[AsyncIterator[str], dict[str, str], int]:
         """The answer's SSE events, its headers and its total tokens (rate limits)."""
         with self.deployment.lease():
-            runtime, gen, renderer = self._prepare(body, request_id)
-            answer = await self.answer(runtime, gen, forced=forced)
+            runtime, gen, options, renderer = self._prepare(body, request_id)
+            answer = await self.answer(runtime, gen, forced=forced, options=options)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         events = _sse(
             answer, renderer, self._envelope(runtime.task, renderer, chunk=True), include_usage
@@ -500,37 +569,48 @@ def capture_record(
         teacher_answer=teacher,
         teacher_model=reply.model if reply else None,
         teacher_error=error.message if error else None,
+        teacher_finish_reason=reply.finish_reason if reply else None,
         usage=usage_counts,
         latency_s=latency,
         redacted=redacted,
     )
 
 
-def _teacher_piece(text: str) -> TokenDelta:
-    return TokenDelta(token_id=-1, text=text, logprob=0.0, finish_reason="stop")
+def _served(answer: Answer, reply: Reply, counted: int | None = None) -> Answer:
+    """``answer`` serving ``reply``; its completion tokens are the served tokens, or
+    ``counted`` (the teacher's own count) when the text is not known in student tokens."""
+    completion = len(reply.tokens) if reply.tokens is not None else (counted or 0)
+    return dataclasses.replace(
+        answer,
+        text=reply.text,
+        tokens=reply.tokens,
+        finish_reason=reply.finish_reason,
+        completion_tokens=completion,
+    )
 
 
 async def _sse(
     answer: Answer, renderer: Renderer, envelope: dict[str, Any], include_usage: bool
 ) -> AsyncIterator[str]:
+    """OpenAI's event order: an opening (chat), one event per served token (the whole text
+    at once when its tokens are not known), a closing event with the finish reason and no
+    content, then the usage event when asked for, then ``[DONE]``."""
+
     def event(choices: list[dict[str, Any]], **extra: Any) -> str:
         data = {**envelope, "choices": choices, **extra}
-        if include_usage and "usage" not in extra:
+        if include_usage and "usage" not in extra and renderer.chunk_usage:
             data["usage"] = None
         return f"data: {orjson.dumps(data).decode()}\n\n"
 
     opening = renderer.opening()
     if opening is not None:
         yield event([opening])
-    pieces: Sequence[TokenDelta] = (
-        answer.deltas if answer.route != Route.TEACHER else [_teacher_piece(answer.text)]
-    )
-    for i, delta in enumerate(pieces):
-        finish = answer.finish_reason if i == len(pieces) - 1 else None
-        piece = renderer.piece(delta, finish)
-        if answer.route == Route.TEACHER:
-            piece["logprobs"] = None
-        yield event([piece])
+    if answer.tokens is not None:
+        for token in answer.tokens:
+            yield event([renderer.piece(token.text, token)])
+    elif answer.text:
+        yield event([renderer.piece(answer.text, None)])
+    yield event([renderer.closing(answer.finish_reason)])
     if include_usage:
         yield event([], usage=usage(answer.prompt_tokens, answer.completion_tokens))
     yield "data: [DONE]\n\n"

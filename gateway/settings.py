@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -36,9 +37,11 @@ class Settings(BaseSettings):
     redis_url: str = Field(
         "redis://localhost:6379/0", description="Redis of the capture streams; empty: no capture."
     )
-    spool_dir: Path = Field(
-        Path(".distillgate/spool"),
-        description="Capture spool while Redis is unreachable; one per gateway process.",
+    spool_dir: Path | None = Field(
+        None,
+        description="Capture spool while Redis is unreachable; one per gateway process. "
+        "Default: $XDG_STATE_HOME/distillgate/spool/port-<port> (XDG_STATE_HOME defaults to "
+        "~/.local/state): the same wherever the gateway starts, so a restart replays it.",
     )
     spool_max_bytes: int = Field(1 << 30, ge=1 << 16, description="Spool size cap (bytes).")
     capture_timeout_s: float = Field(2.0, gt=0, description="Redis write timeout, then spool.")
@@ -67,3 +70,11 @@ class Settings(BaseSettings):
     access_log: bool = Field(
         False, description="uvicorn's per-request access log (metrics count every request)."
     )
+
+    @property
+    def spool_path(self) -> Path:
+        """``spool_dir``, or the absolute default for this gateway's port."""
+        if self.spool_dir is not None:
+            return self.spool_dir
+        state = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+        return Path(state).absolute() / "distillgate" / "spool" / f"port-{self.port}"

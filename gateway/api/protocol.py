@@ -12,10 +12,19 @@ import time
 from collections.abc import Sequence
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from gateway.engines.base import Message, SamplingParams
 from gateway.errors import InvalidRequest
+from gateway.reply import ReplyOptions
 from gateway.tasks import Task
 
 __all__ = [
@@ -25,6 +34,7 @@ __all__ = [
     "StreamOptions",
     "invalid_request",
     "new_id",
+    "param_path",
     "parse_body",
 ]
 
@@ -57,15 +67,80 @@ def parse_body(model: type[W], body: bytes) -> W:
         raise invalid_request(exc.errors(include_url=False)) from None
 
 
+def param_path(loc: Sequence[Any]) -> str | None:
+    """A field's location as OpenAI names it: ``messages.[0].content``."""
+    parts = [f"[{x}]" if isinstance(x, int) else str(x) for x in loc if x != "body"]
+    return ".".join(parts) or None
+
+
 def invalid_request(errors: Sequence[Any]) -> InvalidRequest:
-    """The first validation error, as OpenAI words it (``param: message``)."""
+    """The first validation error, worded and coded as OpenAI's API words and codes it."""
     first = errors[0]
-    if first.get("type") == "json_invalid":
-        return InvalidRequest("We could not parse the JSON body of your request.")
-    loc = [str(x) for x in first.get("loc", ()) if x != "body"]
+    kind = str(first.get("type", ""))
+    if kind == "json_invalid":
+        return InvalidRequest(
+            "We could not parse the JSON body of your request. The OpenAI API expects a JSON "
+            "payload."
+        )
+    # Inside a union pydantic names the member tried (``messages.[0].content.str``).
+    loc = [x for x in first.get("loc", ()) if x not in ("str", "list[dict[str,any]]")]
+    param = param_path(loc)
+    value = first.get("input")
+    ctx = first.get("ctx") or {}
+    if param is None:
+        return InvalidRequest(str(first.get("msg", "invalid request")))
+    if kind == "missing":
+        return InvalidRequest(
+            f"Missing required parameter: '{param}'.",
+            param=param,
+            code="missing_required_parameter",
+        )
+    if kind == "too_short" and value == []:
+        return InvalidRequest(
+            f"Invalid '{param}': empty array. Expected an array with minimum length "
+            f"{ctx.get('min_length', 1)}, but got an empty array instead.",
+            param=param,
+            code="empty_array",
+        )
+    if kind in _BOUNDS:
+        side, op = _BOUNDS[kind]
+        limit = next((ctx[k] for k in ("ge", "gt", "le", "lt") if k in ctx), "?")
+        number = "integer" if isinstance(limit, int) else "decimal"  # the field's kind
+        return InvalidRequest(
+            f"Invalid '{param}': {number} {side} {'minimum' if side == 'below' else 'maximum'} "
+            f"value. Expected a value {op} {limit}, but got {value} instead.",
+            param=param,
+            code=f"{number}_{side}_{'min' if side == 'below' else 'max'}_value",
+        )
+    if kind == "literal_error":
+        return InvalidRequest(
+            f"Invalid value: '{value}'. Supported values are: {ctx.get('expected', '')}.",
+            param=param,
+            code="invalid_value",
+        )
+    if kind.endswith(("_type", "_parsing")) or kind in (
+        "model_attributes_type",
+        "union_tag_invalid",
+    ):
+        return InvalidRequest(
+            f"Invalid type for '{param}': {first.get('msg', 'wrong type')}.",
+            param=param,
+            code="invalid_type",
+        )
     msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
-    param = ".".join(loc) or None
-    return InvalidRequest(f"{param}: {msg}" if param else msg, param=param)
+    return InvalidRequest(f"Invalid '{param}': {msg}", param=param, code="invalid_value")
+
+
+_BOUNDS = {
+    "greater_than_equal": ("below", ">="),
+    "greater_than": ("below", ">"),
+    "less_than_equal": ("above", "<="),
+    "less_than": ("above", "<"),
+}
+
+
+def unsupported(param: str, message: str) -> InvalidRequest:
+    return InvalidRequest(message, param=param, code="unsupported_parameter")
 
 
 class TextPart(_Wire):
@@ -91,6 +166,7 @@ class ChatMessage(_Wire):
                     f"Content parts of type {kind!r} are not supported: this task's student "
                     "reads text only.",
                     param=f"messages.[{index}].content",
+                    code="unsupported_value",
                 )
             parts.append(TextPart.model_validate(part).text)
         return "".join(parts)
@@ -115,34 +191,50 @@ class _SamplingFields(_Wire):
     @classmethod
     def _one_choice(cls, n: int | None) -> int | None:
         if n is not None and n > 1:
-            raise ValueError("n > 1 is not supported; send one request per completion")
+            raise InvalidRequest(
+                "n > 1 is not supported; send one request per completion.",
+                param="n",
+                code="unsupported_value",
+            )
         return n
 
     @field_validator("stop")
     @classmethod
     def _few_stops(cls, stop: str | list[str] | None) -> str | list[str] | None:
         if isinstance(stop, list) and len(stop) > 4:
-            raise ValueError("stop takes at most 4 sequences")
+            raise InvalidRequest(
+                f"Invalid 'stop': array too long. Expected an array with maximum length 4, "
+                f"but got an array with length {len(stop)} instead.",
+                param="stop",
+                code="array_above_max_length",
+            )
         return stop
 
-    def _sampling(self, task: Task, max_tokens: int | None, top_logprobs: int) -> SamplingParams:
+    def _limit(self, task: Task, max_tokens: int | None, param: str) -> int | None:
         limit = task.generation.max_tokens
         if max_tokens is not None and max_tokens > limit:
             raise InvalidRequest(
-                f"max_tokens is too large: {max_tokens}. Task {task.name!r} allows at most "
+                f"{param} is too large: {max_tokens}. Task {task.name!r} allows at most "
                 f"{limit} completion tokens.",
-                param="max_tokens",
+                param=param,
+                code="integer_above_max_value",
             )
-        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        return max_tokens
+
+    def _stops(self) -> tuple[str, ...]:
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+
+    def _sampling(self, task: Task, top_logprobs: int) -> SamplingParams:
+        """The student's generation: the client's sampling, the task's own limits (the
+        client's ``max_tokens`` and ``stop`` apply to the served answer, ``reply.py``)."""
         temperature = (
             self.temperature if self.temperature is not None else task.generation.temperature
         )
         return SamplingParams(
-            max_tokens=max_tokens or limit,
+            max_tokens=task.generation.max_tokens,
             temperature=temperature,
             top_p=self.top_p if self.top_p is not None else 1.0,
             seed=self.seed,
-            stop=stop,
             top_logprobs=top_logprobs,
         )
 
@@ -157,18 +249,38 @@ class ChatCompletionRequest(_SamplingFields):
     tools: list[dict[str, Any]] | None = None
     functions: list[dict[str, Any]] | None = None
     tool_choice: Any = None
+    response_format: dict[str, Any] | None = None
 
     @field_validator("tools", "functions", "tool_choice")
     @classmethod
-    def _no_tools(cls, v: Any) -> Any:
+    def _no_tools(cls, v: Any, info: ValidationInfo) -> Any:
         if v not in (None, [], "none"):
-            raise ValueError("tools and function calling are not supported by this gateway")
+            raise unsupported(
+                str(info.field_name),
+                "tools and function calling are not supported by this gateway.",
+            )
+        return v
+
+    @field_validator("response_format")
+    @classmethod
+    def _text_only(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Structured answers need a task that declares a schema; until then, say so."""
+        if v is not None and v.get("type") != "text":
+            raise unsupported(
+                "response_format",
+                f"response_format of type {v.get('type')!r} is not supported: this task's "
+                "answers are plain text (only {'type': 'text'} is accepted).",
+            )
         return v
 
     @model_validator(mode="after")
     def _logprobs_pair(self) -> ChatCompletionRequest:
         if self.top_logprobs and not self.logprobs:
-            raise ValueError("top_logprobs requires logprobs: true")
+            raise InvalidRequest(
+                "top_logprobs requires logprobs to be true.",
+                param="top_logprobs",
+                code="invalid_value",
+            )
         return self
 
     def to_messages(self, task: Task) -> tuple[Message, ...]:
@@ -187,8 +299,14 @@ class ChatCompletionRequest(_SamplingFields):
         return tuple(turns)
 
     def to_sampling(self, task: Task) -> SamplingParams:
-        max_tokens = self.max_completion_tokens or self.max_tokens
-        return self._sampling(task, max_tokens, (self.top_logprobs or 0) if self.logprobs else 0)
+        return self._sampling(task, (self.top_logprobs or 0) if self.logprobs else 0)
+
+    def reply_options(self, task: Task) -> ReplyOptions:
+        if self.max_completion_tokens is not None:
+            limit = self._limit(task, self.max_completion_tokens, "max_completion_tokens")
+        else:
+            limit = self._limit(task, self.max_tokens, "max_tokens")
+        return ReplyOptions(limit, self._stops(), self.logprobs, self.top_logprobs or 0)
 
 
 class CompletionRequest(_SamplingFields):
@@ -202,9 +320,16 @@ class CompletionRequest(_SamplingFields):
     @model_validator(mode="after")
     def _single_prompt(self) -> CompletionRequest:
         if isinstance(self.prompt, list) and len(self.prompt) != 1:
-            raise ValueError("send exactly one prompt per request")
-        if self.echo or (self.best_of or 1) > 1 or self.suffix:
-            raise ValueError("echo, best_of > 1 and suffix are not supported")
+            raise InvalidRequest(
+                "Send exactly one prompt per request.", param="prompt", code="unsupported_value"
+            )
+        for param, used in (
+            ("echo", self.echo),
+            ("best_of", (self.best_of or 1) > 1),
+            ("suffix", bool(self.suffix)),
+        ):
+            if used:
+                raise unsupported(param, "echo, best_of > 1 and suffix are not supported.")
         return self
 
     def prompt_text(self) -> str:
@@ -214,4 +339,8 @@ class CompletionRequest(_SamplingFields):
         return text
 
     def to_sampling(self, task: Task) -> SamplingParams:
-        return self._sampling(task, self.max_tokens, self.logprobs or 0)
+        return self._sampling(task, self.logprobs or 0)
+
+    def reply_options(self, task: Task) -> ReplyOptions:
+        limit = self._limit(task, self.max_tokens, "max_tokens")
+        return ReplyOptions(limit, self._stops(), self.logprobs is not None, self.logprobs or 0)

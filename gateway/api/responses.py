@@ -28,21 +28,24 @@ def _entry(token: str, logprob: float) -> dict[str, Any]:
     return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
 
 
-def _chat_logprobs(deltas: Sequence[TokenDelta]) -> dict[str, Any]:
+def _chat_logprobs(tokens: Sequence[TokenDelta] | None) -> dict[str, Any]:
+    """OpenAI's chat logprobs object; ``None`` tokens (not known in the student's tokens,
+    see ``Serving._teacher_reply``) give an empty list rather than a missing object."""
     return {
         "content": [
             {
-                **_entry(d.token, d.logprob),
+                **_entry(d.token or d.text, d.logprob),
                 "top_logprobs": [_entry(t.token, t.logprob) for t in d.top_logprobs],
             }
-            for d in deltas
-        ]
+            for d in tokens or ()
+        ],
+        "refusal": None,
     }
 
 
-def _completion_logprobs(deltas: Sequence[TokenDelta], offset: int = 0) -> dict[str, Any]:
+def _completion_logprobs(tokens: Sequence[TokenDelta] | None, offset: int = 0) -> dict[str, Any]:
     offsets, pos = [], offset
-    for d in deltas:
+    for d in tokens or ():
         offsets.append(pos)
         pos += len(d.text)
 
@@ -50,24 +53,30 @@ def _completion_logprobs(deltas: Sequence[TokenDelta], offset: int = 0) -> dict[
         return {t.token: t.logprob for t in ts}
 
     return {
-        "tokens": [d.token for d in deltas],
-        "token_logprobs": [d.logprob for d in deltas],
-        "top_logprobs": [top(d.top_logprobs) for d in deltas],
+        "tokens": [d.token or d.text for d in tokens or ()],
+        "token_logprobs": [d.logprob for d in tokens or ()],
+        "top_logprobs": [top(d.top_logprobs) for d in tokens or ()],
         "text_offset": offsets,
     }
 
 
 class Renderer(Protocol):
+    """One wire format. ``piece`` renders one served token (or, with ``token`` None, a
+    text whose tokens are not known); ``closing`` carries the finish reason alone."""
+
     object_name: str
     chunk_name: str
+    chunk_usage: bool  # whether every chunk carries "usage": null when usage is asked for
 
     def full(
-        self, text: str, deltas: Sequence[TokenDelta], finish: str | None
+        self, text: str, tokens: Sequence[TokenDelta] | None, finish: str
     ) -> dict[str, Any]: ...
 
     def opening(self) -> dict[str, Any] | None: ...
 
-    def piece(self, delta: TokenDelta, finish: str | None) -> dict[str, Any]: ...
+    def piece(self, text: str, token: TokenDelta | None) -> dict[str, Any]: ...
+
+    def closing(self, finish: str) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -75,12 +84,13 @@ class ChatRenderer:
     logprobs: bool
     object_name: str = "chat.completion"
     chunk_name: str = "chat.completion.chunk"
+    chunk_usage: bool = True
 
-    def full(self, text: str, deltas: Sequence[TokenDelta], finish: str | None) -> dict[str, Any]:
+    def full(self, text: str, tokens: Sequence[TokenDelta] | None, finish: str) -> dict[str, Any]:
         return {
             "index": 0,
             "message": {"role": "assistant", "content": text, "refusal": None},
-            "logprobs": _chat_logprobs(deltas) if self.logprobs else None,
+            "logprobs": _chat_logprobs(tokens) if self.logprobs else None,
             "finish_reason": finish,
         }
 
@@ -92,13 +102,14 @@ class ChatRenderer:
             "finish_reason": None,
         }
 
-    def piece(self, delta: TokenDelta, finish: str | None) -> dict[str, Any]:
-        return {
-            "index": 0,
-            "delta": {"content": delta.text} if delta.text or not finish else {},
-            "logprobs": _chat_logprobs([delta]) if self.logprobs else None,
-            "finish_reason": finish,
-        }
+    def piece(self, text: str, token: TokenDelta | None) -> dict[str, Any]:
+        logprobs = None
+        if self.logprobs:
+            logprobs = _chat_logprobs([token] if token is not None else None)
+        return {"index": 0, "delta": {"content": text}, "logprobs": logprobs, "finish_reason": None}
+
+    def closing(self, finish: str) -> dict[str, Any]:
+        return {"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish}
 
 
 @dataclass
@@ -106,25 +117,26 @@ class CompletionRenderer:
     logprobs: bool
     object_name: str = "text_completion"
     chunk_name: str = "text_completion"
+    chunk_usage: bool = False  # OpenAI's legacy chunks have no usage key
     _offset: int = 0
 
-    def full(self, text: str, deltas: Sequence[TokenDelta], finish: str | None) -> dict[str, Any]:
+    def full(self, text: str, tokens: Sequence[TokenDelta] | None, finish: str) -> dict[str, Any]:
         return {
             "index": 0,
             "text": text,
-            "logprobs": _completion_logprobs(deltas) if self.logprobs else None,
+            "logprobs": _completion_logprobs(tokens) if self.logprobs else None,
             "finish_reason": finish,
         }
 
     def opening(self) -> dict[str, Any] | None:
         return None
 
-    def piece(self, delta: TokenDelta, finish: str | None) -> dict[str, Any]:
-        out = {
-            "index": 0,
-            "text": delta.text,
-            "logprobs": _completion_logprobs([delta], self._offset) if self.logprobs else None,
-            "finish_reason": finish,
-        }
-        self._offset += len(delta.text)
-        return out
+    def piece(self, text: str, token: TokenDelta | None) -> dict[str, Any]:
+        logprobs = None
+        if self.logprobs:
+            logprobs = _completion_logprobs([token] if token else None, self._offset)
+        self._offset += len(text)
+        return {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": None}
+
+    def closing(self, finish: str) -> dict[str, Any]:
+        return {"index": 0, "text": "", "logprobs": None, "finish_reason": finish}

@@ -64,6 +64,8 @@ class CaptureRecord:
     redacted: tuple[str, ...] | None = None  # None: redaction off; else the kinds removed
     captured_at: float = field(default_factory=time.time)
     schema_version: int = SCHEMA_VERSION
+    # "length": the teacher stopped at the client's max_tokens, so its answer is cut.
+    teacher_finish_reason: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)

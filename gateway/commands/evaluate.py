@@ -57,7 +57,11 @@ def _cost(prices: Prices, teacher: TeacherAnswer | None, answer: Answer | None) 
     return total
 
 
-async def evaluate(runtime: TaskRuntime, examples: Sequence[Example]) -> Evaluation:
+async def evaluate(
+    runtime: TaskRuntime, examples: Sequence[Example], *, max_tokens: int | None = None
+) -> Evaluation:
+    """``max_tokens``: replay as if every client sent it (the routing decision must not
+    change: it is made on the student's whole answer, and only the served text is cut)."""
     if runtime.teacher is None:
         raise ValueError(f"task {runtime.task.name!r} has no teacher to route to")
     serving = Serving({runtime.task.name: runtime})
@@ -65,13 +69,14 @@ async def evaluate(runtime: TaskRuntime, examples: Sequence[Example]) -> Evaluat
 
     async def one(i: int) -> tuple[Answer, TeacherAnswer]:
         # The request a client would send, converted exactly as serving converts it.
-        body = ChatCompletionRequest.model_validate(
-            {"model": task.name, "messages": examples[i].chat()}
-        )
+        wire: dict[str, Any] = {"model": task.name, "messages": examples[i].chat()}
+        if max_tokens is not None:
+            wire["max_tokens"] = max_tokens
+        body = ChatCompletionRequest.model_validate(wire)
         gen = GenerationRequest(
             f"eval-{i}", body.to_sampling(task), messages=body.to_messages(task)
         )
-        answer = await serving.answer(runtime, gen)
+        answer = await serving.answer(runtime, gen, options=body.reply_options(task))
         assert runtime.teacher is not None
         teacher = await runtime.teacher.complete(teacher_request(task, gen))
         return answer, teacher
@@ -119,5 +124,6 @@ async def evaluate(runtime: TaskRuntime, examples: Sequence[Example]) -> Evaluat
         "threshold": runtime.calibration.threshold if runtime.calibration else None,
         "target_accuracy": runtime.calibration.target_accuracy if runtime.calibration else None,
         "teacher": runtime.teacher_label or runtime.teacher.name,
+        "client_max_tokens": max_tokens,
     }
     return Evaluation(report, curve.teacher_share.tolist(), curve.accuracy.tolist())

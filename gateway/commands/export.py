@@ -9,9 +9,10 @@ idle for ``claim_idle_ms``. Output files are appended to, and the prompts alread
 are not written again, so a redelivered entry never duplicates a line.
 
 Quality gates, in order (first failing one names the drop): a readable schema; no teacher
-error; a non-empty teacher answer; inside the task's answer set when it has one; and one
-example per normalised prompt. Prompts in the task's holdout share (a hash of the
-normalised prompt) are kept out of training: ``calibrate --from-stream`` fits on them.
+error; a non-empty teacher answer, not cut at a client's ``max_tokens``; inside the task's
+answer set when it has one; and one example per normalised prompt. Prompts in the task's
+holdout share (a hash of the normalised prompt) are kept out of training: ``calibrate
+--from-stream`` fits on them.
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ def drop_reason(record: CaptureRecord, task: Task) -> str | None:
         return "teacher error"
     if record.teacher_answer is None or not record.teacher_answer.strip():
         return "no teacher answer"
+    if record.teacher_finish_reason == "length":
+        return "teacher answer cut at max_tokens"
     if task.answer_set is not None and record.teacher_answer not in task.answer_set:
         return "outside the answer set"
     return None

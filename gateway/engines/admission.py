@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
-from gateway.engines.base import GenerationRequest, StudentEngine, TokenDelta
+from gateway.engines.base import GenerationRequest, ScoredText, StudentEngine, TokenDelta
 from gateway.errors import Overloaded
 
 __all__ = ["GatedEngine"]
@@ -52,6 +52,11 @@ class GatedEngine:
         finally:
             self.running -= 1
             self._places.release()
+
+    async def score(
+        self, request: GenerationRequest, text: str, *, logprobs: bool
+    ) -> ScoredText | None:
+        return await self.engine.score(request, text, logprobs=logprobs)
 
     async def abort(self, request_id: str) -> None:
         await self.engine.abort(request_id)

@@ -8,7 +8,7 @@ confidence. Engines never see wire models; ``api/protocol.py`` converts into the
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -17,6 +17,7 @@ __all__ = [
     "GenerationRequest",
     "Message",
     "SamplingParams",
+    "ScoredText",
     "StudentEngine",
     "TokenDelta",
     "TokenLogprob",
@@ -81,6 +82,44 @@ class TokenDelta:
     finish_reason: FinishReason | None = None
     prompt_tokens: int = 0
     scaled_logprob: float | None = None  # at the request's confidence_temperature
+    end: bool = False  # the end token: part of the confidence, never shown to a client
+
+
+@dataclass(frozen=True)
+class ScoredText:
+    """A text as the student's tokenizer splits it, each piece scored by the student with
+    teacher forcing when asked (else its logprobs are 0.0): what a teacher's answer looks
+    like in the student's tokens, so usage and logprobs mean the same on both routes.
+    The pieces' ``text`` joins to the scored text exactly; no end token is included."""
+
+    prompt_tokens: int
+    tokens: tuple[TokenDelta, ...]
+
+    @classmethod
+    def of(
+        cls,
+        prompt_tokens: int,
+        ids: Sequence[int],
+        pieces: Sequence[str],
+        scored: Sequence[tuple[float, Sequence[tuple[int, float]]]],
+        name: Callable[[int], str],
+    ) -> ScoredText:
+        """From parallel lists: each id, its piece of the text, (its logprob, its top
+        alternatives as (id, logprob)); ``name`` spells an alternative's id."""
+        return cls(
+            prompt_tokens,
+            tuple(
+                TokenDelta(
+                    token_id=token_id,
+                    text=piece,
+                    token=piece,
+                    logprob=logprob,
+                    top_logprobs=tuple(TokenLogprob(t, name(t), lp) for t, lp in top),
+                    prompt_tokens=prompt_tokens,
+                )
+                for token_id, piece, (logprob, top) in zip(ids, pieces, scored, strict=True)
+            ),
+        )
 
 
 @runtime_checkable
@@ -88,6 +127,14 @@ class StudentEngine(Protocol):
     """Generation with per-token logprobs; closing the iterator early aborts the request."""
 
     def generate(self, request: GenerationRequest) -> AsyncGenerator[TokenDelta, None]: ...
+
+    async def score(
+        self, request: GenerationRequest, text: str, *, logprobs: bool
+    ) -> ScoredText | None:
+        """``text`` as the student would have answered ``request``: its pieces, and their
+        logprobs (top-k per ``request.sampling.top_logprobs``) when ``logprobs``. None when
+        the engine has no tokenizer of the student's (a remote fleet)."""
+        ...
 
     async def abort(self, request_id: str) -> None: ...
 

@@ -8,6 +8,7 @@ cut to the length the distillgate trainer cut it to, when it recorded one.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 from gateway.engines.base import GenerationRequest
 from gateway.errors import InvalidRequest
 
-__all__ = ["check_prompt_tokens", "prompt_ids", "room_after", "trained_prompt_limit"]
+__all__ = ["check_prompt_tokens", "prompt_ids", "room_after", "split_text", "trained_prompt_limit"]
 
 
 def trained_prompt_limit(model_dir: Path) -> int | None:
@@ -64,3 +65,18 @@ def check_prompt_tokens(count: int, request: GenerationRequest) -> None:
             param="messages" if request.messages else "prompt",
             code="context_length_exceeded",
         )
+
+
+def split_text(tokenizer: Any, text: str) -> tuple[list[int], list[str]]:
+    """``text`` as the student's tokenizer splits it: the ids, and each one's share of the
+    original text (from the tokenizer's offsets, so a normalising tokenizer, one that
+    lower-cases say, still yields pieces that join to ``text`` exactly)."""
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = [int(i) for i in encoded["input_ids"]]
+    if not ids:
+        return [], []
+    starts = list(
+        itertools.accumulate((int(a) for a, _ in encoded["offset_mapping"][1:]), max, initial=0)
+    )
+    ends = [*starts[1:], len(text)]
+    return ids, [text[a:b] for a, b in zip(starts, ends, strict=True)]

@@ -29,7 +29,13 @@ from urllib.parse import urlsplit
 import orjson
 
 from calibration import renormalized_logprob
-from gateway.engines.base import FinishReason, GenerationRequest, TokenDelta, TokenLogprob
+from gateway.engines.base import (
+    FinishReason,
+    GenerationRequest,
+    ScoredText,
+    TokenDelta,
+    TokenLogprob,
+)
 from gateway.engines.http import ClientOptions, UpstreamClient, open_client
 from gateway.errors import EngineError, EngineUnavailable, InvalidRequest, Overloaded
 
@@ -132,6 +138,13 @@ class RemoteEngine:
                     yield delta
         finally:
             self._running.pop(request.request_id, None)
+
+    async def score(
+        self, request: GenerationRequest, text: str, *, logprobs: bool
+    ) -> ScoredText | None:
+        """None: the fleet's tokenizer is not here, and OpenAI's API has no call that
+        splits or scores a given text (the serving layer says what it does instead)."""
+        return None
 
     def _body(self, request: GenerationRequest) -> _Json:
         s = request.sampling
@@ -237,10 +250,12 @@ class _Shape:
         if not tokens:
             raise EngineError("The student server returned no logprobs; it must support them.")
         last = len(tokens) - 1
-        return [
+        deltas = [
             self.delta(token, piece, finish if i == last else None, prompt_tokens)
             for i, (token, piece) in enumerate(zip(tokens, _texts(text, tokens), strict=True))
         ]
+        deltas[-1] = _mark_end(deltas[-1])
+        return deltas
 
     async def streamed(
         self, events: AsyncIterator[_Json], chat: bool
@@ -274,7 +289,16 @@ class _Shape:
             raise EngineError("The student server sent a malformed stream.") from None
         if held is None or finish is None:
             raise EngineError("The student server's stream ended before the answer did.")
-        yield dataclasses.replace(held, finish_reason=finish, prompt_tokens=prompt_tokens)
+        yield _mark_end(
+            dataclasses.replace(held, finish_reason=finish, prompt_tokens=prompt_tokens)
+        )
+
+
+def _mark_end(last: TokenDelta) -> TokenDelta:
+    """A last token that ended the answer and carries none of its text is the end token."""
+    if last.finish_reason == "stop" and not last.text:
+        return dataclasses.replace(last, end=True)
+    return last
 
 
 def _texts(text: str, tokens: list[_Token]) -> list[str]:

@@ -26,12 +26,13 @@ from gateway.engines.base import (
     FinishReason,
     GenerationRequest,
     SamplingParams,
+    ScoredText,
     TokenDelta,
     TokenLogprob,
 )
 from gateway.engines.batch import RunningBatch, left_pad
 from gateway.engines.detokenizer import IncrementalDetokenizer
-from gateway.engines.prompts import prompt_ids, room_after, trained_prompt_limit
+from gateway.engines.prompts import prompt_ids, room_after, split_text, trained_prompt_limit
 from gateway.errors import EngineUnavailable, GatewayError, InvalidRequest, Overloaded
 
 __all__ = ["TransformersEngine"]
@@ -116,6 +117,8 @@ class TransformersEngine:
             for i in range(len(self.tokenizer))
         ]
         self._eos = {self.tokenizer.eos_token_id}
+        # Never offered as alternatives: a client's logprobs spell text, not control tokens.
+        self._special = frozenset(self.tokenizer.all_special_ids) | self._eos
         self._max_user_tokens = trained_prompt_limit(self.model_dir)
         self._pad = self.tokenizer.pad_token_id or 0
         self._waiting: collections.deque[_Sequence] = collections.deque()
@@ -210,7 +213,8 @@ class TransformersEngine:
                     raise item
                 if isinstance(item, BaseException):
                     raise EngineUnavailable("the student failed on this request") from item
-                text = detok.push(item.token_id) if item.token_id not in self._eos else ""
+                end = item.token_id in self._eos
+                text = detok.push(item.token_id) if not end else ""
                 finish = "stop" if detok.stopped else item.finish
                 if finish is not None:
                     text += detok.flush()
@@ -225,12 +229,47 @@ class TransformersEngine:
                     finish_reason=finish,
                     prompt_tokens=len(prompt),
                     scaled_logprob=item.scaled_logprob,
+                    end=end,
                 )
                 if finish is not None:
                     return
         finally:
             if not seq.done:  # the client left, or a stop string ended it early
                 await self.abort(request.request_id)
+
+    async def score(self, request: GenerationRequest, text: str, *, logprobs: bool) -> ScoredText:
+        prompt = self.encode(request)
+        ids, pieces = split_text(self.tokenizer, text)
+        scored: list[tuple[float, list[tuple[int, float]]]] = [(0.0, [])] * len(ids)
+        if logprobs and ids:
+            k = request.sampling.top_logprobs
+            scored = await asyncio.to_thread(self._teacher_forced, prompt, ids, k)
+        return ScoredText.of(len(prompt), ids, pieces, scored, self._token_text)
+
+    def _teacher_forced(
+        self, prompt: list[int], ids: list[int], k: int
+    ) -> list[tuple[float, list[tuple[int, float]]]]:
+        """Each of ``ids``' logprob after ``prompt`` and the ones before it, with its top
+        ``k`` alternatives: one forward pass, off the event loop (read-only on the model,
+        so it may run beside the worker's)."""
+        with torch.inference_mode():
+            window = [*prompt, *ids][-self.max_context :]
+            logits = self.model(input_ids=torch.tensor([window], device=self.device)).logits
+            logprobs = torch.log_softmax(logits[0, -len(ids) - 1 : -1].float(), dim=-1)
+            chosen = logprobs.gather(1, torch.tensor(ids, device=self.device)[:, None])[:, 0]
+            tops = self._top(logprobs, k)
+        return list(zip(chosen.tolist(), tops, strict=True))
+
+    def _top(self, logprobs: torch.Tensor, k: int) -> list[list[tuple[int, float]]]:
+        """Per row, the ``k`` likeliest tokens that are not special tokens."""
+        if not k:
+            return [[] for _ in range(logprobs.shape[0])]
+        k = min(k, _MAX_TOP_LOGPROBS)
+        values, ids = logprobs.topk(min(k + len(self._special), logprobs.shape[-1]), dim=-1)
+        return [
+            [(t, lp) for t, lp in zip(row_ids, row_lp, strict=True) if t not in self._special][:k]
+            for row_ids, row_lp in zip(ids.tolist(), values.tolist(), strict=True)
+        ]
 
     def _decode(self, ids: list[int]) -> str:
         return str(self.tokenizer.decode(ids, skip_special_tokens=True))
@@ -368,8 +407,8 @@ class TransformersEngine:
                 except Exception as exc:  # this row's sampling alone: fail this request only
                     logger.error("sampling failed for %s: %r", seq.request_id, exc)
                     broken.append((seq, exc))
-        k = min(max(s.sampling.top_logprobs for s in seqs), _MAX_TOP_LOGPROBS)
-        top_lp, top_id = logprobs.topk(k, dim=-1) if k else (None, None)
+        k = max(s.sampling.top_logprobs for s in seqs)
+        tops = self._top(logprobs, k)
         chosen_lp = logprobs.gather(1, chosen[:, None])[:, 0]
         chosen_l, chosen_lp_l = chosen.tolist(), chosen_lp.tolist()
         scaled_l: list[float | None] = [None] * len(seqs)
@@ -382,8 +421,6 @@ class TransformersEngine:
                 v if s.temperature is not None else None
                 for v, s in zip(scaled.tolist(), seqs, strict=True)
             ]
-        top_lp_l = top_lp.tolist() if top_lp is not None else None
-        top_id_l = top_id.tolist() if top_id is not None else None
         out: list[tuple[_Sequence, Item]] = []
         failed = {id(seq) for seq, _ in broken}
         for i, seq in enumerate(seqs):
@@ -398,10 +435,7 @@ class TransformersEngine:
                 finish = "stop"
             elif seq.generated >= seq.sampling.max_tokens:
                 finish = "length"
-            n = seq.sampling.top_logprobs
-            top = []
-            if n and top_id_l is not None and top_lp_l is not None:
-                top = list(zip(top_id_l[i][:n], top_lp_l[i][:n], strict=True))
+            top = tops[i][: seq.sampling.top_logprobs]
             if finish is not None:
                 seq.done = True
             out.append((seq, _Token(token, chosen_lp_l[i], top, finish, scaled_l[i])))

@@ -20,13 +20,20 @@ abort the request (it catches the cancellation and calls ``abort``).
 from __future__ import annotations
 
 import importlib.util
+import json
 from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
 from calibration import renormalized_logprob
-from gateway.engines.base import FinishReason, GenerationRequest, TokenDelta, TokenLogprob
-from gateway.engines.prompts import prompt_ids, room_after, trained_prompt_limit
+from gateway.engines.base import (
+    FinishReason,
+    GenerationRequest,
+    ScoredText,
+    TokenDelta,
+    TokenLogprob,
+)
+from gateway.engines.prompts import prompt_ids, room_after, split_text, trained_prompt_limit
 from gateway.errors import EngineError, InvalidRequest
 
 __all__ = ["VLLMEngine", "vllm_available"]
@@ -73,6 +80,9 @@ class VLLMEngine:
         self.confidence_top_k = min(confidence_top_k, max_logprobs)
         self._engine: Any = None
         self._tokenizer: Any = None
+        self._eos: frozenset[int] = frozenset()
+        self._special: frozenset[int] = frozenset()
+        self._max_logprobs = max_logprobs
         self._user_limit = trained_prompt_limit(self.model_dir)
         self._max_model_len = 0
 
@@ -92,6 +102,8 @@ class VLLMEngine:
         args = {k: v for k, v in self.engine_args.items() if v is not None}
         self._engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
         self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        self._eos = frozenset([self._tokenizer.eos_token_id, *_generation_eos(self.model_dir)])
+        self._special = frozenset(self._tokenizer.all_special_ids) | self._eos
         self._max_model_len = int(self._engine.model_config.max_model_len)
 
     async def aclose(self) -> None:
@@ -126,6 +138,8 @@ class VLLMEngine:
         k = s.top_logprobs
         if request.confidence_temperature is not None:
             k = max(k, self.confidence_top_k)
+        # Asked for a few more, so that k remain once special tokens are left out.
+        asked = min(k + len(self._special), self._max_logprobs) if s.top_logprobs else k
         params = SamplingParams(
             n=1,
             max_tokens=min(s.max_tokens, room),
@@ -133,7 +147,7 @@ class VLLMEngine:
             top_p=s.top_p,
             seed=s.seed,
             stop=list(s.stop) or None,
-            logprobs=k,
+            logprobs=asked,
             output_kind=RequestOutputKind.DELTA,
         )
         t = request.confidence_temperature
@@ -150,6 +164,7 @@ class VLLMEngine:
                     logprob = float(chosen.logprob) if chosen is not None else 0.0
                     ranked = sorted(alternatives.items(), key=lambda kv: kv[1].rank or 0)
                     top = [(tid, lp) for tid, lp in ranked if (lp.rank or 0) <= k][:k]
+                    shown = [(tid, lp) for tid, lp in ranked if tid not in self._special]
                     finish = _finish(comp.finish_reason) if out.finished and i == last else None
                     yield TokenDelta(
                         token_id=token_id,
@@ -158,9 +173,10 @@ class VLLMEngine:
                         logprob=logprob,
                         top_logprobs=tuple(
                             TokenLogprob(tid, lp.decoded_token or "", float(lp.logprob))
-                            for tid, lp in top[: s.top_logprobs]
+                            for tid, lp in shown[: s.top_logprobs]
                         ),
                         finish_reason=finish,
+                        end=finish == "stop" and token_id in self._eos,
                         prompt_tokens=len(ids),
                         scaled_logprob=(
                             renormalized_logprob(logprob, [lp.logprob for _, lp in top], t)
@@ -174,6 +190,54 @@ class VLLMEngine:
             raise InvalidRequest(f"The student refused the request: {exc}") from None
         except Exception as exc:  # EngineDeadError, EngineGenerateError: cancellation passes
             raise EngineError("the vLLM engine failed while generating") from exc
+
+    async def score(self, request: GenerationRequest, text: str, *, logprobs: bool) -> ScoredText:
+        """Teacher forcing through vLLM's prompt logprobs: prompt and text go in as one
+        prompt, one token is generated, and the text's positions are read back."""
+        from vllm import SamplingParams, TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        prompt = self.encode(request)
+        ids, pieces = split_text(self._tokenizer, text)
+        scored: list[tuple[float, list[tuple[int, float]]]] = [(0.0, [])] * len(ids)
+        k = request.sampling.top_logprobs
+        if logprobs and ids:
+            room_after([*prompt, *ids], self._max_model_len, request)
+            params = SamplingParams(
+                max_tokens=1,
+                temperature=0.0,
+                prompt_logprobs=min(k + len(self._special), self._max_logprobs),
+                output_kind=RequestOutputKind.FINAL_ONLY,
+            )
+            final: Any = None
+            try:
+                async for out in self._engine.generate(
+                    TokensPrompt(prompt_token_ids=[*prompt, *ids]),
+                    params,
+                    f"{request.request_id}-score",
+                ):
+                    final = out
+            except Exception as exc:
+                raise EngineError("the vLLM engine failed while scoring") from exc
+            positions = (final.prompt_logprobs or [])[len(prompt) :] if final else []
+            if len(positions) != len(ids):
+                raise EngineError("the vLLM engine returned no prompt logprobs to score with")
+            scored = []
+            for token_id, alternatives in zip(ids, positions, strict=True):
+                ranked = sorted(alternatives.items(), key=lambda kv: kv[1].rank or 0)
+                top = [(t, float(lp.logprob)) for t, lp in ranked if t not in self._special]
+                scored.append((float(alternatives[token_id].logprob), top[:k]))
+        decode = self._tokenizer.decode
+        return ScoredText.of(len(prompt), ids, pieces, scored, lambda t: str(decode([t])))
+
+
+def _generation_eos(model_dir: Path) -> list[int]:
+    """End-of-turn ids the model's generation config adds (Llama 3's ``<|eot_id|>``)."""
+    path = model_dir / "generation_config.json"
+    if not path.is_file():
+        return []
+    ids = json.loads(path.read_text()).get("eos_token_id")
+    return [int(i) for i in (ids if isinstance(ids, list) else [ids] if ids is not None else [])]
 
 
 def _finish(reason: str | None) -> FinishReason:

@@ -53,6 +53,7 @@ class AnthropicTeacher:
                 max_tokens=request.max_tokens,
                 messages=_messages(request),
                 system=request.system if request.system else anthropic.omit,
+                stop_sequences=list(request.stop) if request.stop else anthropic.omit,
             )
         except anthropic.APITimeoutError:
             raise TeacherTimeout(f"{self.name} timed out", retryable=True) from None
@@ -75,6 +76,7 @@ class AnthropicTeacher:
             input_tokens=message.usage.input_tokens,
             output_tokens=message.usage.output_tokens,
             latency_s=time.perf_counter() - started,
+            finish_reason="length" if message.stop_reason == "max_tokens" else "stop",
         )
 
     async def aclose(self) -> None:

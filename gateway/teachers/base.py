@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from gateway.engines.base import Message
+from gateway.engines.base import FinishReason, Message, TokenDelta
 
 __all__ = ["Teacher", "TeacherAnswer", "TeacherRequest"]
 
@@ -16,6 +16,8 @@ class TeacherRequest:
     messages: tuple[Message, ...]  # user/assistant turns; the system prompt goes apart
     system: str | None
     max_tokens: int
+    stop: tuple[str, ...] = ()  # the client's stop sequences, honoured by the teacher
+    top_logprobs: int | None = None  # None: no logprobs wanted; else that many alternatives
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,8 @@ class TeacherAnswer:
     input_tokens: int
     output_tokens: int
     latency_s: float
+    finish_reason: FinishReason = "stop"  # "length": cut at max_tokens
+    tokens: tuple[TokenDelta, ...] | None = None  # its own logprobs, when it gives them
 
 
 @runtime_checkable

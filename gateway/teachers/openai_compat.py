@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from gateway.engines.base import TokenDelta, TokenLogprob
 from gateway.errors import TeacherError, TeacherTimeout
 from gateway.teachers.base import TeacherAnswer, TeacherRequest
 
@@ -31,12 +32,17 @@ class OpenAICompatTeacher:
             [{"role": "system", "content": request.system}] if request.system else []
         )
         messages += [{"role": m.role, "content": m.content} for m in request.messages]
-        body = {
+        body: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
             "max_tokens": request.max_tokens,
             "temperature": 0,
         }
+        if request.stop:
+            body["stop"] = list(request.stop)
+        if request.top_logprobs is not None:
+            body["logprobs"] = True
+            body["top_logprobs"] = request.top_logprobs
         started = time.perf_counter()
         try:
             response = await self._client.post("chat/completions", json=body)
@@ -55,17 +61,42 @@ class OpenAICompatTeacher:
             )
         try:
             data: dict[str, Any] = response.json()
-            text = data["choices"][0]["message"]["content"] or ""
+            choice = data["choices"][0]
+            text = str(choice["message"]["content"] or "")
             usage = data.get("usage") or {}
-        except (ValueError, KeyError, IndexError, TypeError):
+            tokens = _own_logprobs(choice.get("logprobs"), text)
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             raise TeacherError(f"{self.name} sent a malformed completion") from None
         return TeacherAnswer(
-            text=str(text).strip(),
+            text=text if tokens is not None else text.strip(),
             model=str(data.get("model", self.model)),
             input_tokens=int(usage.get("prompt_tokens", 0)),
             output_tokens=int(usage.get("completion_tokens", 0)),
             latency_s=time.perf_counter() - started,
+            finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+            tokens=tokens,
         )
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _own_logprobs(logprobs: Any, text: str) -> tuple[TokenDelta, ...] | None:
+    """The teacher's token logprobs, when it sent them and they spell its answer."""
+    entries = (logprobs or {}).get("content")
+    if not entries:
+        return None
+    tokens = tuple(
+        TokenDelta(
+            token_id=-1,
+            text=str(e["token"]),
+            token=str(e["token"]),
+            logprob=float(e["logprob"]),
+            top_logprobs=tuple(
+                TokenLogprob(-1, str(t["token"]), float(t["logprob"]))
+                for t in e.get("top_logprobs") or ()
+            ),
+        )
+        for e in entries
+    )
+    return tokens if "".join(t.text for t in tokens) == text else None

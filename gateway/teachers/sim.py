@@ -91,6 +91,26 @@ class SimulatedAnswers:
         return self._words[best][1]
 
 
+_CHARS_PER_TOKEN = 4  # the simulator's notion of a token, for usage and max_tokens
+
+
+def within(text: str, max_tokens: int | None, stop: Sequence[str]) -> tuple[str, bool]:
+    """``text`` as a real API would return it under ``max_tokens`` and ``stop`` (the stop
+    sequence left out), and whether it was cut at the token limit."""
+    cut = min((i for s in stop if s and (i := text.find(s)) >= 0), default=-1)
+    if cut >= 0:
+        text = text[:cut]
+    if max_tokens is not None and len(text) > max_tokens * _CHARS_PER_TOKEN:
+        return text[: max_tokens * _CHARS_PER_TOKEN], True
+    return text, False
+
+
+def _stops(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    return [str(s) for s in value or ()]
+
+
 class SimulatedTeacher:
     """The simulator in-process, for offline replays (``distillgate evaluate``)."""
 
@@ -99,10 +119,17 @@ class SimulatedTeacher:
         self.name = f"sim:{answers.model}"
 
     async def complete(self, request: TeacherRequest) -> TeacherAnswer:
-        text = self.answers.answer(request.messages[-1].content)
+        text, cut = within(
+            self.answers.answer(request.messages[-1].content), request.max_tokens, request.stop
+        )
         prompt_chars = sum(len(m.content) for m in request.messages) + len(request.system or "")
         return TeacherAnswer(
-            text, self.answers.model, prompt_chars // 4 + 1, len(text) // 4 + 1, 0.0
+            text,
+            self.answers.model,
+            prompt_chars // _CHARS_PER_TOKEN + 1,
+            len(text) // _CHARS_PER_TOKEN + 1,
+            0.0,
+            finish_reason="length" if cut else "stop",
         )
 
     async def aclose(self) -> None:
@@ -155,6 +182,19 @@ def _openai_error(status: int) -> JSONResponse:
     )
 
 
+def _sim_logprobs(text: str, top: int) -> dict[str, Any]:
+    """Logprobs in OpenAI's shape over the simulator's tokens: it is sure of every one."""
+    pieces = [text[i : i + _CHARS_PER_TOKEN] for i in range(0, len(text), _CHARS_PER_TOKEN)]
+
+    def entry(piece: str) -> dict[str, Any]:
+        return {"token": piece, "logprob": 0.0, "bytes": list(piece.encode())}
+
+    return {
+        "content": [{**entry(p), "top_logprobs": [entry(p)] if top else []} for p in pieces],
+        "refusal": None,
+    }
+
+
 def create_sim_app(
     answers: SimulatedAnswers, *, latency_s: float = 0.0, timeout_s: float = 3600.0
 ) -> FastAPI:
@@ -164,7 +204,7 @@ def create_sim_app(
     app.state.faults = faults
 
     def usage(prompt: str, text: str) -> tuple[int, int]:
-        return len(prompt) // 4 + 1, len(text) // 4 + 1
+        return len(prompt) // _CHARS_PER_TOKEN + 1, len(text) // _CHARS_PER_TOKEN + 1
 
     async def before(api: str) -> FaultMode | None:
         faults.served[api] = faults.served.get(api, 0) + 1
@@ -194,8 +234,11 @@ def create_sim_app(
         if fault == "garbage":
             return Response(_GARBAGE, media_type="application/json")
         prompt = _last_user(body.get("messages", []))
-        text = answers.answer(prompt)
+        text, cut = within(
+            answers.answer(prompt), body.get("max_tokens"), _stops(body.get("stop_sequences"))
+        )
         n_in, n_out = usage(prompt + str(body.get("system", "")), text)
+        stop_reason = "max_tokens" if cut else "end_turn"
         msg_id = f"msg_{uuid.uuid4().hex[:24]}"
         model = body.get("model", answers.model)
         if not body.get("stream"):
@@ -206,7 +249,7 @@ def create_sim_app(
                     "role": "assistant",
                     "model": model,
                     "content": [{"type": "text", "text": text}],
-                    "stop_reason": "end_turn",
+                    "stop_reason": stop_reason,
                     "stop_sequence": None,
                     "usage": {"input_tokens": n_in, "output_tokens": n_out},
                 }
@@ -241,7 +284,7 @@ def create_sim_app(
             yield event(
                 "message_delta",
                 {
-                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                    "delta": {"stop_reason": stop_reason, "stop_sequence": None},
                     "usage": {"output_tokens": n_out},
                 },
             )
@@ -258,8 +301,13 @@ def create_sim_app(
         if fault == "garbage":
             return Response(_GARBAGE, media_type="application/json")
         prompt = _last_user(body.get("messages", []))
-        text = answers.answer(prompt)
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        text, cut = within(answers.answer(prompt), limit, _stops(body.get("stop")))
         n_in, n_out = usage(prompt, text)
+        finish = "length" if cut else "stop"
+        logprobs = (
+            _sim_logprobs(text, body.get("top_logprobs") or 0) if body.get("logprobs") else None
+        )
         envelope = {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "created": int(time.time()),
@@ -273,8 +321,9 @@ def create_sim_app(
                     "choices": [
                         {
                             "index": 0,
-                            "message": {"role": "assistant", "content": text},
-                            "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": text, "refusal": None},
+                            "logprobs": logprobs,
+                            "finish_reason": finish,
                         }
                     ],
                     "usage": {
@@ -298,7 +347,7 @@ def create_sim_app(
             if fault == "stall":
                 await asyncio.sleep(timeout_s)
             yield chunk({"content": text})
-            yield chunk({}, "stop")
+            yield chunk({}, finish)
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(chunks(), media_type="text/event-stream")

@@ -83,7 +83,11 @@ def test_gibberish_escalates_to_the_teacher(routed: Routed) -> None:
     assert float(raw.headers["x-distillgate-confidence"]) < 0.75
     completion = raw.parse()
     assert completion.choices[0].message.content == "Refund_not_showing_up"
-    assert completion.choices[0].logprobs is None  # the teacher's tokens carry none
+    # the teacher's answer as the student's tokenizer splits it, scored by the student
+    entries = completion.choices[0].logprobs.content
+    assert "".join(e.token for e in entries) == "Refund_not_showing_up"
+    assert all(e.logprob < 0 for e in entries)  # teacher-forced: the student was unsure
+    assert completion.usage.completion_tokens == len(entries)
 
 
 def test_streaming_decides_before_the_first_byte(routed: Routed) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from calibration import Calibration, student_fingerprint
 from gateway.commands.evaluate import evaluate
 from gateway.deployment import TaskRuntime
 from gateway.engines.transformers import TransformersEngine
@@ -12,7 +13,12 @@ from gateway.teachers.sim import SimulatedAnswers, SimulatedTeacher
 from tests.conftest import LABELS
 
 
-def run(tiny_student, accuracy: float) -> dict:  # type: ignore[no-untyped-def, type-arg]
+def run(  # type: ignore[no-untyped-def]
+    tiny_student,
+    accuracy: float,
+    calibration: Calibration | None = None,
+    max_tokens: int | None = None,
+) -> dict:  # type: ignore[type-arg]
     async def go() -> dict:  # type: ignore[type-arg]
         engine = TransformersEngine(tiny_student.path)
         await engine.start()
@@ -20,7 +26,9 @@ def run(tiny_student, accuracy: float) -> dict:  # type: ignore[no-untyped-def, 
         task = Task(name="t", student=tiny_student.path, answers=LABELS)
         try:
             result = await evaluate(
-                TaskRuntime(task, engine, None, SimulatedTeacher(answers)), tiny_student.test
+                TaskRuntime(task, engine, calibration, SimulatedTeacher(answers)),
+                tiny_student.test,
+                max_tokens=max_tokens,
             )
         finally:
             await engine.aclose()
@@ -40,3 +48,16 @@ def test_no_gap_to_recover_reports_null_routing_metrics(tiny_student) -> None:  
     report = run(tiny_student, 0.0)
     assert report["teacher_accuracy"] == 0.0
     assert report["apgr"] is None and report["cpt50"] is None and report["cpt80"] is None
+
+
+def test_a_clients_max_tokens_changes_no_routing_decision(tiny_student) -> None:  # type: ignore[no-untyped-def]
+    """The decision is made on the whole answer; max_tokens=1 only cuts what is served."""
+    calibration = Calibration(
+        temperature=1.0, threshold=0.9, student_fingerprint=student_fingerprint(tiny_student.path)
+    )
+    free = run(tiny_student, 1.0, calibration)
+    cut = run(tiny_student, 1.0, calibration, max_tokens=1)
+    assert 0.0 < free["escalation_rate"] < 1.0  # some answers kept, some escalated
+    assert cut["escalation_rate"] == free["escalation_rate"]
+    assert cut["student_accuracy"] == free["student_accuracy"]
+    assert cut["routed_accuracy"] < free["routed_accuracy"]  # the served text was cut

@@ -56,6 +56,7 @@ def test_export_applies_the_gates_and_writes_both_formats(
             ask(4, "teacher failed", None, route="student-fallback", teacher_error="timeout"),
             ask(5, "empty answer", "  "),
             ask(6, "made-up label", "not_a_label"),
+            ask(7, "cut by a client", "card_arrival", teacher_finish_reason="length"),
         ],
     )
     monkeypatch.setenv("DISTILLGATE_REDIS_URL", redis_server.url)
@@ -63,12 +64,13 @@ def test_export_applies_the_gates_and_writes_both_formats(
     out = tmp_path / "out" / "captured.jsonl"
     main(["export", "--task", "banking77", "--out", str(out)])
     report = capsys.readouterr().out
-    assert "read 6 captured records; kept 2 for training" in report
+    assert "read 7 captured records; kept 2 for training" in report
     for reason in (
         "duplicate prompt",
         "teacher error",
         "no teacher answer",
         "outside the answer set",
+        "teacher answer cut at max_tokens",
     ):
         assert f"dropped 1: {reason}" in report
     assert read(out) == [

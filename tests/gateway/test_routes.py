@@ -71,14 +71,15 @@ def test_logprobs_come_in_openai_shape(gateway: Gateway) -> None:
         model="banking77", messages=CARD, logprobs=True, top_logprobs=3
     )
     entries = completion.choices[0].logprobs.content
-    assert entries and entries[-1].token == "<|end|>"
+    assert entries and len(entries) == completion.usage.completion_tokens
     for e in entries:
         assert len(e.top_logprobs) == 3
         assert e.logprob <= 0 and sum(math.exp(t.logprob) for t in e.top_logprobs) <= 1 + 1e-6
         assert e.top_logprobs[0].token == e.token  # greedy picks the top token
         assert e.bytes == list(e.token.encode())
-    joined = "".join(e.token for e in entries[:-1])
-    assert joined == completion.choices[0].message.content
+        assert not any(t.token.startswith("<|") for t in e.top_logprobs)  # no special tokens
+    # the logprobs spell the reply: no end token, none among the alternatives
+    assert "".join(e.token for e in entries) == completion.choices[0].message.content
 
 
 def test_completions_endpoint(gateway: Gateway) -> None:
@@ -143,17 +144,69 @@ def _chat(**fields: object) -> dict[str, object]:
 
 
 BAD_REQUESTS = [
-    ("malformed json", b"{not json", 400, None),
-    ("messages not a list", _chat(messages="hi"), 400, "messages"),
-    ("temperature wrong type", _chat(temperature="hot"), 400, "temperature"),
-    ("temperature out of range", _chat(temperature=9), 400, "temperature"),
-    ("missing model", {"messages": CARD}, 400, "model"),
-    ("empty messages", _chat(messages=[]), 400, "messages"),
-    ("no user message", _chat(messages=[{"role": "system", "content": "hi"}]), 400, "messages"),
-    ("unknown role", _chat(messages=[{"role": "wizard", "content": "hi"}]), 400, "messages.0.role"),
-    ("huge max_tokens", _chat(max_tokens=100_000), 400, "max_tokens"),
-    ("n=2", _chat(n=2), 400, "n"),
-    ("tools", _chat(tools=[{"type": "function", "function": {"name": "f"}}]), 400, "tools"),
+    ("malformed json", b"{not json", 400, None, None),
+    ("messages not a list", _chat(messages="hi"), 400, "messages", "invalid_type"),
+    ("temperature wrong type", _chat(temperature="hot"), 400, "temperature", "invalid_type"),
+    (
+        "temperature out of range",
+        _chat(temperature=9),
+        400,
+        "temperature",
+        "decimal_above_max_value",
+    ),
+    ("max_tokens zero", _chat(max_tokens=0), 400, "max_tokens", "integer_below_min_value"),
+    ("missing model", {"messages": CARD}, 400, "model", "missing_required_parameter"),
+    ("empty messages", _chat(messages=[]), 400, "messages", "empty_array"),
+    (
+        "no user message",
+        _chat(messages=[{"role": "system", "content": "hi"}]),
+        400,
+        "messages",
+        None,
+    ),
+    (
+        "unknown role",
+        _chat(messages=[{"role": "wizard", "content": "hi"}]),
+        400,
+        "messages.[0].role",
+        "invalid_value",
+    ),
+    (
+        "huge max_tokens",
+        _chat(max_tokens=100_000),
+        400,
+        "max_tokens",
+        "integer_above_max_value",
+    ),
+    (
+        "huge max_completion_tokens",
+        _chat(max_completion_tokens=100),
+        400,
+        "max_completion_tokens",
+        "integer_above_max_value",
+    ),
+    ("n=2", _chat(n=2), 400, "n", "unsupported_value"),
+    (
+        "tools",
+        _chat(tools=[{"type": "function", "function": {"name": "f"}}]),
+        400,
+        "tools",
+        "unsupported_parameter",
+    ),
+    (
+        "json_object",
+        _chat(response_format={"type": "json_object"}),
+        400,
+        "response_format",
+        "unsupported_parameter",
+    ),
+    (
+        "json_schema",
+        _chat(response_format={"type": "json_schema", "json_schema": {"name": "x"}}),
+        400,
+        "response_format",
+        "unsupported_parameter",
+    ),
     (
         "image part",
         _chat(
@@ -163,18 +216,25 @@ BAD_REQUESTS = [
         ),
         400,
         "messages.[0].content",
+        "unsupported_value",
     ),
-    ("top_logprobs without logprobs", _chat(top_logprobs=2), 400, None),
-    ("unknown model", _chat(model="gpt-9"), 404, "model"),
-    ("json array body", b"[1, 2]", 400, None),
+    (
+        "top_logprobs without logprobs",
+        _chat(top_logprobs=2),
+        400,
+        "top_logprobs",
+        "invalid_value",
+    ),
+    ("unknown model", _chat(model="gpt-9"), 404, "model", "model_not_found"),
+    ("json array body", b"[1, 2]", 400, None, None),
 ]
 
 
 @pytest.mark.parametrize(
-    ("case", "body", "status", "param"), BAD_REQUESTS, ids=[c[0] for c in BAD_REQUESTS]
+    ("case", "body", "status", "param", "code"), BAD_REQUESTS, ids=[c[0] for c in BAD_REQUESTS]
 )
 def test_bad_input_gets_an_openai_error(
-    gateway: Gateway, case: str, body: object, status: int, param: str | None
+    gateway: Gateway, case: str, body: object, status: int, param: str | None, code: str | None
 ) -> None:
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     r = httpx.post(
@@ -186,8 +246,15 @@ def test_bad_input_gets_an_openai_error(
     error = r.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
     assert error["message"] and "Traceback" not in r.text
-    assert error["param"] == param
+    assert (error["param"], error["code"]) == (param, code)
     assert r.headers["x-request-id"]
+
+
+def test_text_response_format_is_accepted(gateway: Gateway) -> None:
+    completion = gateway.client().chat.completions.create(
+        model="banking77", messages=CARD, response_format={"type": "text"}
+    )
+    assert completion.choices[0].message.content in LABELS
 
 
 def test_the_sdk_raises_typed_errors(gateway: Gateway) -> None:
@@ -240,6 +307,12 @@ def test_oversize_body_is_refused_with_413(gateway: Gateway) -> None:
 
 def test_unknown_paths_and_methods_use_the_error_shape(gateway: Gateway) -> None:
     r = httpx.get(f"{gateway.url}/v1/nothing-here")
-    assert r.status_code == 404 and "error" in r.json()
+    assert r.status_code == 404
+    assert r.json()["error"] == {
+        "message": "Invalid URL (GET /v1/nothing-here)",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
+    }
     r = httpx.get(f"{gateway.url}/v1/chat/completions")
     assert r.status_code == 405 and r.json()["error"]["type"] == "invalid_request_error"

@@ -143,14 +143,47 @@ def test_a_stop_string_ends_the_answer_before_it(on_engine) -> None:  # type: ig
 
 def test_logprobs_have_the_asked_shape(on_engine) -> None:  # type: ignore[no-untyped-def]
     deltas = on_engine(lambda e: collect(e, chat("a", "card lost", top_logprobs=3)))
+    assert any(not d.end for d in deltas)
     for d in deltas:
         assert len(d.top_logprobs) == 3
         values = [t.logprob for t in d.top_logprobs]
         assert values == sorted(values, reverse=True) and all(v <= 0 for v in values)
-        assert d.top_logprobs[0].token == d.token  # greedy: the chosen token is the likeliest
-        assert d.top_logprobs[0].logprob == pytest.approx(d.logprob, abs=1e-5)
+        # alternatives are text, never special tokens (the end token among them)
+        assert not any(t.token.startswith("<|") for t in d.top_logprobs)
+        if not d.end:  # greedy: the chosen token is the likeliest
+            assert d.top_logprobs[0].token == d.token
+            assert d.top_logprobs[0].logprob == pytest.approx(d.logprob, abs=1e-5)
+    assert all(d.text == "" for d in deltas if d.end)
     none = on_engine(lambda e: collect(e, chat("b", "card lost")))
     assert all(d.top_logprobs == () for d in none)
+
+
+def test_scoring_a_text_reproduces_generation(on_engine) -> None:  # type: ignore[no-untyped-def]
+    """Teacher forcing the student's own greedy answer gives back its generation logprobs;
+    the pieces join to the text exactly, whatever the tokenizer normalises (case)."""
+
+    async def test(e: StudentEngine) -> tuple[list[TokenDelta], Any, Any, Any]:
+        request = chat("a", "card lost", top_logprobs=2)
+        deltas = await collect(e, request)
+        scored = await e.score(request, text_of(deltas), logprobs=True)
+        counted = await e.score(request, "Card LOST, help", logprobs=False)
+        empty = await e.score(request, "", logprobs=True)
+        return deltas, scored, counted, empty
+
+    deltas, scored, counted, empty = on_engine(test)
+    if on_engine.kind.startswith("remote"):  # no tokenizer of the fleet's here
+        assert scored is None and counted is None
+        return
+    shown = [d for d in deltas if not d.end]
+    assert [t.text for t in scored.tokens] == [d.text for d in shown]
+    assert [t.logprob for t in scored.tokens] == pytest.approx([d.logprob for d in shown], abs=1e-4)
+    assert [[a.token for a in t.top_logprobs] for t in scored.tokens] == [
+        [a.token for a in d.top_logprobs] for d in shown
+    ]
+    assert scored.prompt_tokens == deltas[-1].prompt_tokens
+    assert "".join(t.text for t in counted.tokens) == "Card LOST, help"
+    assert all(t.logprob == 0.0 and not t.top_logprobs for t in counted.tokens)
+    assert empty.tokens == ()
 
 
 def test_confidence_logprobs_at_a_temperature(on_engine) -> None:  # type: ignore[no-untyped-def]

@@ -67,10 +67,12 @@ def test_batched_decoding_matches_one_at_a_time(tiny_student) -> None:  # type: 
 
 def test_greedy_logprobs_are_the_top_alternative(tiny_student) -> None:  # type: ignore[no-untyped-def]
     deltas = run_engine(tiny_student.path, lambda e: collect(e, request("r", "where is my card")))
-    for d in deltas:
+    assert deltas[-1].end and not any(d.end for d in deltas[:-1])
+    for d in deltas[:-1]:  # the end token is special: it is never among the alternatives
         assert d.top_logprobs[0].token_id == d.token_id
         assert d.top_logprobs[0].logprob == pytest.approx(d.logprob)
         assert d.top_logprobs[0].logprob >= d.top_logprobs[1].logprob
+    assert deltas[-1].token_id not in {t.token_id for t in deltas[-1].top_logprobs}
 
 
 def test_closing_the_stream_aborts_the_request(tiny_student) -> None:  # type: ignore[no-untyped-def]
