@@ -32,6 +32,7 @@ from gateway.commands.calibrate import (  # noqa: E402
     sequence_confidence,
     split_for_calibration,
 )
+from gateway.tasks import PromptFormat  # noqa: E402
 from training.examples import read_examples  # noqa: E402
 
 TARGETS = (0.97, 0.95, 0.9)
@@ -44,7 +45,9 @@ def main() -> None:
     p.add_argument("--max-tokens", type=int, default=24)
     args = p.parse_args()
     examples = read_examples(args.data)
-    scored = asyncio.run(score_set(args.student, examples, max_tokens=args.max_tokens))
+    scored = asyncio.run(
+        score_set(args.student, examples, max_tokens=args.max_tokens, prompt=PromptFormat())
+    )
     fit_idx, select_idx = split_for_calibration(len(examples), 0)
     fit, select = scored.subset(fit_idx), scored.subset(select_idx)
     token_t = TemperatureScaler().fit(

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.settings import Settings
-from gateway.tasks import Task, TaskConfigError, load_tasks
+from gateway.tasks import PromptFormat, Task, TaskConfigError, default_calibrator, load_tasks
 from training.examples import Example
 
 __all__ = ["main"]
@@ -127,7 +127,10 @@ async def _evaluate(student: Path, data: Path, task: Task | None) -> dict[str, f
     started = time.perf_counter()
     try:
         answers = await replay(
-            engine, examples, max_tokens=task.generation.max_tokens if task else 32
+            engine,
+            examples,
+            max_tokens=task.generation.max_tokens if task else 32,
+            prompt=task.prompt if task else PromptFormat(),
         )
     finally:
         await engine.aclose()
@@ -148,6 +151,7 @@ def _calibrate(
     max_escalation: float | None,
     delta: float,
     max_tokens: int,
+    prompt: PromptFormat,
 ) -> None:
     from tqdm import tqdm
 
@@ -157,7 +161,7 @@ def _calibrate(
 
     with tqdm(total=3, desc="calibrate", bar_format="{l_bar}{bar}| {n}/{total} {postfix}") as bar:
         bar.set_postfix_str(f"replaying {len(examples)} examples through the student")
-        scored = asyncio.run(score_set(student, examples, max_tokens=max_tokens))
+        scored = asyncio.run(score_set(student, examples, max_tokens=max_tokens, prompt=prompt))
         bar.update()
         bar.set_postfix_str("fitting temperature and threshold")
         calibration, held = fit_calibration(
@@ -212,15 +216,15 @@ def calibrate_task(task: Task, data: Path | None = None) -> None:
         )
     from training.examples import read_examples
 
-    out = task.calibrator or task.student.with_name(task.student.name + ".calibration.json")
     _calibrate(
         task.student,
         read_examples(data),
-        out,
+        task.calibrator_path,
         target_accuracy=task.routing.target_accuracy,
         max_escalation=task.routing.max_escalation,
         delta=task.routing.delta,
         max_tokens=task.generation.max_tokens,
+        prompt=task.prompt,
     )
 
 
@@ -598,15 +602,15 @@ def _dispatch_calibrate(args: argparse.Namespace, settings: Settings) -> None:
         examples = _stream_examples(task, settings)
         if args.data:
             examples += read_examples(args.data)
-        out = task.calibrator or task.student.with_name(task.student.name + ".calibration.json")
         _calibrate(
             task.student,
             examples,
-            out,
+            task.calibrator_path,
             target_accuracy=task.routing.target_accuracy,
             max_escalation=task.routing.max_escalation,
             delta=task.routing.delta,
             max_tokens=task.generation.max_tokens,
+            prompt=task.prompt,
         )
         return
     if args.student is None or args.data is None or args.from_stream:
@@ -617,11 +621,12 @@ def _dispatch_calibrate(args: argparse.Namespace, settings: Settings) -> None:
     _calibrate(
         args.student,
         read_examples(args.data),
-        args.out or args.student.with_name(args.student.name + ".calibration.json"),
+        args.out or default_calibrator(args.student),
         target_accuracy=args.target_accuracy if goal_given else 0.97,
         max_escalation=args.max_escalation,
         delta=args.delta or 0.05,
         max_tokens=budget,
+        prompt=PromptFormat(),
     )
 
 

@@ -6,7 +6,9 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gateway.engines.base import GenerationRequest, Message, SamplingParams, StudentEngine
+from gateway.engines.base import SamplingParams, StudentEngine
+from gateway.pipeline.prompt import example_request
+from gateway.tasks import PromptFormat
 from training.examples import Example
 
 __all__ = ["StudentAnswer", "replay"]
@@ -21,15 +23,19 @@ class StudentAnswer:
 
 
 async def replay(
-    engine: StudentEngine, examples: Sequence[Example], *, max_tokens: int, prefix: str = "replay"
+    engine: StudentEngine,
+    examples: Sequence[Example],
+    *,
+    max_tokens: int,
+    prompt: PromptFormat,
+    prefix: str = "replay",
 ) -> list[StudentAnswer]:
-    """Greedy answers for every example, sent together so the engine batches them."""
+    """Greedy answers for every example, by the task's prompt policy, sent together so the
+    engine batches them."""
 
     async def one(i: int) -> StudentAnswer:
-        chat = tuple(Message(m["role"], m["content"]) for m in examples[i].chat())
-        request = GenerationRequest(
-            f"{prefix}-{i}", SamplingParams(max_tokens=max_tokens), messages=chat
-        )
+        sampling = SamplingParams(max_tokens=max_tokens)
+        request = example_request(prompt, examples[i], f"{prefix}-{i}", sampling)
         deltas = [d async for d in engine.generate(request)]
         return StudentAnswer(
             "".join(d.text for d in deltas),

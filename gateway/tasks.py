@@ -259,6 +259,15 @@ class Task(_Section):
     def answer_set(self) -> frozenset[str] | None:
         return frozenset(self.answers) if self.answers is not None else None
 
+    @property
+    def calibrator_path(self) -> Path:
+        """Where this task's calibrator is written: ``calibrator``, or beside the student."""
+        return self.calibrator or default_calibrator(self.student)
+
+
+def default_calibrator(student: Path) -> Path:
+    return student.with_name(student.name + ".calibration.json")
+
 
 def _resolve(base: Path, p: Path | None) -> Path | None:
     return None if p is None else (p if p.is_absolute() else (base / p).resolve())

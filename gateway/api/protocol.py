@@ -24,6 +24,7 @@ from pydantic import (
 
 from gateway.engines.base import Message, SamplingParams
 from gateway.errors import InvalidRequest
+from gateway.pipeline.prompt import student_turns
 from gateway.reply import ReplyOptions
 from gateway.tasks import Task
 
@@ -284,19 +285,9 @@ class ChatCompletionRequest(_SamplingFields):
         return self
 
     def to_messages(self, task: Task) -> tuple[Message, ...]:
-        """The conversation the student sees, per the task's prompt format."""
-        turns = [
-            Message("system" if m.role == "developer" else m.role, m.text(i))
-            for i, m in enumerate(self.messages)
-        ]
-        if task.prompt.input == "last_user_message":
-            users = [m for m in turns if m.role == "user"]
-            if not users:
-                raise InvalidRequest("messages must include a user message", param="messages")
-            turns = [users[-1]]
-        if task.prompt.system:
-            turns = [Message("system", task.prompt.system), *turns]
-        return tuple(turns)
+        """The conversation the student sees, by the task's one prompt policy."""
+        turns = [Message(m.role, m.text(i)) for i, m in enumerate(self.messages)]
+        return student_turns(task.prompt, turns)
 
     def to_sampling(self, task: Task) -> SamplingParams:
         return self._sampling(task, (self.top_logprobs or 0) if self.logprobs else 0)

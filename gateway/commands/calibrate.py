@@ -30,9 +30,11 @@ from calibration import (
     student_fingerprint,
 )
 from calibration.temperature import log_softmax
-from gateway.engines.base import GenerationRequest, Message, SamplingParams
+from gateway.engines.base import SamplingParams
 from gateway.engines.transformers import TransformersEngine
+from gateway.pipeline.prompt import example_request
 from gateway.replay import StudentAnswer, replay
+from gateway.tasks import PromptFormat
 from training.examples import Example
 from training.scoring import ScoredAnswer, score_answers
 
@@ -54,6 +56,7 @@ class ScoredSet:
     answers: list[StudentAnswer]
     references: list[ScoredAnswer]  # the reference answers, teacher-forced
     greedy: list[ScoredAnswer]  # the student's own answers, teacher-forced
+    prompt_ids: list[list[int]]  # what the student read, exactly as serving encodes it
 
     @property
     def correct(self) -> NDArray[np.float64]:
@@ -68,6 +71,7 @@ class ScoredSet:
             [self.answers[i] for i in idx],
             [self.references[i] for i in idx],
             [self.greedy[i] for i in idx],
+            [self.prompt_ids[i] for i in idx],
         )
 
 
@@ -94,26 +98,26 @@ def sequence_confidence(scored: Sequence[ScoredAnswer], temperature: float) -> N
 
 
 async def score_set(
-    student_dir: Path, examples: Sequence[Example], *, max_tokens: int
+    student_dir: Path, examples: Sequence[Example], *, max_tokens: int, prompt: PromptFormat
 ) -> ScoredSet:
+    """Replay and score ``examples`` with the prompts serving builds (``prompt``: the task's
+    policy), so the calibrator is fitted on the token ids it will judge."""
     engine = TransformersEngine(student_dir, max_batch_size=64, max_waiting=len(examples))
     await engine.start()
     try:
-        answers = await replay(engine, examples, max_tokens=max_tokens, prefix="calibrate")
+        answers = await replay(
+            engine, examples, max_tokens=max_tokens, prompt=prompt, prefix="calibrate"
+        )
     finally:
         await engine.aclose()
     tok = engine.tokenizer
-    prompts = [engine.encode(_request(e)) for e in examples]  # exactly as served
+    sampling = SamplingParams(max_tokens=1)
+    prompts = [engine.encode(example_request(prompt, e, "encode", sampling)) for e in examples]
     refs = [[*tok.encode(e.answer, add_special_tokens=False), tok.eos_token_id] for e in examples]
     pad = tok.pad_token_id or 0
     references = score_answers(engine.model, prompts, refs, pad_id=pad)
     greedy = score_answers(engine.model, prompts, [list(a.token_ids) for a in answers], pad_id=pad)
-    return ScoredSet(list(examples), answers, references, greedy)
-
-
-def _request(example: Example) -> GenerationRequest:
-    chat = tuple(Message(m["role"], m["content"]) for m in example.chat())
-    return GenerationRequest("encode", SamplingParams(max_tokens=1), messages=chat)
+    return ScoredSet(list(examples), answers, references, greedy, prompts)
 
 
 def calibration_metrics(

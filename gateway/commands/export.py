@@ -32,6 +32,8 @@ import redis
 
 from gateway.capture import CaptureRecord
 from gateway.capture.redis import default_stream_name
+from gateway.engines.base import Message
+from gateway.pipeline.prompt import training_turns
 from gateway.tasks import Task
 from training.examples import Example, read_examples
 
@@ -77,12 +79,17 @@ def drop_reason(record: CaptureRecord, task: Task) -> str | None:
 
 
 def to_example(record: CaptureRecord, task: Task) -> Example:
-    """The teacher's answer as the reference, in the student's prompt format."""
+    """The teacher's answer as the reference, for the turns the student read (the record
+    holds them as the prompt policy made them; the policy's own system prompt comes off,
+    as it is added back wherever the example is replayed)."""
     answer = record.teacher_answer or ""
-    if task.prompt.input == "last_user_message":
-        return Example(answer=answer, prompt=record.prompt)
-    turns = tuple(m for m in record.messages if m["role"] != "system" or not task.prompt.system)
-    return Example(answer=answer, messages=turns)
+    read = [Message(m["role"], m["content"]) for m in record.messages]
+    turns = training_turns(task.prompt, read)
+    if len(turns) == 1 and turns[0].role == "user":
+        return Example(answer=answer, prompt=turns[0].content)
+    return Example(
+        answer=answer, messages=tuple({"role": m.role, "content": m.content} for m in turns)
+    )
 
 
 def _chat_line(record: CaptureRecord) -> dict[str, Any]:
