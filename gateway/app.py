@@ -20,7 +20,6 @@ from gateway.api.admin import router as admin_router
 from gateway.api.openapi import install_openapi
 from gateway.api.protocol import invalid_request as validation_error
 from gateway.api.routes import direct_routes, router
-from gateway.audit import AuditTracker
 from gateway.auth import KeyRing
 from gateway.capture import CaptureRecorder, Spool
 from gateway.capture.redis import RedisCaptureSink, default_stream_name
@@ -36,9 +35,10 @@ from gateway.middleware import (
     ErrorBoundaryMiddleware,
     RequestIdMiddleware,
 )
+from gateway.pipeline.answer import Pipeline
+from gateway.pipeline.audit import AuditTracker
 from gateway.ratelimit import RateLimiter
 from gateway.reloading import Reloader
-from gateway.serving import Serving
 from gateway.settings import Settings
 from gateway.tasks import CapturePolicy, Task, load_tasks
 
@@ -163,10 +163,10 @@ def create_app(
         policies = {name: task.capture for name, task in tasks.items()}
         recorder = _recorder(settings, policies, metrics)
         deployment = await build_deployment(tasks, make_engine)
-        serving = Serving(
+        pipeline = Pipeline(
             deployment,
             recorder=recorder,
-            metrics=metrics,
+            observer=metrics,
             audits=AuditTracker(window=settings.audit_window, on_observe=_audit_metrics(metrics)),
         )
 
@@ -175,9 +175,9 @@ def create_app(
             policies.update({name: r.task.capture for name, r in new.runtimes.items()})
 
         reloader = Reloader(
-            serving, lambda: load_tasks(settings.tasks_dir), make_engine, on_reload=on_reload
+            pipeline, lambda: load_tasks(settings.tasks_dir), make_engine, on_reload=on_reload
         )
-        app.state.serving, app.state.reloader = serving, reloader
+        app.state.pipeline, app.state.reloader = pipeline, reloader
         forget_sighup = _reload_on_sighup(reloader, metrics)
         try:
             if recorder is not None:
@@ -199,8 +199,8 @@ def create_app(
             yield
         finally:
             forget_sighup()
-            await serving.aclose()
-            await retire(serving.deployment)
+            await pipeline.aclose()
+            await retire(pipeline.deployment)
             if recorder is not None:
                 await recorder.aclose()
 
@@ -210,7 +210,7 @@ def create_app(
     app.state.keyring = keyring
     app.state.limiter = RateLimiter()
     app.state.draining = False
-    metrics.watch(DeploymentCollector(lambda: getattr(app.state, "serving", None)))
+    metrics.watch(DeploymentCollector(lambda: getattr(app.state, "pipeline", None)))
     app.include_router(router)
     app.include_router(admin_router)
     install_openapi(app)

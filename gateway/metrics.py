@@ -25,7 +25,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from gateway.serving import Serving
+    from gateway.pipeline.answer import Pipeline
 
 __all__ = ["DeploymentCollector", "Metrics", "VLLMPassthrough"]
 
@@ -165,8 +165,18 @@ class Metrics:
         self._live: list[Collector] = []
         self.watch(VLLMPassthrough())
 
-    # -- events --------------------------------------------------------------------------
-    def observe_teacher_call(
+    # -- events (the pipeline's observer, ``pipeline/base.py``) ----------------------------
+    def student_answered(self, task: str, seconds: float, confidence: float) -> None:
+        self.child(self.student_seconds, task).observe(seconds)
+        self.child(self.confidence, task).observe(confidence)
+
+    def escalated(self, task: str, reason: str) -> None:
+        self.child(self.escalations, task, reason).inc()
+
+    def teacher_failed(self, task: str, kind: str) -> None:
+        self.child(self.teacher_errors, task, kind).inc()
+
+    def teacher_answered(
         self,
         task: str,
         purpose: str,
@@ -193,7 +203,7 @@ class Metrics:
             found = self._children[key] = metric.labels(*labels)
         return found
 
-    def observe_accepted(self, task: str) -> None:
+    def accepted(self, task: str) -> None:
         """An answer the teacher did not have to give: worth a mean teacher call."""
         total, n = self._mean_teacher_cost.get(task, (0.0, 0))
         if n:
@@ -215,13 +225,13 @@ class Metrics:
 
 
 class DeploymentCollector(Collector):
-    """Live state of what is served, read at scrape time from ``serving()``."""
+    """Live state of what is served, read at scrape time from ``pipeline()``."""
 
-    def __init__(self, serving: Callable[[], Serving | None]) -> None:
-        self.serving = serving
+    def __init__(self, pipeline: Callable[[], Pipeline | None]) -> None:
+        self.pipeline = pipeline
 
     def collect(self) -> Iterator[Metric]:
-        serving = self.serving()
+        serving = self.pipeline()
         if serving is None:
             return
         info = GaugeMetricFamily(

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Mapping
 
 from gateway.deployment import Deployment, DeploymentError, EngineMaker, build_deployment, retire
-from gateway.serving import Serving
+from gateway.pipeline.answer import Pipeline
 from gateway.tasks import Task, TaskConfigError
 
 __all__ = ["Reloader"]
@@ -25,14 +25,14 @@ logger = logging.getLogger(__name__)
 class Reloader:
     def __init__(
         self,
-        serving: Serving,
+        pipeline: Pipeline,
         load_tasks: Callable[[], Mapping[str, Task]],
         make_engine: EngineMaker,
         *,
         drain_timeout_s: float = 60.0,
         on_reload: Callable[[Deployment], None] | None = None,
     ) -> None:
-        self.serving = serving
+        self.pipeline = pipeline
         self.load_tasks = load_tasks
         self.make_engine = make_engine
         self.drain_timeout_s = drain_timeout_s
@@ -48,14 +48,14 @@ class Reloader:
                 raise DeploymentError(str(exc)) from None
             try:
                 new = await build_deployment(
-                    tasks, self.make_engine, previous=self.serving.deployment
+                    tasks, self.make_engine, previous=self.pipeline.deployment
                 )
             except DeploymentError:
                 raise
             except Exception as exc:  # a student that will not load, a teacher that won't open
                 logger.exception("reload: the new deployment failed to build")
                 raise DeploymentError(f"{type(exc).__name__}: {exc}") from exc
-            old = self.serving.swap(new)
+            old = self.pipeline.swap(new)
             if self.on_reload is not None:
                 self.on_reload(new)
             logger.info("reloaded: %s", new.describe())

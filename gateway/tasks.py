@@ -230,6 +230,13 @@ class Prices(_Section):
     student_input: float = Field(0.0, ge=0)
     student_output: float = Field(0.0, ge=0)
 
+    def teacher_cost(self, input_tokens: int, output_tokens: int) -> float:
+        """USD for one teacher call."""
+        return (input_tokens * self.teacher_input + output_tokens * self.teacher_output) / 1e6
+
+    def student_cost(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.student_input + output_tokens * self.student_output) / 1e6
+
 
 class Task(_Section):
     name: str

@@ -64,6 +64,28 @@ class TinyStudent:
     test: list[Example]
 
 
+# A test that uses any of these meets real parts: it belongs to the integration tier, and so
+# does every test in these places (real processes, the simulator over real HTTP).
+_REAL_PARTS = {"tiny_student", "redis_server", "run_gateway", "gateway", "prometheus"}
+_REAL_MODULES = (
+    "tests/deploy/",
+    "tests/loadtests/",
+    "tests/test_cli.py",
+    "tests/gateway/teachers/",
+    "tests/gateway/engines/test_vllm_engine.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the integration tier, so the fast one runs alone: ``pytest -m "not integration"``
+    (no model, no servers: the pipeline on fakes, the calibration math, the wire models)."""
+    for item in items:
+        path = item.nodeid.replace("\\", "/")
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & _REAL_PARTS or path.startswith(_REAL_MODULES):
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _no_capture_by_default() -> Iterator[None]:
     """Gateways built from plain ``Settings()`` capture nothing unless a test gives Redis."""

@@ -19,8 +19,8 @@ from starlette.exceptions import HTTPException
 from gateway.auth import KeyRing, KeyRingError
 from gateway.deployment import DeploymentError
 from gateway.errors import ReloadRefused
+from gateway.pipeline.answer import Pipeline
 from gateway.reloading import Reloader
-from gateway.serving import Serving
 from gateway.settings import Settings
 
 __all__ = ["router"]
@@ -72,15 +72,15 @@ async def undrain(request: Request) -> dict[str, Any]:
 @router.get("/status")
 async def status(request: Request) -> dict[str, Any]:
     _require_enabled(request)
-    serving: Serving = request.app.state.serving
-    recorder = serving.recorder
+    pipeline: Pipeline = request.app.state.pipeline
+    recorder = pipeline.recorder
     return {
         "object": "status",
         "draining": request.app.state.draining,
-        "tasks": serving.deployment.describe(),
+        "tasks": pipeline.deployment.describe(),
         "audit": {
-            name: serving.audits.agreement(name).to_json() if serving.audits else None
-            for name in serving.runtimes
+            name: pipeline.audits.agreement(name).to_json() if pipeline.audits else None
+            for name in pipeline.runtimes
         },
         "capture": None
         if recorder is None

@@ -25,7 +25,7 @@ from pydantic import (
 from gateway.engines.base import Message, SamplingParams
 from gateway.errors import InvalidRequest
 from gateway.pipeline.prompt import student_turns
-from gateway.reply import ReplyOptions
+from gateway.pipeline.reply import ReplyOptions
 from gateway.tasks import Task
 
 __all__ = [

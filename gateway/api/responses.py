@@ -1,8 +1,8 @@
 """Render a student's answer in OpenAI's shapes: chat or legacy completions, whole or chunked.
 
-Serving deals in ``TokenDelta``s; a renderer turns them into the two wire formats so
-serving has no format branches. Responses are plain dicts: they are built once per
-request and go straight to JSON.
+The pipeline deals in ``TokenDelta``s; a renderer turns them into the two wire formats so
+the adapter (``completions.py``) has no format branches. Responses are plain dicts: they
+are built once per request and go straight to JSON.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def _entry(token: str, logprob: float) -> dict[str, Any]:
 
 def _chat_logprobs(tokens: Sequence[TokenDelta] | None) -> dict[str, Any]:
     """OpenAI's chat logprobs object; ``None`` tokens (not known in the student's tokens,
-    see ``Serving._teacher_reply``) give an empty list rather than a missing object."""
+    see ``pipeline/escalation.py``) give an empty list rather than a missing object."""
     return {
         "content": [
             {

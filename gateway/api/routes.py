@@ -1,4 +1,5 @@
-"""Thin routes: parse, call serving, render. No logic lives here.
+"""Routes: parse, hand to the wire adapter (``completions.py``), render; plus the bookkeeping
+of the HTTP edge (disconnects, scopes, forced routes, per-request metrics, rate charges).
 
 The completion endpoints take the raw request: they parse the body in one pydantic-core
 pass and render with orjson. ``DirectRoutes`` (middleware.py) calls them for ``POST``
@@ -18,13 +19,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 from prometheus_client import Histogram
 
+from gateway.api import completions
 from gateway.api.openapi import ERROR_RESPONSES
 from gateway.api.protocol import ChatCompletionRequest, CompletionRequest, parse_body
 from gateway.auth import ClientKey
 from gateway.errors import GatewayError, InvalidRequest, Overloaded, UnknownTask
 from gateway.metrics import Metrics
 from gateway.middleware import request_id_of
-from gateway.serving import Serving
+from gateway.pipeline.answer import Pipeline
 
 __all__ = ["direct_routes", "router"]
 
@@ -93,10 +95,10 @@ def _check_scope(key: ClientKey | None, model: str) -> None:
 
 
 async def _answer(request: Request, body: ChatCompletionRequest | CompletionRequest) -> Response:
-    serving: Serving = request.app.state.serving
+    pipeline: Pipeline = request.app.state.pipeline
     metrics: Metrics = request.app.state.metrics
     request_id = request_id_of(request.scope)
-    task = body.model if body.model in serving.runtimes else "unknown"  # bounded labels
+    task = body.model if body.model in pipeline.runtimes else "unknown"  # bounded labels
     key = _client_key(request)
     started = time.perf_counter()
     try:
@@ -104,7 +106,7 @@ async def _answer(request: Request, body: ChatCompletionRequest | CompletionRequ
         forced = _forced_route(request)
         if body.stream:
             events, headers, tokens = await _until_disconnect(
-                request, serving.stream(body, request_id, forced)
+                request, completions.stream(pipeline, body, request_id, forced)
             )
             if key is not None:
                 request.app.state.limiter.charge(key, tokens)
@@ -115,7 +117,7 @@ async def _answer(request: Request, body: ChatCompletionRequest | CompletionRequ
             timed = _first_chunk_timed(events, ttft, started)
             return StreamingResponse(timed, media_type="text/event-stream", headers=headers)
         result, headers = await _until_disconnect(
-            request, serving.complete(body, request_id, forced)
+            request, completions.complete(pipeline, body, request_id, forced)
         )
     except ClientDisconnected:
         metrics.requests.labels(task, "none", "499").inc()
@@ -165,19 +167,19 @@ _KEYED: dict[int | str, dict[str, Any]] = {401: ERROR_RESPONSES[401]}
 
 @router.get("/v1/models", responses=_KEYED)
 async def list_models(request: Request) -> dict[str, Any]:
-    serving: Serving = request.app.state.serving
+    pipeline: Pipeline = request.app.state.pipeline
     key = _client_key(request)
-    models = serving.models()
+    models = completions.models(pipeline)
     models["data"] = [m for m in models["data"] if key is None or key.may_call(m["id"])]
     return models
 
 
 @router.get("/v1/models/{model}", responses={**_KEYED, 404: ERROR_RESPONSES[404]})
 async def retrieve_model(model: str, request: Request) -> dict[str, Any]:
-    serving: Serving = request.app.state.serving
+    pipeline: Pipeline = request.app.state.pipeline
     _check_scope(_client_key(request), model)
-    serving.runtime(model)
-    return next(m for m in serving.models()["data"] if m["id"] == model)
+    pipeline.runtime(model)
+    return next(m for m in completions.models(pipeline)["data"] if m["id"] == model)
 
 
 @router.get("/healthz")
@@ -187,13 +189,13 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", responses={503: ERROR_RESPONSES[503]})
 async def readyz(request: Request) -> dict[str, str]:
-    serving: Serving | None = getattr(request.app.state, "serving", None)
-    if serving is None:
+    pipeline: Pipeline | None = getattr(request.app.state, "pipeline", None)
+    if pipeline is None:
         raise Overloaded("The gateway is starting.", status_code=503)
     if request.app.state.draining:
         raise Overloaded("The gateway is draining (POST /admin/drain).", status_code=503)
     try:
-        for engine in serving.engines:
+        for engine in pipeline.engines:
             await engine.check_health()
     except GatewayError as exc:
         raise Overloaded(f"Not ready: {exc.message}", status_code=503) from None

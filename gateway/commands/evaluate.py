@@ -1,6 +1,6 @@
 """``distillgate evaluate``: replay a labelled set through the gateway's own routing code.
 
-No HTTP: ``Serving.answer`` is called directly, so the student, the calibrated
+No HTTP: ``Pipeline.answer`` is called directly, so the student, the calibrated
 confidence and the accept/escalate rule are exactly those that serve traffic. The
 teacher is asked about every example too (for the routing curve); by default it is the
 simulator answering the reference answers, a real one when the task configures its key.
@@ -25,8 +25,10 @@ from calibration import (
 from gateway.api.protocol import ChatCompletionRequest
 from gateway.deployment import TaskRuntime
 from gateway.engines.base import GenerationRequest
-from gateway.routing import Route
-from gateway.serving import Answer, Serving, teacher_request
+from gateway.pipeline.answer import Pipeline
+from gateway.pipeline.base import Answer
+from gateway.pipeline.decision import Route
+from gateway.pipeline.escalation import teacher_request
 from gateway.tasks import Prices
 from gateway.teachers.base import TeacherAnswer
 from training.examples import Example
@@ -64,7 +66,7 @@ async def evaluate(
     change: it is made on the student's whole answer, and only the served text is cut)."""
     if runtime.teacher is None:
         raise ValueError(f"task {runtime.task.name!r} has no teacher to route to")
-    serving = Serving({runtime.task.name: runtime})
+    pipeline = Pipeline({runtime.task.name: runtime})
     task = runtime.task
 
     async def one(i: int) -> tuple[Answer, TeacherAnswer]:
@@ -76,7 +78,7 @@ async def evaluate(
         gen = GenerationRequest(
             f"eval-{i}", body.to_sampling(task), messages=body.to_messages(task)
         )
-        answer = await serving.answer(runtime, gen, options=body.reply_options(task))
+        answer = await pipeline.answer(runtime, gen, options=body.reply_options(task))
         assert runtime.teacher is not None
         teacher = await runtime.teacher.complete(teacher_request(task, gen))
         return answer, teacher

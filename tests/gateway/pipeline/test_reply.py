@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.engines.base import TokenDelta
-from gateway.reply import ReplyOptions, fit
+from gateway.pipeline.reply import ReplyOptions, fit
 
 
 def tokens(*pieces: str) -> tuple[TokenDelta, ...]:

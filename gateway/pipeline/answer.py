@@ -1,0 +1,254 @@
+"""The data path, strung together: request → student → confidence → accept or escalate →
+capture → the served answer.
+
+``Pipeline.answer`` takes plain values (a ``TaskRuntime``, a ``GenerationRequest`` under
+the task's own limits, the client's ``ReplyOptions``) and returns one immutable
+``Answer``; it knows nothing of HTTP. The student answers first (``student.py``), the pure
+rule decides (``decision.py``), a low-confidence or invalid answer goes to the teacher
+(``escalation.py``) and is captured (``record.py``); a teacher failure answers with the
+student (``student-fallback``) or an error, per the task's policy. The client's
+``max_tokens`` and ``stop`` then cut whichever answer is served (``reply.py``).
+
+A random ``audit_rate`` share of accepted answers is also put to the teacher in the
+background, never delaying the client (``audit.py`` keeps the live agreement); its record
+is captured with route ``audit``. ``answer()`` is also what ``distillgate evaluate`` replays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Mapping
+from typing import Literal
+
+from gateway.capture import CapturedRoute, CaptureRecorder
+from gateway.deployment import Deployment, TaskRuntime
+from gateway.engines.base import GenerationRequest, StudentEngine
+from gateway.errors import EngineError, TeacherError, UnknownTask
+from gateway.pipeline.audit import AuditTracker, answers_agree
+from gateway.pipeline.base import Answer, NullObserver, PipelineObserver
+from gateway.pipeline.decision import Reason, Route, decide
+from gateway.pipeline.escalation import ask_teacher, teacher_reply, teacher_request
+from gateway.pipeline.record import capture_record
+from gateway.pipeline.reply import Reply, ReplyOptions, fit
+from gateway.pipeline.student import run_student
+from gateway.teachers.base import TeacherAnswer
+
+__all__ = ["Forced", "Pipeline"]
+
+logger = logging.getLogger(__name__)
+
+Forced = Literal["student", "teacher"] | None  # the route a test or load test asks for
+
+
+class Pipeline:
+    def __init__(
+        self,
+        deployment: Deployment | Mapping[str, TaskRuntime],
+        *,
+        recorder: CaptureRecorder | None = None,
+        audits: AuditTracker | None = None,
+        observer: PipelineObserver | None = None,
+    ) -> None:
+        if not isinstance(deployment, Deployment):
+            deployment = Deployment(runtimes=dict(deployment))
+        self.deployment = deployment
+        self.recorder = recorder
+        self.audits = audits  # None: no audits (offline replays)
+        self.observer: PipelineObserver = observer or NullObserver()
+        self._background: set[asyncio.Task[None]] = set()
+
+    @property
+    def runtimes(self) -> Mapping[str, TaskRuntime]:
+        return self.deployment.runtimes
+
+    def swap(self, new: Deployment) -> Deployment:
+        """Serve ``new`` from the next request on; return the old one (to drain and retire)."""
+        old, self.deployment = self.deployment, new
+        return old
+
+    async def aclose(self, timeout_s: float = 10.0) -> None:
+        """Let running audits finish (their records are captured), cancel the stragglers."""
+        if self._background:
+            _, pending = await asyncio.wait(self._background, timeout=timeout_s)
+            for task in pending:
+                task.cancel()
+
+    @property
+    def engines(self) -> list[StudentEngine]:
+        return list({id(r.engine): r.engine for r in self.runtimes.values()}.values())
+
+    def runtime(self, name: str) -> TaskRuntime:
+        runtime = self.runtimes.get(name)
+        if runtime is None:
+            raise UnknownTask(
+                f"The model {name!r} does not exist; see GET /v1/models.", param="model"
+            )
+        return runtime
+
+    # -- the data path -------------------------------------------------------------------
+    async def answer(
+        self,
+        runtime: TaskRuntime,
+        gen: GenerationRequest,
+        *,
+        forced: Forced = None,
+        options: ReplyOptions | None = None,
+    ) -> Answer:
+        """Decide on the student's whole answer (``gen`` carries the task's own limits),
+        then serve the chosen answer within the client's ``options``."""
+        task = runtime.task
+        options = options or ReplyOptions()
+        deadline = asyncio.get_running_loop().time() + task.limits.deadline_s
+        try:
+            turn = await run_student(runtime, gen, deadline)
+        except EngineError as exc:
+            if task.routing.on_student_failure != "teacher" or runtime.teacher is None:
+                raise
+            return await self._teacher_instead(runtime, gen, exc, deadline, options)
+        valid = turn.finish_reason == "stop" and (
+            task.answer_set is None or turn.text in task.answer_set
+        )
+        calibration = runtime.calibration
+        decision = decide(
+            confidence=turn.confidence,
+            threshold=calibration.threshold if calibration else 0.0,
+            valid=valid,
+            forced=forced,
+            has_teacher=runtime.teacher is not None,
+        )
+        self.observer.student_answered(task.name, turn.seconds, turn.confidence)
+        student = Answer(
+            route=Route.STUDENT,
+            reason=decision.reason,
+            text=turn.text,
+            tokens=turn.shown,
+            finish_reason=turn.finish_reason,
+            confidence=turn.confidence,
+            raw_confidence=turn.raw_confidence,
+            student_text=turn.text,
+            deltas=turn.deltas,
+            prompt_tokens=turn.deltas[-1].prompt_tokens,
+            completion_tokens=0,
+            student_latency_s=turn.seconds,
+        )
+        own_reply = fit(turn.text, turn.shown, turn.finish_reason, options)
+        if not decision.escalate or runtime.teacher is None:
+            if decision.reason == Reason.CONFIDENT and runtime.teacher is not None:
+                self.observer.accepted(task.name)
+                self._maybe_audit(runtime, gen, student)
+            return _served(student, own_reply)
+        self.observer.escalated(task.name, decision.reason.value)
+        ask = teacher_request(task, gen, options)
+        try:
+            reply = await ask_teacher(runtime, ask, "escalation", self.observer, deadline=deadline)
+        except TeacherError as exc:
+            logger.warning("teacher failed for %s (%s): %s", gen.request_id, task.name, exc.message)
+            self._capture(runtime, gen, student, "student-fallback", decision.reason, error=exc)
+            if task.routing.on_teacher_failure == "error":
+                raise
+            fallback = dataclasses.replace(
+                student, route=Route.STUDENT_FALLBACK, teacher_error=exc.message
+            )
+            return _served(fallback, own_reply)
+        self._capture(runtime, gen, student, "teacher", decision.reason, reply=reply)
+        served, _ = await teacher_reply(runtime, gen, reply, options)
+        teacher = dataclasses.replace(
+            student,
+            route=Route.TEACHER,
+            teacher_model=reply.model,
+            teacher_usage=(reply.input_tokens, reply.output_tokens),
+        )
+        return _served(teacher, served, reply.output_tokens)
+
+    async def _teacher_instead(
+        self,
+        runtime: TaskRuntime,
+        gen: GenerationRequest,
+        failure: EngineError,
+        deadline: float,
+        options: ReplyOptions,
+    ) -> Answer:
+        """The student failed and the task says the teacher answers instead; if the teacher
+        fails too, the client gets the student's error."""
+        task = runtime.task
+        logger.warning("student failed for %s (%s); asking the teacher", gen.request_id, task.name)
+        self.observer.escalated(task.name, Reason.STUDENT_FAILED.value)
+        ask = teacher_request(task, gen, options)
+        try:
+            reply = await ask_teacher(runtime, ask, "escalation", self.observer, deadline=deadline)
+        except TeacherError:
+            raise failure from None
+        served, prompt_tokens = await teacher_reply(runtime, gen, reply, options)
+        answer = Answer(
+            route=Route.TEACHER,
+            reason=Reason.STUDENT_FAILED,
+            text=reply.text,
+            tokens=None,
+            finish_reason=reply.finish_reason,
+            confidence=0.0,
+            raw_confidence=0.0,
+            student_text="",
+            deltas=[],
+            prompt_tokens=reply.input_tokens if prompt_tokens is None else prompt_tokens,
+            completion_tokens=0,
+            teacher_model=reply.model,
+            teacher_usage=(reply.input_tokens, reply.output_tokens),
+        )
+        self._capture(runtime, gen, answer, "teacher", Reason.STUDENT_FAILED.value, reply=reply)
+        return _served(answer, served, reply.output_tokens)
+
+    # -- capture and audit -----------------------------------------------------------------
+    def _capture(
+        self,
+        runtime: TaskRuntime,
+        gen: GenerationRequest,
+        answer: Answer,
+        route: CapturedRoute,
+        reason: str,
+        *,
+        reply: TeacherAnswer | None = None,
+        error: TeacherError | None = None,
+    ) -> None:
+        if self.recorder is None or not runtime.task.capture.enabled:
+            return
+        self.recorder.submit(capture_record(runtime, gen, answer, route, reason, reply, error))
+
+    def _maybe_audit(self, runtime: TaskRuntime, gen: GenerationRequest, answer: Answer) -> None:
+        if self.audits is None or not self.audits.sample(runtime.task.capture.audit_rate):
+            return
+        deployment = self.deployment
+        deployment.acquire()  # its teacher stays open until the audit is done
+        job = asyncio.create_task(self._audit(runtime, gen, answer), name="audit")
+        self._background.add(job)
+
+        def finished(done: asyncio.Task[None]) -> None:
+            self._background.discard(done)
+            deployment.release()
+
+        job.add_done_callback(finished)
+
+    async def _audit(self, runtime: TaskRuntime, gen: GenerationRequest, answer: Answer) -> None:
+        ask = teacher_request(runtime.task, gen)
+        try:
+            reply = await ask_teacher(runtime, ask, "audit", self.observer)
+        except TeacherError as exc:
+            logger.info("audit of %s skipped: the teacher failed: %s", gen.request_id, exc.message)
+            return
+        if self.audits is not None:
+            self.audits.observe(runtime.task.name, answers_agree(answer.text, reply.text))
+        self._capture(runtime, gen, answer, "audit", "audit", reply=reply)
+
+
+def _served(answer: Answer, reply: Reply, counted: int | None = None) -> Answer:
+    """``answer`` serving ``reply``; its completion tokens are the served tokens, or
+    ``counted`` (the teacher's own count) when the text is not known in student tokens."""
+    completion = len(reply.tokens) if reply.tokens is not None else (counted or 0)
+    return dataclasses.replace(
+        answer,
+        text=reply.text,
+        tokens=reply.tokens,
+        finish_reason=reply.finish_reason,
+        completion_tokens=completion,
+    )

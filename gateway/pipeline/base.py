@@ -1,0 +1,90 @@
+"""What the pipeline produces, and the observer it reports to.
+
+``Answer`` is the pipeline's one result, immutable: what is served (within the client's
+options) beside what the decision saw. ``PipelineObserver`` is how metrics watch the data
+path without the pipeline knowing about Prometheus (``server/metrics.py`` implements it;
+``NullObserver`` is for offline replays and tests).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from gateway.engines.base import TokenDelta
+from gateway.pipeline.decision import Reason, Route
+
+__all__ = ["Answer", "NullObserver", "PipelineObserver"]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What is served (``text``, ``tokens``, ``finish_reason``, within the client's limits)
+    and what the decision saw (the student's whole answer, ``student_text``/``deltas``)."""
+
+    route: Route
+    reason: Reason
+    text: str
+    tokens: tuple[TokenDelta, ...] | None  # the served text's tokens; None: not known
+    finish_reason: str
+    confidence: float
+    raw_confidence: float
+    student_text: str
+    deltas: list[TokenDelta]  # the student's own tokens, end token included
+    prompt_tokens: int  # the client's prompt as the student reads it, on every route
+    completion_tokens: int
+    teacher_model: str | None = None
+    teacher_error: str | None = None
+    teacher_usage: tuple[int, int] | None = None  # the teacher's own (input, output) tokens
+    student_latency_s: float = 0.0
+
+
+class PipelineObserver(Protocol):
+    """Events of the data path, as they happen; ``task`` is the task's name."""
+
+    def student_answered(self, task: str, seconds: float, confidence: float) -> None: ...
+
+    def accepted(self, task: str) -> None: ...
+
+    def escalated(self, task: str, reason: str) -> None: ...
+
+    def teacher_answered(
+        self,
+        task: str,
+        purpose: str,
+        *,
+        seconds: float,
+        input_tokens: int,
+        output_tokens: int,
+        cost_usd: float,
+    ) -> None: ...
+
+    def teacher_failed(self, task: str, kind: str) -> None: ...
+
+
+class NullObserver:
+    """Watches nothing: offline replays (``evaluate``) and tests."""
+
+    def student_answered(self, task: str, seconds: float, confidence: float) -> None:
+        pass
+
+    def accepted(self, task: str) -> None:
+        pass
+
+    def escalated(self, task: str, reason: str) -> None:
+        pass
+
+    def teacher_answered(
+        self,
+        task: str,
+        purpose: str,
+        *,
+        seconds: float,
+        input_tokens: int,
+        output_tokens: int,
+        cost_usd: float,
+    ) -> None:
+        pass
+
+    def teacher_failed(self, task: str, kind: str) -> None:
+        pass

@@ -1,0 +1,216 @@
+"""The whole pipeline on fakes (no model, no server, no Redis): every route, reason and
+failure policy, the client's limits, capture and audit. The fast tier."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from calibration import Calibration
+from gateway.capture import CaptureRecorder, Spool
+from gateway.deployment import TaskRuntime
+from gateway.engines.base import GenerationRequest, Message, SamplingParams
+from gateway.errors import EngineUnavailable, TeacherTimeout
+from gateway.pipeline.answer import Pipeline
+from gateway.pipeline.audit import AuditTracker
+from gateway.pipeline.base import Answer
+from gateway.pipeline.decision import Reason, Route
+from gateway.pipeline.reply import ReplyOptions
+from gateway.tasks import CapturePolicy, RoutingPolicy, Task
+from gateway.testing import FakeEngine, FakeTeacher, MemorySink
+
+T = TypeVar("T")
+LABELS = ("card_arrival", "exchange_rate", "Refund_not_showing_up")
+SURE, UNSURE, OFF_TASK = "where is my card", "hmm", "tell me a joke"
+SURE_A = "card_arrival"
+ANSWERS = {
+    SURE: (SURE_A, 0.99),  # three pieces at 0.99 each: confidence ~0.97
+    UNSURE: ("exchange_rate", 0.5),  # ~0.125
+    OFF_TASK: ("a_joke", 0.99),  # confident, but not an allowed answer
+}
+
+
+class Observed:
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+
+    def student_answered(self, task: str, seconds: float, confidence: float) -> None:
+        self.events.append(("student", task))
+
+    def accepted(self, task: str) -> None:
+        self.events.append(("accepted", task))
+
+    def escalated(self, task: str, reason: str) -> None:
+        self.events.append(("escalated", reason))
+
+    def teacher_answered(self, task: str, purpose: str, **kw: Any) -> None:
+        self.events.append(("teacher", purpose, kw["cost_usd"]))
+
+    def teacher_failed(self, task: str, kind: str) -> None:
+        self.events.append(("teacher_failed", kind))
+
+
+class World:
+    """A pipeline over one task, with its fakes, a recorder into memory and an observer."""
+
+    def __init__(
+        self, tmp: Path, *, teacher: FakeTeacher | None, audit_rate: float = 0.0, **routing: Any
+    ) -> None:
+        self.engine = FakeEngine(dict(ANSWERS))
+        self.teacher = teacher
+        self.task = Task(
+            name="t",
+            student=tmp / "s",
+            answers=LABELS,
+            routing=RoutingPolicy(**routing),
+            capture=CapturePolicy(audit_rate=audit_rate),
+        )
+        calibration = Calibration(temperature=1.0, threshold=0.9, student_fingerprint="x")
+        self.runtime = TaskRuntime(self.task, self.engine, calibration, teacher)
+        self.sink = MemorySink()
+        self.recorder = CaptureRecorder(self.sink, Spool(tmp / "spool"))
+        self.observed = Observed()
+        self.audits = AuditTracker(seed=0)
+        self.pipeline = Pipeline(
+            {"t": self.runtime},
+            recorder=self.recorder,
+            audits=self.audits,
+            observer=self.observed,
+        )
+
+    def run(self, test: Callable[[World], Awaitable[T]]) -> T:
+        async def go() -> T:
+            await self.recorder.start()
+            try:
+                return await test(self)
+            finally:
+                await self.pipeline.aclose()
+                await self.recorder.aclose()
+
+        return asyncio.run(go())
+
+    async def ask(self, prompt: str, **kw: Any) -> Answer:
+        gen = GenerationRequest("r", SamplingParams(max_tokens=24), (Message("user", prompt),))
+        return await self.pipeline.answer(self.runtime, gen, **kw)
+
+    @property
+    def captured(self) -> list[tuple[str, str]]:
+        return sorted((r.route, r.reason) for r in self.sink.records.values())
+
+
+def world(tmp_path: Path, teacher: FakeTeacher | None = None, **options: Any) -> World:
+    return World(tmp_path, teacher=teacher or FakeTeacher("Refund_not_showing_up"), **options)
+
+
+def test_a_confident_valid_answer_is_the_students(tmp_path: Path) -> None:
+    w = world(tmp_path)
+    answer = w.run(lambda w: w.ask(SURE))
+    assert (answer.route, answer.reason, answer.text) == (Route.STUDENT, Reason.CONFIDENT, SURE_A)
+    assert answer.confidence == pytest.approx(0.99**3)
+    assert answer.completion_tokens == 3 and answer.finish_reason == "stop"
+    assert answer.tokens is not None and not any(t.end for t in answer.tokens)
+    assert w.teacher is not None and w.teacher.requests == []
+    assert w.captured == [] and ("accepted", "t") in w.observed.events
+
+
+@pytest.mark.parametrize(
+    ("prompt", "reason"), [(UNSURE, Reason.LOW_CONFIDENCE), (OFF_TASK, Reason.INVALID_ANSWER)]
+)
+def test_unsure_or_invalid_answers_go_to_the_teacher_and_are_captured(
+    tmp_path: Path, prompt: str, reason: Reason
+) -> None:
+    w = world(tmp_path)
+    answer = w.run(lambda w: w.ask(prompt))
+    assert (answer.route, answer.reason) == (Route.TEACHER, reason)
+    assert answer.text == "Refund_not_showing_up" and answer.teacher_usage == (100, 21)
+    assert answer.prompt_tokens == w.engine.prompt_tokens  # the student's count, both routes
+    assert answer.completion_tokens == 7  # the teacher's text in the student's pieces
+    assert w.captured == [("teacher", reason.value)]
+    assert ("escalated", reason.value) in w.observed.events
+    assert any(e[0] == "teacher" and e[2] > 0 for e in w.observed.events)  # its cost
+
+
+def test_a_failed_teacher_falls_back_to_the_student(tmp_path: Path) -> None:
+    w = world(tmp_path, FakeTeacher("x", error=TeacherTimeout("slow")))
+    answer = w.run(lambda w: w.ask(UNSURE))
+    assert (answer.route, answer.text) == (Route.STUDENT_FALLBACK, "exchange_rate")
+    assert answer.teacher_error == "slow"
+    assert w.captured == [("student-fallback", "low_confidence")]
+    assert ("teacher_failed", "teacher_timeout") in w.observed.events
+
+
+def test_a_failed_teacher_is_an_error_when_the_task_says_so(tmp_path: Path) -> None:
+    w = world(tmp_path, FakeTeacher("x", error=TeacherTimeout("slow")), on_teacher_failure="error")
+    with pytest.raises(TeacherTimeout):
+        w.run(lambda w: w.ask(UNSURE))
+    assert w.captured == [("student-fallback", "low_confidence")]  # the record is kept
+
+
+def test_a_failed_student_is_an_error_or_the_teachers_turn(tmp_path: Path) -> None:
+    w = world(tmp_path)
+    w.engine.fail = True
+    with pytest.raises(EngineUnavailable):
+        w.run(lambda w: w.ask(SURE))
+    w = world(tmp_path / "b", on_student_failure="teacher")
+    w.engine.fail = True
+    answer = w.run(lambda w: w.ask(SURE))
+    assert (answer.route, answer.reason) == (Route.TEACHER, Reason.STUDENT_FAILED)
+    assert w.captured == [("teacher", "student_failed")]
+
+
+def test_without_a_teacher_the_student_answers_everything(tmp_path: Path) -> None:
+    w = World(tmp_path, teacher=None)
+    answer = w.run(lambda w: w.ask(UNSURE))
+    assert (answer.route, answer.reason) == (Route.STUDENT, Reason.NO_TEACHER)
+    assert w.captured == []
+
+
+@pytest.mark.parametrize("forced", ["student", "teacher"])
+def test_a_forced_route_is_taken(tmp_path: Path, forced: str) -> None:
+    w = world(tmp_path)
+    answer = w.run(lambda w: w.ask(SURE if forced == "teacher" else UNSURE, forced=forced))
+    assert answer.route.value == forced and answer.reason == Reason.FORCED
+
+
+def test_the_clients_limits_cut_what_is_served_not_the_decision(tmp_path: Path) -> None:
+    w = world(tmp_path)
+
+    async def both(w: World) -> tuple[Answer, Answer, Answer]:
+        return (
+            await w.ask(SURE, options=ReplyOptions(max_tokens=1)),
+            await w.ask(SURE, options=ReplyOptions(stop=("_",))),
+            await w.ask(UNSURE, options=ReplyOptions(max_tokens=1, stop=("!",))),
+        )
+
+    short, stopped, taught = w.run(both)
+    assert (short.route, short.text, short.finish_reason) == (Route.STUDENT, "card", "length")
+    assert short.confidence == pytest.approx(0.99**3)  # decided on the whole answer
+    assert (stopped.route, stopped.text, stopped.finish_reason) == (Route.STUDENT, "card", "stop")
+    assert (taught.route, taught.text, taught.finish_reason) == (Route.TEACHER, "Refund", "length")
+    assert w.teacher is not None
+    asked = w.teacher.requests[-1]
+    assert (asked.max_tokens, asked.stop) == (1, ("!",))  # the teacher is asked within them
+    # the student always ran under the task's own limits
+    assert all(r.sampling.max_tokens == 24 and not r.sampling.stop for r in w.engine.requests)
+
+
+def test_logprobs_on_the_teacher_route_are_the_students_teacher_forced(tmp_path: Path) -> None:
+    w = world(tmp_path)
+    answer = w.run(lambda w: w.ask(UNSURE, options=ReplyOptions(logprobs=True)))
+    assert answer.tokens is not None
+    assert "".join(t.text for t in answer.tokens) == answer.text
+    assert all(t.logprob == pytest.approx(math.log(0.5)) for t in answer.tokens)
+
+
+def test_an_accepted_answer_is_audited_in_the_background(tmp_path: Path) -> None:
+    w = world(tmp_path, FakeTeacher(SURE_A), audit_rate=1.0)
+    answer = w.run(lambda w: w.ask(SURE))
+    assert answer.route == Route.STUDENT
+    assert w.captured == [("audit", "audit")]
+    assert w.audits.agreement("t").rate == 1.0
+    assert w.teacher is not None and w.teacher.requests[0].stop == ()  # the whole answer
