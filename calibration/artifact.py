@@ -73,9 +73,6 @@ class Calibration:
     def confidence(self, scaled_logprobs: Sequence[float]) -> float:
         return confidence(scaled_logprobs, self.feature)
 
-    def accepts(self, confidence: float) -> bool:
-        return confidence >= self.threshold
-
 
 def save_calibration(calibration: Calibration, path: str | Path) -> None:
     path = Path(path)

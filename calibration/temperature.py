@@ -117,12 +117,6 @@ class TemperatureScaler:
         """softmax(z / T) over the last axis."""
         return np.exp(log_softmax(np.asarray(logits, dtype=np.float64), self._check_fitted()))
 
-    def score_tokens(self, logits: ArrayLike, targets: ArrayLike) -> NDArray[np.float64]:
-        """log softmax(z / T)[target] for each row."""
-        lp = log_softmax(np.asarray(logits, dtype=np.float64), self._check_fitted())
-        y = np.asarray(targets, dtype=np.int64)
-        return lp[np.arange(y.size), y]
-
 
 class AnswerTemperatureScaler:
     """One scalar T, fitted by minimising the NLL of the student's answers being right.

@@ -92,19 +92,16 @@ def _audit_metrics(metrics: Metrics) -> Callable[[str, bool], None]:
     return observe
 
 
-def _reload_on_sighup(reloader: Reloader, metrics: Metrics) -> Callable[[], object]:
+def _reload_on_sighup(reloader: Reloader) -> Callable[[], object]:
     """``kill -HUP <pid>`` reloads, where the process's main thread runs the event loop.
     Returns what undoes it."""
     loop = asyncio.get_running_loop()
 
     async def reload() -> None:
         try:
-            await reloader.reload()
+            await reloader.reload()  # counted by the reloader's on_outcome
         except DeploymentError as exc:
-            metrics.reloads.labels("refused").inc()
             logger.error("reload refused: %s", exc)
-        else:
-            metrics.reloads.labels("ok").inc()
 
     jobs: set[asyncio.Task[None]] = set()
 
@@ -160,6 +157,7 @@ def create_app(
             return engine_factory(task, settings, metrics)
 
         tasks: Mapping[str, Task] = load_tasks(settings.tasks_dir)
+        metrics.prepare(tasks)
         policies = {name: task.capture for name, task in tasks.items()}
         recorder = _recorder(settings, policies, metrics)
         deployment = await build_deployment(tasks, make_engine)
@@ -171,14 +169,24 @@ def create_app(
         )
 
         def on_reload(new: Deployment) -> None:
+            metrics.prepare(new.runtimes)
             policies.clear()
             policies.update({name: r.task.capture for name, r in new.runtimes.items()})
 
+        def on_keys(keys: KeyRing) -> None:
+            app.state.keyring = keys
+
         reloader = Reloader(
-            pipeline, lambda: load_tasks(settings.tasks_dir), make_engine, on_reload=on_reload
+            pipeline,
+            lambda: load_tasks(settings.tasks_dir),
+            make_engine,
+            on_reload=on_reload,
+            load_keys=lambda: KeyRing.load(settings.api_keys, settings.api_keys_file),
+            on_keys=on_keys,
+            on_outcome=lambda outcome: metrics.reloads.labels(outcome).inc(),
         )
         app.state.pipeline, app.state.reloader = pipeline, reloader
-        forget_sighup = _reload_on_sighup(reloader, metrics)
+        forget_sighup = _reload_on_sighup(reloader)
         try:
             if recorder is not None:
                 await recorder.start()

@@ -77,11 +77,25 @@ def _train(
         f"training a student on {len(train)} examples ({len(dev)} held out), "
         f"budget {budget:.0f}s -> {out}"
     )
+    # A terminal gets a live bar; a log file a line every 30 s, not thousands of \r updates.
+    terminal = sys.stderr.isatty()
+    last_line = [time.monotonic()]
     with tqdm(
-        total=1000, unit="‰", bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}"
+        total=1000,
+        unit="‰",
+        bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}",
+        disable=not terminal,
     ) as bar:
 
         def progress(fraction: float, stats: dict[str, float]) -> None:
+            if not terminal and time.monotonic() - last_line[0] >= 30:
+                last_line[0] = time.monotonic()
+                print(
+                    f"training: {fraction:.0%} of the budget, step {int(stats['step'])}, "
+                    f"loss {stats['loss']:.3f}, held-out {max(stats['best'], 0):.3f}",
+                    file=sys.stderr,
+                    flush=True,
+                )
             bar.n = int(fraction * 1000)
             bar.set_postfix(
                 step=int(stats["step"]),
@@ -236,7 +250,7 @@ def _evaluate_routing(task: Task, data: Path, out: Path, max_tokens: int | None 
     from gateway.engines.transformers import TransformersEngine
     from gateway.teachers.base import Teacher
     from gateway.teachers.factory import OpenedTeacher, open_teacher
-    from gateway.teachers.sim import SimulatedAnswers, SimulatedTeacher
+    from gateway.testing.sim import SimulatedAnswers, SimulatedTeacher
     from training.examples import read_examples
 
     examples = read_examples(data)
@@ -317,7 +331,7 @@ def _task_for_student(student: Path, calibrator: Path | None, data: Path) -> Tas
 def _teacher_sim(data: Path, host: str, port: int, accuracy: float, latency_ms: float) -> None:
     import uvicorn
 
-    from gateway.teachers.sim import SimulatedAnswers, create_sim_app
+    from gateway.testing.sim import SimulatedAnswers, create_sim_app
     from training.examples import read_examples
 
     answers = SimulatedAnswers.from_examples(read_examples(data), accuracy=accuracy)

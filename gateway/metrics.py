@@ -15,8 +15,9 @@ are then summed over the workers; live state is the scraped worker's own.
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
@@ -33,137 +34,176 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 1.0)
 
 
+ROUTES = ("student", "teacher", "student-fallback")
+REASONS = ("low_confidence", "invalid_answer", "forced", "student_failed")
+TEACHER_ERRORS = ("teacher_error", "teacher_timeout", "teacher_unavailable")
+PURPOSES = ("escalation", "audit")
+CAPTURE_OUTCOMES = ("written", "spooled", "replayed", "dropped")
+
+
 class Metrics:
+    """The gateway's series, each one line of the table below; ``prepare`` creates every
+    known label set of a task at 0, so a dashboard or alert never reads "no data" for a
+    count that simply has not happened yet."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        r = self.registry
-        self.http_requests = Counter(
-            "distillgate_http_requests",
+        c, h = self._counter, self._histogram
+        self.http_requests = c(
+            "http_requests",
             "HTTP responses by path (the /v1/ endpoints, else 'other') and status.",
-            ["path", "status"],
-            registry=r,
+            "path",
+            "status",
         )
-        self.requests = Counter(
-            "distillgate_requests",
+        self.requests = c(
+            "requests",
             "Completion requests by task, route (student, teacher, student-fallback, none "
             "when refused) and HTTP status.",
-            ["task", "route", "status"],
-            registry=r,
+            "task",
+            "route",
+            "status",
         )
-        self.request_seconds = Histogram(
-            "distillgate_request_seconds",
+        self.request_seconds = h(
+            "request_seconds",
             "Time to the whole response (non-streaming) by task and route.",
-            ["task", "route"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            "task",
+            "route",
         )
-        self.ttft_seconds = Histogram(
-            "distillgate_time_to_first_token_seconds",
+        self.ttft_seconds = h(
+            "time_to_first_token_seconds",
             "Streams: time from the request to the first content chunk, by task and route.",
-            ["task", "route"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            "task",
+            "route",
         )
-        self.student_seconds = Histogram(
-            "distillgate_student_seconds",
-            "Student generation time per request (queueing included).",
-            ["task"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self.student_seconds = h(
+            "student_seconds", "Student generation time per request (queueing included).", "task"
         )
-        self.batch_size = Histogram(
-            "distillgate_engine_batch_size",
+        self.batch_size = h(
+            "engine_batch_size",
             "Requests advanced together in one student decode step.",
-            ["task"],
+            "task",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
-            registry=r,
         )
-        self.engine_rejections = Counter(
-            "distillgate_engine_rejections",
+        self.engine_rejections = c(
+            "engine_rejections",
             "Requests refused because the student's queue was full (429) or closing (503).",
-            ["task"],
-            registry=r,
+            "task",
         )
-        self.rate_limited = Counter(
-            "distillgate_rate_limited",
+        self.rate_limited = c(
+            "rate_limited",
             "Requests refused (429) because a client key spent its allowance, by key name "
             "and limit (requests, tokens).",
-            ["key", "limit"],
-            registry=r,
+            "key",
+            "limit",
         )
-        self.confidence = Histogram(
-            "distillgate_confidence",
+        self.confidence = h(
+            "confidence",
             "Calibrated confidence of the student's answers, by task.",
-            ["task"],
+            "task",
             buckets=CONFIDENCE_BUCKETS,
-            registry=r,
         )
-        self.escalations = Counter(
-            "distillgate_escalations",
+        self.escalations = c(
+            "escalations",
             "Requests sent to the teacher, by reason (low_confidence, invalid_answer, forced).",
-            ["task", "reason"],
-            registry=r,
+            "task",
+            "reason",
         )
-        self.teacher_seconds = Histogram(
-            "distillgate_teacher_seconds",
+        self.teacher_seconds = h(
+            "teacher_seconds",
             "Teacher answer time (retries included), by task and purpose (escalation, audit).",
-            ["task", "purpose"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            "task",
+            "purpose",
         )
-        self.teacher_errors = Counter(
-            "distillgate_teacher_errors",
+        self.teacher_errors = c(
+            "teacher_errors",
             "Teacher failures by kind (teacher_timeout, teacher_unavailable, teacher_error).",
-            ["task", "kind"],
-            registry=r,
+            "task",
+            "kind",
         )
-        self.teacher_tokens = Counter(
-            "distillgate_teacher_tokens",
+        self.teacher_tokens = c(
+            "teacher_tokens",
             "Teacher tokens by direction (input, output) and purpose.",
-            ["task", "direction", "purpose"],
-            registry=r,
+            "task",
+            "direction",
+            "purpose",
         )
-        self.teacher_cost = Counter(
-            "distillgate_teacher_cost_usd",
+        self.teacher_cost = c(
+            "teacher_cost_usd",
             "Teacher spend in USD at the task's prices, by purpose (escalation, audit).",
-            ["task", "purpose"],
-            registry=r,
+            "task",
+            "purpose",
         )
-        self.savings = Counter(
-            "distillgate_estimated_savings_usd",
+        self.savings = c(
+            "estimated_savings_usd",
             "Teacher spend avoided by the student's accepted answers: each valued at the "
             "task's mean cost of a teacher call so far (what always-teacher would have paid).",
-            ["task"],
-            registry=r,
+            "task",
         )
-        self.capture_records = Counter(
-            "distillgate_capture_records",
+        self.capture_records = c(
+            "capture_records",
             "Captured records by outcome: written (to Redis), spooled (to disk while Redis "
             "was unreachable), replayed (from the spool to Redis), dropped (spool full).",
-            ["task", "outcome"],
-            registry=r,
+            "task",
+            "outcome",
         )
-        self.capture_sink_errors = Counter(
-            "distillgate_capture_redis_errors",
+        self.capture_sink_errors = c(
+            "capture_redis_errors",
             "Capture writes to Redis that failed or timed out (the batch went to the spool).",
-            registry=r,
         )
-        self.audits = Counter(
-            "distillgate_audits",
+        self.audits = c(
+            "audits",
             "Accepted answers audited by the teacher, by verdict (agree, disagree).",
-            ["task", "verdict"],
-            registry=r,
+            "task",
+            "verdict",
         )
-        self.reloads = Counter(
-            "distillgate_reloads",
-            "Deployment reloads by outcome (ok, refused).",
-            ["outcome"],
-            registry=r,
-        )
+        self.reloads = c("reloads", "Deployment reloads by outcome (ok, refused).", "outcome")
+        for outcome in ("ok", "refused"):
+            self.reloads.labels(outcome)
+        self.capture_sink_errors.inc(0)
         self._mean_teacher_cost: dict[str, tuple[float, int]] = {}
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._live: list[Collector] = []
         self.watch(VLLMPassthrough())
+
+    def _counter(self, name: str, doc: str, *labels: str) -> Counter:
+        return Counter(f"distillgate_{name}", doc, labels, registry=self.registry)
+
+    def _histogram(
+        self, name: str, doc: str, *labels: str, buckets: tuple[float, ...] = LATENCY_BUCKETS
+    ) -> Histogram:
+        return Histogram(
+            f"distillgate_{name}", doc, labels, buckets=buckets, registry=self.registry
+        )
+
+    def prepare(self, tasks: Iterable[str]) -> None:
+        """Create each task's known label sets at 0 (at start-up and on every reload)."""
+        for task in tasks:
+            per_task: tuple[Counter | Histogram, ...] = (
+                self.student_seconds,
+                self.confidence,
+                self.batch_size,
+                self.engine_rejections,
+                self.savings,
+            )
+            for metric in per_task:
+                metric.labels(task)
+            for route in ROUTES:
+                self.requests.labels(task, route, "200")
+                self.request_seconds.labels(task, route)
+                self.ttft_seconds.labels(task, route)
+            for reason in REASONS:
+                self.escalations.labels(task, reason)
+            for kind in TEACHER_ERRORS:
+                self.teacher_errors.labels(task, kind)
+            for purpose in PURPOSES:
+                self.teacher_seconds.labels(task, purpose)
+                self.teacher_cost.labels(task, purpose)
+                for direction in ("input", "output"):
+                    self.teacher_tokens.labels(task, direction, purpose)
+            for outcome in CAPTURE_OUTCOMES:
+                self.capture_records.labels(task, outcome)
+            for verdict in ("agree", "disagree"):
+                self.audits.labels(task, verdict)
 
     # -- events (the pipeline's observer, ``pipeline/base.py``) ----------------------------
     def student_answered(self, task: str, seconds: float, confidence: float) -> None:
@@ -293,10 +333,9 @@ class DeploymentCollector(Collector):
             pending = getattr(runtime.engine, "pending", None)
             if isinstance(pending, int):
                 queue.add_metric([name], pending)
-            if serving.audits is not None:
+            if serving.audits is not None:  # NaN before the first audit: no comparison holds
                 rate = serving.audits.agreement(name).rate
-                if rate is not None:
-                    agreement.add_metric([name], rate)
+                agreement.add_metric([name], math.nan if rate is None else rate)
         yield from (info, threshold, temperature, target, expected, circuit, retries, queue)
         yield agreement
         recorder = serving.recorder

@@ -39,7 +39,7 @@ Access = Literal["open", "client", "admin"]
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
-async def send_error(send: Send, exc: GatewayError, request_id: str | None = None) -> None:
+async def send_error(send: Send, exc: GatewayError) -> None:
     body = json.dumps(
         error_body(exc.message, exc.error_type, param=exc.param, code=exc.code)
     ).encode()

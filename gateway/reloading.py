@@ -1,10 +1,12 @@
 """``Reloader``: swap in new students and calibrators without a restart.
 
-Triggered by ``POST /admin/reload`` or SIGHUP. It re-reads the task files, builds the next
+The one reload path, for ``POST /admin/reload`` and SIGHUP alike. It re-reads the client
+key file (``load_keys``) and the task files, builds the next
 deployment beside the serving one (see ``deployment.py``), swaps it in, waits for the old
 one's in-flight requests and audits to finish, and closes what only the old one used. A
-refused reload (bad task file, calibrator of another student, student that will not load)
-changes nothing: the old deployment keeps serving. Reloads run one at a time.
+refused reload (bad key file, bad task file, calibrator of another student, student that
+will not load) changes nothing: the old deployment and keys keep serving. Reloads run one
+at a time; ``on_outcome`` counts each ("ok" or "refused").
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 
+from gateway.auth import KeyRing, KeyRingError
 from gateway.deployment import Deployment, DeploymentError, EngineMaker, build_deployment, retire
 from gateway.pipeline.answer import Pipeline
 from gateway.tasks import Task, TaskConfigError
@@ -31,20 +34,39 @@ class Reloader:
         *,
         drain_timeout_s: float = 60.0,
         on_reload: Callable[[Deployment], None] | None = None,
+        load_keys: Callable[[], KeyRing] | None = None,
+        on_keys: Callable[[KeyRing], None] | None = None,
+        on_outcome: Callable[[str], None] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.load_tasks = load_tasks
         self.make_engine = make_engine
         self.drain_timeout_s = drain_timeout_s
         self.on_reload = on_reload
+        self.load_keys = load_keys
+        self.on_keys = on_keys
+        self.on_outcome = on_outcome
         self._lock = asyncio.Lock()
 
     async def reload(self) -> Deployment:
-        """Serve the task files as they are now; raise ``DeploymentError`` if they can't be."""
+        """Serve the key file and task files as they are now; raise ``DeploymentError``
+        (and change nothing) if they can't be."""
+        try:
+            new = await self._reload()
+        except DeploymentError:
+            if self.on_outcome is not None:
+                self.on_outcome("refused")
+            raise
+        if self.on_outcome is not None:
+            self.on_outcome("ok")
+        return new
+
+    async def _reload(self) -> Deployment:
         async with self._lock:
             try:
+                keys = self.load_keys() if self.load_keys is not None else None
                 tasks = self.load_tasks()
-            except TaskConfigError as exc:
+            except (TaskConfigError, KeyRingError) as exc:
                 raise DeploymentError(str(exc)) from None
             try:
                 new = await build_deployment(
@@ -56,6 +78,8 @@ class Reloader:
                 logger.exception("reload: the new deployment failed to build")
                 raise DeploymentError(f"{type(exc).__name__}: {exc}") from exc
             old = self.pipeline.swap(new)
+            if keys is not None and self.on_keys is not None:
+                self.on_keys(keys)
             if self.on_reload is not None:
                 self.on_reload(new)
             logger.info("reloaded: %s", new.describe())

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from gateway.engines.transformers import TransformersEngine
+from gateway.replay import replay
+from gateway.tasks import PromptFormat
+from training.examples import read_examples
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -47,7 +55,21 @@ def test_import_train_and_evaluate(tmp_path: Path) -> None:
     done = cli("student", "evaluate", "--student", "s", "--data", "d.jsonl", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert report["n"] == 60 and 0.0 <= report["exact_match"] <= 1.0
+    # the same student's greedy answers, replayed here, give the same exact match
+    examples = read_examples(tmp_path / "d.jsonl")
+
+    async def replayed() -> list[str]:
+        engine = TransformersEngine(tmp_path / "s")
+        await engine.start()
+        try:
+            answers = await replay(engine, examples, max_tokens=32, prompt=PromptFormat())
+        finally:
+            await engine.aclose()
+        return [a.text for a in answers]
+
+    texts = asyncio.run(replayed())
+    right = sum(t == e.answer for t, e in zip(texts, examples, strict=True))
+    assert report["n"] == 60 and report["exact_match"] == pytest.approx(right / 60)
 
 
 def test_bad_data_fails_with_a_message_not_a_traceback(tmp_path: Path) -> None:

@@ -9,18 +9,9 @@ from anthropic.types import MessageParam
 
 from gateway.errors import TeacherError, TeacherTimeout
 from gateway.teachers.base import TeacherAnswer, TeacherRequest
+from gateway.teachers.resilience import RETRYABLE_STATUSES, retry_after_seconds
 
 __all__ = ["AnthropicTeacher"]
-
-_RETRYABLE = {408, 409, 429, 500, 502, 503, 504, 529}
-
-
-def _retry_after(exc: anthropic.APIStatusError) -> float | None:
-    value = exc.response.headers.get("retry-after")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 def _messages(request: TeacherRequest) -> list[MessageParam]:
@@ -60,8 +51,8 @@ class AnthropicTeacher:
         except anthropic.APIStatusError as exc:
             raise TeacherError(
                 f"{self.name} answered HTTP {exc.status_code}",
-                retryable=exc.status_code in _RETRYABLE,
-                retry_after=_retry_after(exc),
+                retryable=exc.status_code in RETRYABLE_STATUSES,
+                retry_after=retry_after_seconds(exc.response.headers.get("retry-after")),
             ) from None
         except anthropic.APIConnectionError:
             raise TeacherError(f"{self.name} could not be reached", retryable=True) from None

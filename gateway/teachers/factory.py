@@ -17,7 +17,6 @@ from gateway.teachers.anthropic import AnthropicTeacher
 from gateway.teachers.base import Teacher
 from gateway.teachers.openai_compat import OpenAICompatTeacher
 from gateway.teachers.resilience import ResilientTeacher
-from gateway.teachers.sim import SimulatedAnswers, create_sim_app
 from training.examples import read_examples
 
 __all__ = ["OpenedTeacher", "open_teacher"]
@@ -66,6 +65,8 @@ async def open_teacher(
     if not config.simulator_data:
         need = f"{config.api_key_env} (or simulator_data for a demo)"
         raise ValueError(f"task {task_name!r}: its teacher needs {need}")
+    from gateway.testing.sim import SimulatedAnswers, create_sim_app  # the demo's stand-in only
+
     examples = [ex for path in config.simulator_data for ex in read_examples(path)]
     answers = SimulatedAnswers.from_examples(examples, accuracy=config.simulator_accuracy)
     if answer_set:

@@ -10,10 +10,9 @@ import httpx
 from gateway.engines.base import TokenDelta, TokenLogprob
 from gateway.errors import TeacherError, TeacherTimeout
 from gateway.teachers.base import TeacherAnswer, TeacherRequest
+from gateway.teachers.resilience import RETRYABLE_STATUSES, retry_after_seconds
 
 __all__ = ["OpenAICompatTeacher"]
-
-_RETRYABLE = {408, 409, 429, 500, 502, 503, 504, 529}
 
 
 class OpenAICompatTeacher:
@@ -51,13 +50,10 @@ class OpenAICompatTeacher:
         except httpx.TransportError:
             raise TeacherError(f"{self.name} could not be reached", retryable=True) from None
         if response.status_code != 200:
-            retry_after = response.headers.get("retry-after")
             raise TeacherError(
                 f"{self.name} answered HTTP {response.status_code}",
-                retryable=response.status_code in _RETRYABLE,
-                retry_after=float(retry_after)
-                if retry_after and retry_after.replace(".", "", 1).isdigit()
-                else None,
+                retryable=response.status_code in RETRYABLE_STATUSES,
+                retry_after=retry_after_seconds(response.headers.get("retry-after")),
             )
         try:
             data: dict[str, Any] = response.json()

@@ -14,7 +14,20 @@ from collections.abc import Callable
 from gateway.errors import TeacherError, TeacherTimeout, TeacherUnavailable
 from gateway.teachers.base import Teacher, TeacherAnswer, TeacherRequest
 
-__all__ = ["CircuitBreaker", "ResilientTeacher"]
+__all__ = ["RETRYABLE_STATUSES", "CircuitBreaker", "ResilientTeacher", "retry_after_seconds"]
+
+# HTTP statuses worth another try, whichever provider answered them (529: Anthropic's overload)
+RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A ``retry-after`` header's delay in seconds (the number form; an HTTP date or junk
+    gives None, and the backoff decides)."""
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and seconds >= 0 else None
 
 
 class CircuitBreaker:

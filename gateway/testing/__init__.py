@@ -1,6 +1,7 @@
-"""Small fakes behind the real interfaces, for the fast tier of tests and for trying the
-pipeline without a model, a teacher or Redis. (The teacher simulator over real HTTP is
-``gateway/teachers/sim.py``.)"""
+"""Stand-ins behind the real interfaces: the teacher simulator (``sim.py``, a real HTTP
+server speaking Anthropic's and OpenAI's protocols: the demo's teacher without an API key,
+and the integration tests'), and small in-process fakes (``fakes.py``: engine, teacher,
+capture sink) for the fast tier of tests."""
 
 from gateway.testing.fakes import FakeEngine, FakeTeacher, MemorySink
 

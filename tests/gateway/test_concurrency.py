@@ -65,8 +65,6 @@ def test_a_full_queue_answers_429_with_retry_after(tiny_student, run_gateway, tm
     refused = [r for r in responses if r.status_code == 429]
     assert all(int(r.headers["retry-after"]) >= 1 for r in refused)
     assert all(r.json()["error"]["type"] == "server_overloaded" for r in refused)
-    # The SDK sees a typed rate-limit error it can back off on.
-    assert issubclass(openai.RateLimitError, openai.APIStatusError)
 
 
 def test_api_keys_are_enforced_when_configured(tiny_student, run_gateway, tmp_path) -> None:  # type: ignore[no-untyped-def]

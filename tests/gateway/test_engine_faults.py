@@ -21,7 +21,7 @@ from gateway.errors import EngineUnavailable
 from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.tasks import Task
-from gateway.teachers.sim import SimulatedAnswers, create_sim_app
+from gateway.testing.sim import SimulatedAnswers, create_sim_app
 from tests.conftest import LABELS, serve_in_thread, write_calibrator, write_task
 
 KEY_ENV = "DISTILLGATE_TEST_TEACHER_KEY"

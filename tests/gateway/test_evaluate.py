@@ -9,7 +9,7 @@ from gateway.commands.evaluate import evaluate
 from gateway.deployment import TaskRuntime
 from gateway.engines.transformers import TransformersEngine
 from gateway.tasks import Task
-from gateway.teachers.sim import SimulatedAnswers, SimulatedTeacher
+from gateway.testing.sim import SimulatedAnswers, SimulatedTeacher
 from tests.conftest import LABELS
 
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from gateway.settings import Settings
-from gateway.teachers.sim import SimulatedAnswers, create_sim_app
+from gateway.testing.sim import SimulatedAnswers, create_sim_app
 from tests.conftest import LABELS, serve_in_thread, write_calibrator, write_task
 from training.examples import write_examples
 

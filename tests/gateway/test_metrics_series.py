@@ -1,0 +1,60 @@
+"""Every series a dashboard or alert reads exists from start-up, at 0, for each task."""
+
+from __future__ import annotations
+
+import re
+
+from gateway.metrics import Metrics
+
+# The series the dashboards and alerts read that only counted events used to create.
+ONCE_MISSING = (
+    'distillgate_audits_total{task="t",verdict="disagree"} 0.0',
+    'distillgate_engine_rejections_total{task="t"} 0.0',
+    'distillgate_estimated_savings_usd_total{task="t"} 0.0',
+    'distillgate_reloads_total{outcome="refused"} 0.0',
+    'distillgate_teacher_errors_total{kind="teacher_timeout",task="t"} 0.0',
+    'distillgate_time_to_first_token_seconds_bucket{le="+Inf",route="teacher",task="t"} 0.0',
+    'distillgate_escalations_total{reason="low_confidence",task="t"} 0.0',
+    'distillgate_capture_records_total{outcome="dropped",task="t"} 0.0',
+)
+
+
+def test_prepared_series_exist_at_zero() -> None:
+    metrics = Metrics()
+    before = metrics.render().decode()
+    metrics.prepare(["t"])
+    after = metrics.render().decode()
+    for line in ONCE_MISSING:
+        assert line in after, line
+        if "reloads" not in line:  # reload outcomes have no task: they exist from the start
+            assert line not in before
+
+
+def test_every_series_the_dashboards_read_is_prepared() -> None:
+    """Each metric name in the dashboards' and alerts' queries has samples for the task
+    before any request (the live state ones come from the scrape-time collector)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "deploy"
+    queries = "".join(p.read_text() for p in root.rglob("*") if p.suffix in (".json", ".yml"))
+    names = set(re.findall(r"distillgate_[a-z_]+", queries))
+    metrics = Metrics()
+    metrics.prepare(["t"])
+    text = metrics.render().decode()
+    live = {  # read at scrape time from what is served (DeploymentCollector)
+        "distillgate_calibrator",
+        "distillgate_teacher_circuit_open",
+        "distillgate_teacher_retries",
+        "distillgate_engine_queue_depth",
+        "distillgate_audit_agreement",
+        "distillgate_capture_spool_bytes",
+        "distillgate_capture_queued",
+        "distillgate_http_requests",
+        "distillgate_rate_limited",
+    }
+    missing = [
+        n
+        for n in sorted(names)
+        if not any(n.startswith(prefix) for prefix in live) and f"\n{n}" not in f"\n{text}"
+    ]
+    assert missing == []
