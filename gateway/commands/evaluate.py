@@ -60,16 +60,28 @@ def _cost(prices: Prices, teacher: TeacherAnswer | None, answer: Answer | None) 
 
 
 async def evaluate(
-    runtime: TaskRuntime, examples: Sequence[Example], *, max_tokens: int | None = None
+    runtime: TaskRuntime,
+    examples: Sequence[Example],
+    *,
+    max_tokens: int | None = None,
+    concurrency: int = 128,
 ) -> Evaluation:
     """``max_tokens``: replay as if every client sent it (the routing decision must not
-    change: it is made on the student's whole answer, and only the served text is cut)."""
+    change: it is made on the student's whole answer, and only the served text is cut).
+    ``concurrency``: requests in flight at once, like that many clients, so each meets the
+    task's deadline on its own time rather than behind thousands queued at once."""
     if runtime.teacher is None:
         raise ValueError(f"task {runtime.task.name!r} has no teacher to route to")
     pipeline = Pipeline({runtime.task.name: runtime})
     task = runtime.task
 
+    clients = asyncio.Semaphore(concurrency)
+
     async def one(i: int) -> tuple[Answer, TeacherAnswer]:
+        async with clients:
+            return await ask(i)
+
+    async def ask(i: int) -> tuple[Answer, TeacherAnswer]:
         # The request a client would send, converted exactly as serving converts it.
         wire: dict[str, Any] = {"model": task.name, "messages": examples[i].chat()}
         if max_tokens is not None:

@@ -1,0 +1,82 @@
+"""``distillgate``: serve the gateway, build students, prepare data.
+
+distillgate serve [--host H] [--port P]
+distillgate student train --data train.jsonl [--data more.jsonl] [--held-out dev.jsonl]
+                          [--init-from DIR] [--task NAME] --out DIR
+distillgate student build --task NAME          (train per the task's [build] recipe)
+distillgate student evaluate (--task NAME | --student DIR) --data test.jsonl
+distillgate data import-csv FILE.csv --out FILE.jsonl [--prompt-column C --answer-column C]
+distillgate data split FILE.jsonl --fraction F --out-kept A.jsonl --out-split B.jsonl
+distillgate calibrate (--task NAME | --student DIR) --data cal.jsonl
+                      [--target-accuracy A | --max-escalation E] [--delta D] [--out FILE]
+distillgate calibrate --task NAME --from-stream [--student DIR] [--data more.jsonl] [--out FILE]
+distillgate export --task NAME --out train.jsonl [--chat-out chat.jsonl] [--group G]
+distillgate evaluate (--task NAME | --student DIR --calibrator FILE) --data test.jsonl
+                     --out report.json
+distillgate teacher-sim --data labelled.jsonl [--host H] [--port P] [--accuracy A] [--latency-ms MS]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from gateway.settings import Settings
+from gateway.tasks import TaskConfigError
+
+__all__ = ["main"]
+
+Command = Callable[[argparse.Namespace, Settings], None]
+
+
+def _commands() -> dict[tuple[str, str | None], Command]:
+    """(command, action) -> what runs it: one module per command."""
+    from gateway.cli import (
+        calibrate,
+        data,
+        evaluate,
+        export,
+        keys,
+        serve,
+        student,
+        teacher_sim,
+    )
+
+    return {
+        ("serve", None): serve.run,
+        ("student", "train"): student.train,
+        ("student", "build"): student.build,
+        ("student", "evaluate"): student.evaluate,
+        ("calibrate", None): calibrate.run,
+        ("evaluate", None): evaluate.run,
+        ("export", None): export.run,
+        ("keys", "new"): keys.run,
+        ("keys", "hash"): keys.run,
+        ("teacher-sim", None): teacher_sim.run,
+        ("data", "import-csv"): data.import_csv,
+        ("data", "split"): data.split,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from gateway.cli.parser import build_parser
+
+    args = build_parser().parse_args(argv)
+    overrides = {
+        k: v for k in ("host", "port", "tasks_dir") if (v := getattr(args, k, None)) is not None
+    }
+    settings = Settings(**overrides)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # The SDKs log whole requests (headers, prompts) at DEBUG: never below WARNING here, so
+    # no prompt and no key reaches a log at any gateway log level (tests/gateway/test_auth.py).
+    for chatty in ("anthropic", "openai", "httpx", "httpx2", "httpcore", "aiohttp", "urllib3"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    run = _commands()[(args.command, getattr(args, "action", None))]
+    try:
+        run(args, settings)
+    except (TaskConfigError, ValueError, FileNotFoundError) as exc:
+        sys.exit(f"distillgate: {exc}")

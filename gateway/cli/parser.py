@@ -1,0 +1,126 @@
+"""The ``distillgate`` argument parser: every command, its options and their help."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from gateway.cli import __doc__ as USAGE
+
+__all__ = ["build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="distillgate",
+        description=USAGE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the OpenAI-compatible gateway")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--tasks-dir", type=Path)
+
+    student = sub.add_parser("student", help="train, build or evaluate a student").add_subparsers(
+        dest="action", required=True
+    )
+    train = student.add_parser("train", help="train a from-scratch student on prompt/answer JSONL")
+    train.add_argument(
+        "--data", type=Path, required=True, action="append", help="JSONL; repeat to combine"
+    )
+    train.add_argument(
+        "--init-from", type=Path, help="continue from this student (its tokenizer and weights)"
+    )
+    train.add_argument(
+        "--task", help="put this task's whole answer set in the tokenizer (labels not in --data)"
+    )
+    train.add_argument(
+        "--held-out", type=Path, help="JSONL for checkpoint selection (default: 5%% of --data)"
+    )
+    train.add_argument("--out", type=Path, required=True)
+    train.add_argument("--time-budget", type=float, default=780.0, help="seconds (default 780)")
+    train.add_argument("--max-steps", type=int)
+    case = train.add_mutually_exclusive_group()
+    case.add_argument("--lowercase", action="store_true", help="lower-case text (default: auto)")
+    case.add_argument("--no-lowercase", action="store_true", help="keep case (default: auto)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--threads", type=int)
+    build = student.add_parser("build", help="train a task's student from its [build] recipe")
+    build.add_argument("--task", required=True)
+    evaluate = student.add_parser("evaluate", help="greedy exact-match accuracy on labelled JSONL")
+    target = evaluate.add_mutually_exclusive_group(required=True)
+    target.add_argument("--task")
+    target.add_argument("--student", type=Path)
+    evaluate.add_argument("--data", type=Path, required=True)
+
+    data = sub.add_parser("data", help="prepare labelled data").add_subparsers(
+        dest="action", required=True
+    )
+    imp = data.add_parser("import-csv", help="CSV (e.g. Banking77's text,category) -> JSONL")
+    imp.add_argument("csv", type=Path)
+    imp.add_argument("--out", type=Path, required=True)
+    imp.add_argument("--prompt-column", default="text")
+    imp.add_argument("--answer-column", default="category")
+    split = data.add_parser("split", help="stratified split of a JSONL file")
+    split.add_argument("data", type=Path)
+    split.add_argument("--fraction", type=float, required=True)
+    split.add_argument("--out-kept", type=Path, required=True)
+    split.add_argument("--out-split", type=Path, required=True)
+    split.add_argument("--seed", type=int, default=0)
+    cal = sub.add_parser("calibrate", help="fit a task's temperature and accept threshold")
+    cal.add_argument("--task")
+    cal.add_argument("--student", type=Path, help="with --task: calibrate this student instead")
+    cal.add_argument(
+        "--data", type=Path, help="labelled JSONL (default: the task's routing.calibration_data)"
+    )
+    cal.add_argument(
+        "--from-stream",
+        action="store_true",
+        help="fit on the task's captured escalation and audit pairs (its holdout share)",
+    )
+    goal = cal.add_mutually_exclusive_group()
+    goal.add_argument("--target-accuracy", type=float)
+    goal.add_argument("--max-escalation", type=float)
+    cal.add_argument("--delta", type=float)
+    cal.add_argument("--out", type=Path, help="artifact path (default: the task's calibrator)")
+    cal.add_argument("--max-tokens", type=int, help="with --student (default: from the data)")
+
+    ev = sub.add_parser(
+        "evaluate", help="replay labelled data through the routing; report quality and cost"
+    )
+    which = ev.add_mutually_exclusive_group(required=True)
+    which.add_argument("--task")
+    which.add_argument("--student", type=Path)
+    ev.add_argument("--calibrator", type=Path)
+    ev.add_argument("--data", type=Path, required=True)
+    ev.add_argument("--out", type=Path, required=True)
+    ev.add_argument("--max-tokens", type=int, help="replay as if every client sent this max_tokens")
+
+    exp = sub.add_parser("export", help="captured pairs -> training files (a consumer group)")
+    exp.add_argument("--task", required=True)
+    exp.add_argument("--out", type=Path, required=True, help='{"prompt","answer"} JSONL')
+    exp.add_argument("--chat-out", type=Path, help='{"messages"} JSONL (default: OUT.chat.jsonl)')
+    exp.add_argument("--group", default="distillgate-export")
+    exp.add_argument("--consumer", help="consumer name (default: host-pid)")
+
+    keys = sub.add_parser("keys", help="client API keys").add_subparsers(
+        dest="action", required=True
+    )
+    new = keys.add_parser("new", help="mint a key: print it once, and its key-file entry")
+    new.add_argument("--name", required=True, help="what logs and metrics call the key")
+    new.add_argument("--task", action="append", help="a task it may call; repeat (default: all)")
+    new.add_argument("--requests-per-minute", type=int)
+    new.add_argument("--tokens-per-minute", type=int)
+    keys.add_parser("hash", help="read a key on stdin, print its key-file sha256")
+
+    sim = sub.add_parser(
+        "teacher-sim", help="serve the teacher simulator (Anthropic and OpenAI APIs)"
+    )
+    sim.add_argument("--data", type=Path, required=True)
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8100)
+    sim.add_argument("--accuracy", type=float, default=1.0)
+    sim.add_argument("--latency-ms", type=float, default=0.0)
+    return p
