@@ -13,7 +13,6 @@ RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
 COPY pyproject.toml README.md deploy/constraints.txt ./
 COPY gateway gateway
 COPY calibration calibration
-COPY training training
 # hadolint ignore=DL3013
 RUN pip install --constraint constraints.txt ".[cpu]"
 COPY tasks tasks

@@ -33,8 +33,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from gateway.training.examples import Example, read_examples, stratified_split, write_examples  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
-from training.examples import Example, read_examples, stratified_split, write_examples  # noqa: E402
 
 DATA = ROOT / "data" / "banking77"
 ADMIN = "bench-admin"

@@ -33,7 +33,7 @@ from gateway.commands.calibrate import (  # noqa: E402
     split_for_calibration,
 )
 from gateway.tasks import PromptFormat  # noqa: E402
-from training.examples import read_examples  # noqa: E402
+from gateway.training.examples import read_examples  # noqa: E402
 
 TARGETS = (0.97, 0.95, 0.9)
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from gateway.engines.base import SamplingParams, StudentEngine
 from gateway.pipeline.prompt import example_request
 from gateway.tasks import PromptFormat
-from training.examples import Example
+from gateway.training.examples import Example
 
 __all__ = ["StudentAnswer", "replay"]
 

@@ -26,10 +26,10 @@ import uvicorn
 from calibration import Calibration, save_calibration, student_fingerprint
 from gateway.app import create_app
 from gateway.settings import Settings
+from gateway.training.examples import Example, read_examples
+from gateway.training.model import StudentShape
+from gateway.training.trainer import TrainConfig, train_student
 from tests.redis_server import RedisServer
-from training.examples import Example, read_examples
-from training.model import StudentShape
-from training.trainer import TrainConfig, train_student
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "banking77"

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("gateway", "calibration", "training")
+PACKAGES = ("gateway", "calibration")
 
 
 def _module_name(path: Path) -> str:

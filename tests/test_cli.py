@@ -13,7 +13,7 @@ import pytest
 from gateway.engines.transformers import TransformersEngine
 from gateway.replay import replay
 from gateway.tasks import PromptFormat
-from training.examples import read_examples
+from gateway.training.examples import read_examples
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -88,8 +88,8 @@ def test_serve_refuses_a_broken_task_file(tmp_path: Path) -> None:
 
 def test_calibrate_and_evaluate_a_student(tiny_student, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from calibration import load_calibration
+    from gateway.training.examples import write_examples
     from tests.conftest import DATA, subset
-    from training.examples import write_examples
 
     # held out of the tiny student's training: examples 60.. of each label
     held = [e for e in subset(DATA / "train.jsonl", 90) if e not in tiny_student.train]

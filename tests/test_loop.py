@@ -17,10 +17,10 @@ import httpx
 
 from gateway.cli import main
 from gateway.settings import Settings
+from gateway.training.examples import Example, read_examples, write_examples
+from gateway.training.trainer import train_student
 from tests.conftest import DATA, LABELS, TINY, Gateway, write_task
 from tests.redis_server import RedisServer
-from training.examples import Example, read_examples, write_examples
-from training.trainer import train_student
 
 ADMIN = "admin"
 TARGET = 0.9

@@ -12,7 +12,7 @@ from gateway.cli.resolve import redis_client, task_named
 from gateway.cli.student import answer_budget
 from gateway.settings import Settings
 from gateway.tasks import PromptFormat, Task, default_calibrator
-from training.examples import Example
+from gateway.training.examples import Example
 
 __all__ = ["calibrate_student", "calibrate_task", "run", "stream_examples"]
 
@@ -89,7 +89,7 @@ def calibrate_task(task: Task, data: Path | None = None) -> None:
         raise SystemExit(
             f"task {task.name!r}: give --data (the task has no routing.calibration_data)"
         )
-    from training.examples import read_examples
+    from gateway.training.examples import read_examples
 
     calibrate_student(
         task.student,
@@ -104,7 +104,7 @@ def calibrate_task(task: Task, data: Path | None = None) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> None:
-    from training.examples import read_examples
+    from gateway.training.examples import read_examples
 
     goal_given = args.target_accuracy is not None or args.max_escalation is not None
     if args.task:

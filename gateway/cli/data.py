@@ -10,7 +10,7 @@ __all__ = ["import_csv", "split"]
 
 
 def import_csv(args: argparse.Namespace, settings: Settings) -> None:
-    from training.examples import examples_from_csv, write_examples
+    from gateway.training.examples import examples_from_csv, write_examples
 
     n = write_examples(
         args.out,
@@ -22,7 +22,7 @@ def import_csv(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def split(args: argparse.Namespace, settings: Settings) -> None:
-    from training.examples import read_examples, stratified_split, write_examples
+    from gateway.training.examples import read_examples, stratified_split, write_examples
 
     kept, held = stratified_split(read_examples(args.data), fraction=args.fraction, seed=args.seed)
     write_examples(args.out_kept, kept)

@@ -26,7 +26,7 @@ def evaluate_routing(task: Task, data: Path, out: Path, max_tokens: int | None =
     from gateway.teachers.base import Teacher
     from gateway.teachers.factory import OpenedTeacher, open_teacher
     from gateway.testing.sim import SimulatedAnswers, SimulatedTeacher
-    from training.examples import read_examples
+    from gateway.training.examples import read_examples
 
     examples = read_examples(data)
     if task.calibrator is None or not task.calibrator.is_file():

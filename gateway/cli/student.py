@@ -41,8 +41,8 @@ def train_student_from_files(
 ) -> None:
     from tqdm import tqdm
 
-    from training.examples import read_examples, stratified_split
-    from training.trainer import TrainConfig, train_student
+    from gateway.training.examples import read_examples, stratified_split
+    from gateway.training.trainer import TrainConfig, train_student
 
     train = [ex for path in data for ex in read_examples(path)]
     if held_out is not None:
@@ -112,7 +112,7 @@ def build_student(task: Task) -> None:
 async def exact_match(student: Path, data: Path, task: Task | None) -> dict[str, float]:
     from gateway.engines.transformers import TransformersEngine
     from gateway.replay import replay
-    from training.examples import read_examples
+    from gateway.training.examples import read_examples
 
     examples = read_examples(data)
     engine = TransformersEngine(student, max_batch_size=64, max_waiting=len(examples))
@@ -147,8 +147,8 @@ def task_for_student(student: Path, calibrator: Path | None, data: Path) -> Task
     """An ad-hoc task around a bare student folder: the answer budget, and (for labels) the
     answer set, taken from the data."""
     from gateway.tasks import GenerationLimits
-    from training.examples import read_examples
-    from training.tokenizer import is_closed_answer_set
+    from gateway.training.examples import read_examples
+    from gateway.training.tokenizer import is_closed_answer_set
 
     answers = [ex.answer for ex in read_examples(data)]
     return Task(

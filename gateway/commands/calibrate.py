@@ -35,8 +35,8 @@ from gateway.engines.transformers import TransformersEngine
 from gateway.pipeline.prompt import example_request
 from gateway.replay import StudentAnswer, replay
 from gateway.tasks import PromptFormat
-from training.examples import Example
-from training.scoring import ScoredAnswer, score_answers
+from gateway.training.examples import Example
+from gateway.training.scoring import ScoredAnswer, score_answers
 
 __all__ = [
     "ScoredSet",

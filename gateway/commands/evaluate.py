@@ -31,7 +31,7 @@ from gateway.pipeline.decision import Route
 from gateway.pipeline.escalation import teacher_request
 from gateway.tasks import Prices
 from gateway.teachers.base import TeacherAnswer
-from training.examples import Example
+from gateway.training.examples import Example
 
 __all__ = ["Evaluation", "evaluate"]
 

@@ -35,7 +35,7 @@ from gateway.capture.redis import default_stream_name
 from gateway.engines.base import Message
 from gateway.pipeline.prompt import training_turns
 from gateway.tasks import Task
-from training.examples import Example, read_examples
+from gateway.training.examples import Example, read_examples
 
 __all__ = [
     "ExportStats",

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from gateway.engines.base import GenerationRequest, Message, SamplingParams
 from gateway.errors import InvalidRequest
 from gateway.tasks import PromptFormat
-from training.examples import Example
+from gateway.training.examples import Example
 
 __all__ = ["example_request", "student_turns", "training_turns"]
 

@@ -17,7 +17,7 @@ from gateway.teachers.anthropic import AnthropicTeacher
 from gateway.teachers.base import Teacher
 from gateway.teachers.openai_compat import OpenAICompatTeacher
 from gateway.teachers.resilience import ResilientTeacher
-from training.examples import read_examples
+from gateway.training.examples import read_examples
 
 __all__ = ["OpenedTeacher", "open_teacher"]
 

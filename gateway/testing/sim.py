@@ -27,7 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from gateway.teachers.base import TeacherAnswer, TeacherRequest
-from training.examples import Example
+from gateway.training.examples import Example
 
 __all__ = ["SimulatedAnswers", "SimulatedTeacher", "create_sim_app"]
 

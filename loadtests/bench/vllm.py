@@ -27,9 +27,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from gateway.training.examples import read_examples
 from loadtests.bench.engine import drive, wrk_script
 from loadtests.bench.overhead import Target, _wait_ready, free_port
-from training.examples import read_examples
 
 ROOT = Path(__file__).resolve().parents[2]
 

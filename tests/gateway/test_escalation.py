@@ -15,8 +15,8 @@ import pytest
 from calibration import Calibration, save_calibration
 from gateway.settings import Settings
 from gateway.testing.sim import SimulatedAnswers, create_sim_app
+from gateway.training.examples import Example, write_examples
 from tests.conftest import LABELS, Gateway, serve_in_thread, write_calibrator, write_task
-from training.examples import Example, write_examples
 
 IN_DOMAIN = "I still have not received my card"
 GIBBERISH = "zxqv blorf quantum pickle 88 !!"

@@ -17,6 +17,7 @@ import pytest
 
 from calibration import student_fingerprint
 from gateway.settings import Settings
+from gateway.training.trainer import train_student
 from tests.conftest import (
     TINY,
     Gateway,
@@ -27,7 +28,6 @@ from tests.conftest import (
     write_task,
 )
 from tests.redis_server import RedisServer
-from training.trainer import train_student
 
 ADMIN = "admin-secret"
 PROMPT = "I still have not received my card"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from gateway.settings import Settings
 from gateway.testing.sim import SimulatedAnswers, create_sim_app
+from gateway.training.examples import write_examples
 from tests.conftest import LABELS, serve_in_thread, write_calibrator, write_task
-from training.examples import write_examples
 
 ROOT = Path(__file__).resolve().parents[2]
 

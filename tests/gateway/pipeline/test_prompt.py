@@ -14,8 +14,8 @@ from gateway.engines.transformers import TransformersEngine
 from gateway.errors import InvalidRequest
 from gateway.pipeline.prompt import example_request, student_turns, training_turns
 from gateway.tasks import PromptFormat, Task
+from gateway.training.examples import Example
 from tests.gateway.capture.records import record
-from training.examples import Example
 
 SYSTEM = "You sort bank support tickets."
 CONVERSATION = (

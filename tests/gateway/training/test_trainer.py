@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from gateway.engines.base import GenerationRequest, Message, SamplingParams
 from gateway.engines.transformers import TransformersEngine
-from training.trainer import TrainConfig, _lr_factor, encode, exact_match
+from gateway.training.trainer import TrainConfig, _lr_factor, encode, exact_match
 
 
 def test_the_folder_loads_in_transformers(tiny_student) -> None:  # type: ignore[no-untyped-def]

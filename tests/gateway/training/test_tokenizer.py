@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from training.examples import read_examples
-from training.tokenizer import build_tokenizer, check_round_trip
-from training.trainer import _prompt_ids, encode
+from gateway.training.examples import read_examples
+from gateway.training.tokenizer import build_tokenizer, check_round_trip
+from gateway.training.trainer import _prompt_ids, encode
 
-DATA = Path(__file__).resolve().parents[2] / "data" / "banking77"
+DATA = Path(__file__).resolve().parents[3] / "data" / "banking77"
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from training.examples import (
+from gateway.training.examples import (
     Example,
     examples_from_csv,
     read_examples,
@@ -62,7 +62,7 @@ def test_stratified_split_keeps_every_answer_on_both_sides() -> None:
 
 
 def test_the_shipped_jsonl_is_what_the_converter_makes(tmp_path: Path) -> None:
-    data = Path(__file__).resolve().parents[2] / "data" / "banking77"
+    data = Path(__file__).resolve().parents[3] / "data" / "banking77"
     assert read_examples(data / "test.jsonl") == examples_from_csv(data / "test.csv")
     train = examples_from_csv(data / "train.csv")
     kept, held = stratified_split(train, fraction=0.15, seed=0)

@@ -25,9 +25,9 @@ import torch
 from torch import nn
 from transformers import GenerationConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from training.examples import Example
-from training.model import StudentShape, add_training_dropout, new_student
-from training.tokenizer import ASSISTANT, USER, build_tokenizer, check_round_trip
+from gateway.training.examples import Example
+from gateway.training.model import StudentShape, add_training_dropout, new_student
+from gateway.training.tokenizer import ASSISTANT, USER, build_tokenizer, check_round_trip
 
 __all__ = ["EncodedExample", "TrainConfig", "TrainResult", "encode", "exact_match", "train_student"]
 
