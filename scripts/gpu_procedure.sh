@@ -45,7 +45,7 @@ measure)
     # 1. The conformance suite on VLLMEngine (and the CPU engine, for comparison).
     "$PY" -m pytest -q tests/gateway/engines/test_conformance.py -k "vllm or transformers" -rs
     # 2. In-process vLLM vs `vllm serve`, same model and load; the CPU engine beside them.
-    "$PY" -m loadtests.bench.vllm --student models/banking77 --rounds 3 --duration 10 --with-cpu
+    "$PY" -m benchmarks.vllm --student models/banking77 --rounds 3 --duration 10 --with-cpu
     ;;
 *)
     sed -n '2,13p' "$0"

@@ -70,6 +70,7 @@ _REAL_PARTS = {"tiny_student", "redis_server", "run_gateway", "gateway", "promet
 _REAL_MODULES = (
     "tests/deploy/",
     "tests/loadtests/",
+    "tests/benchmarks/",
     "tests/test_cli.py",
     "tests/gateway/teachers/",
     "tests/gateway/engines/test_vllm_engine.py",

@@ -16,7 +16,7 @@ and the target's CPU time per request (utime + stime of its process tree from /p
 With two or more cores, targets run on core 0 and wrk plus the upstream on core 1, so a
 target's CPU is its own. Medians over rounds; ratios against the bare pass-throughs.
 
-    python -m loadtests.bench.overhead [--rounds 3] [--duration 5] [--out reports/bench]
+    python -m benchmarks.overhead [--rounds 3] [--duration 5] [--out reports/bench]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import httpx
 
 from calibration import Calibration, save_calibration, student_fingerprint
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 BODY = {
     "model": "banking77",
     "messages": [{"role": "user", "content": "I am still waiting on my card, is it lost?"}],
@@ -236,7 +236,7 @@ def targets(work: Path, upstream: str, litellm: str | None, variants: list[str])
                 [
                     py,
                     "-m",
-                    "loadtests.bench.passthrough",
+                    "benchmarks.passthrough",
                     "--client",
                     client,
                     "--upstream",
@@ -412,7 +412,7 @@ def main() -> None:
             all_targets = [t for t in all_targets if t.name in {"direct", *args.targets}]
         upstream = subprocess.Popen(
             _pinned(
-                [sys.executable, "-m", "loadtests.bench.upstream", "--port", str(upstream_port)],
+                [sys.executable, "-m", "benchmarks.upstream", "--port", str(upstream_port)],
                 load_cpu,
             ),
             cwd=ROOT,

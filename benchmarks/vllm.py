@@ -12,7 +12,7 @@ interleaved rounds with ``wrk`` cycling through Banking77 test prompts:
 Prints req/s and p50/p99 per contender and concurrency, and the ratios the issue sets
 (in-process vLLM >= 95 % of vllm serve's throughput at saturation, p50 within 10 %).
 
-    python -m loadtests.bench.vllm --student models/banking77 [--rounds 3] [--duration 10]
+    python -m benchmarks.vllm --student models/banking77 [--rounds 3] [--duration 10]
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from benchmarks.engine import drive, wrk_script
+from benchmarks.overhead import Target, _wait_ready, free_port
 from gateway.training.examples import read_examples
-from loadtests.bench.engine import drive, wrk_script
-from loadtests.bench.overhead import Target, _wait_ready, free_port
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def task_file(folder: Path, student: Path, calibrator: Path | None, engine: str) -> Path:

@@ -2,7 +2,7 @@
 its answer, nothing else. ``--client`` picks the upstream HTTP client (httpx or aiohttp),
 one shared pooled client, created in the lifespan.
 
-    python -m loadtests.bench.passthrough --client httpx --upstream http://127.0.0.1:9000
+    python -m benchmarks.passthrough --client httpx --upstream http://127.0.0.1:9000
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtests.bench.overhead import parse_wrk
+from benchmarks.overhead import parse_wrk
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,7 +43,7 @@ def test_wrk_output_is_read_with_units_and_errors() -> None:
 def test_one_short_overhead_round_runs(tmp_path: Path) -> None:
     done = subprocess.run(
         [
-            sys.executable, "-m", "loadtests.bench.overhead",
+            sys.executable, "-m", "benchmarks.overhead",
             "--rounds", "1", "--duration", "1", "--connections", "1", "4",
             "--targets", "distillgate", "fastapi-aiohttp", "--litellm", "",
             "--out", str(tmp_path), "--chart", str(tmp_path / "chart.png"),

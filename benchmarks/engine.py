@@ -16,7 +16,7 @@ token comes after the engine's last: that gap is the price of routing, measured 
 
 Finally a py-spy profile of the gateway at saturation (top frames by own time).
 
-    python -m loadtests.bench.engine [--rounds 3] [--duration 8] [--out reports/bench]
+    python -m benchmarks.engine [--rounds 3] [--duration 8] [--out reports/bench]
 """
 
 from __future__ import annotations
@@ -36,14 +36,14 @@ from pathlib import Path
 
 import aiohttp
 
+from benchmarks.overhead import Target, _wait_ready, free_port, parse_wrk
 from calibration import load_calibration
 from gateway.engines.base import GenerationRequest, Message, SamplingParams
 from gateway.engines.transformers import TransformersEngine
 from gateway.tasks import load_tasks
 from gateway.training.examples import read_examples
-from loadtests.bench.overhead import Target, _wait_ready, free_port, parse_wrk
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 PORT = free_port()
 
 

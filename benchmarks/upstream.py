@@ -6,7 +6,7 @@ tokenised into a few tokens, with the chosen and top-k logprobs when the request
 them (``logprobs``/``top_logprobs``) and as an SSE stream when it sets ``stream``;
 ``GET /health`` answers 200. Responses are built once per request shape and cached.
 
-    python -m loadtests.bench.upstream --port 9000 [--delay-ms 0]
+    python -m benchmarks.upstream --port 9000 [--delay-ms 0]
 """
 
 from __future__ import annotations

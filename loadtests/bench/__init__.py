@@ -1,1 +1,0 @@
-"""Side-by-side benchmarks of the gateway against its peers (see docs/benchmarks.md)."""
