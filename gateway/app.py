@@ -144,6 +144,8 @@ _API_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/models"}
 def create_app(
     settings: Settings | None = None, *, engine_factory: EngineFactory = default_engine
 ) -> FastAPI:
+    """Long because it is the assembly: lifespan, error handlers and the middleware stack in the
+    order they wrap, read top to bottom in one place."""
     settings = settings or Settings()
     metrics = Metrics()
     for name, access in (("metrics", settings.metrics_access), ("health", settings.health_access)):

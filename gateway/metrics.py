@@ -25,6 +25,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from gateway.engines.base import Queued
+from gateway.teachers.resilience import ResilientTeacher
+
 if TYPE_CHECKING:
     from gateway.pipeline.answer import Pipeline
 
@@ -47,6 +50,8 @@ class Metrics:
     count that simply has not happened yet."""
 
     def __init__(self) -> None:
+        """Long by design: one call per series, the table every dashboard reads; splitting it would
+        scatter the names."""
         self.registry = CollectorRegistry()
         c, h = self._counter, self._histogram
         self.http_requests = c(
@@ -271,6 +276,8 @@ class DeploymentCollector(Collector):
         self.pipeline = pipeline
 
     def collect(self) -> Iterator[Metric]:
+        """Long by design: one family per live gauge, declared, then filled in one pass over
+        the tasks."""
         serving = self.pipeline()
         if serving is None:
             return
@@ -326,13 +333,12 @@ class DeploymentCollector(Collector):
                 coverage = cal.metrics_after.get("coverage")
                 if coverage is not None:
                     expected.add_metric([name], 1.0 - coverage)
-            breaker = getattr(runtime.teacher, "breaker", None)
-            if breaker is not None:
-                circuit.add_metric([name], 1.0 if breaker.state == "open" else 0.0)
-                retries.add_metric([name], float(getattr(runtime.teacher, "retries", 0)))
-            pending = getattr(runtime.engine, "pending", None)
-            if isinstance(pending, int):
-                queue.add_metric([name], pending)
+            teacher = runtime.teacher
+            if isinstance(teacher, ResilientTeacher):
+                circuit.add_metric([name], 1.0 if teacher.breaker.state == "open" else 0.0)
+                retries.add_metric([name], float(teacher.retries))
+            if isinstance(runtime.engine, Queued):
+                queue.add_metric([name], runtime.engine.pending)
             if serving.audits is not None:  # NaN before the first audit: no comparison holds
                 rate = serving.audits.agreement(name).rate
                 agreement.add_metric([name], math.nan if rate is None else rate)

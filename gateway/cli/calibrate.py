@@ -28,6 +28,8 @@ def calibrate_student(
     max_tokens: int,
     prompt: PromptFormat,
 ) -> None:
+    """Long because it prints the report a person reads: metrics before and after, the threshold
+    and its guarantee."""
     from tqdm import tqdm
 
     from calibration import save_calibration

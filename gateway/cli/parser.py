@@ -11,6 +11,7 @@ __all__ = ["build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Long by design: every command's options, declared in one table-like block."""
     p = argparse.ArgumentParser(
         prog="distillgate",
         description=USAGE,

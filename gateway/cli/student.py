@@ -39,6 +39,7 @@ def train_student_from_files(
     init_from: Path | None = None,
     answers: Sequence[str] = (),
 ) -> None:
+    """Long because it reports progress for a terminal and for a log file."""
     from tqdm import tqdm
 
     from gateway.training.examples import read_examples, stratified_split

@@ -69,7 +69,10 @@ async def evaluate(
     """``max_tokens``: replay as if every client sent it (the routing decision must not
     change: it is made on the student's whole answer, and only the served text is cut).
     ``concurrency``: requests in flight at once, like that many clients, so each meets the
-    task's deadline on its own time rather than behind thousands queued at once."""
+    task's deadline on its own time rather than behind thousands queued at once.
+
+    Long because the report's twenty figures are computed and named in one place.
+    """
     if runtime.teacher is None:
         raise ValueError(f"task {runtime.task.name!r} has no teacher to route to")
     pipeline = Pipeline({runtime.task.name: runtime})

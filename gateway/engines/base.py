@@ -16,6 +16,7 @@ __all__ = [
     "FinishReason",
     "GenerationRequest",
     "Message",
+    "Queued",
     "SamplingParams",
     "ScoredText",
     "StudentEngine",
@@ -143,3 +144,11 @@ class StudentEngine(Protocol):
     async def start(self) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Queued(Protocol):
+    """An engine that knows its queue: requests accepted and not yet finished (metrics)."""
+
+    @property
+    def pending(self) -> int: ...

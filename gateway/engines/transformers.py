@@ -169,6 +169,7 @@ class TransformersEngine:
         return prompt_ids(self.tokenizer, request, self._max_user_tokens)
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[TokenDelta, None]:
+        """Long because admission, the queue wait and detokenisation run inline on the hot path."""
         await self.check_health()
         prompt = self.encode(request)
         sampling = request.sampling

@@ -128,6 +128,8 @@ class VLLMEngine:
         return prompt_ids(self._tokenizer, request, self._user_limit)
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[TokenDelta, None]:
+        """Long because vLLM's outputs are translated to TokenDeltas inline, on the hot path,
+        without per-token helper calls."""
         from vllm import SamplingParams, TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 

@@ -97,7 +97,10 @@ class Pipeline:
         options: ReplyOptions | None = None,
     ) -> Answer:
         """Decide on the student's whole answer (``gen`` carries the task's own limits),
-        then serve the chosen answer within the client's ``options``."""
+        then serve the chosen answer within the client's ``options``.
+
+        Long on purpose: the data path in one readable sequence, each step a call into its module.
+        """
         task = runtime.task
         options = options or ReplyOptions()
         deadline = asyncio.get_running_loop().time() + task.limits.deadline_s

@@ -198,7 +198,10 @@ def _sim_logprobs(text: str, top: int) -> dict[str, Any]:
 def create_sim_app(
     answers: SimulatedAnswers, *, latency_s: float = 0.0, timeout_s: float = 3600.0
 ) -> FastAPI:
-    """``timeout_s``: how long a 'timeout' or 'stall' fault holds the request."""
+    """``timeout_s``: how long a 'timeout' or 'stall' fault holds the request.
+
+    Long because it speaks two providers' wire protocols, whole and streamed, with faults.
+    """
     app = FastAPI(title="distillgate teacher simulator", docs_url=None, redoc_url=None)
     faults = _Faults()
     app.state.faults = faults
@@ -227,6 +230,8 @@ def create_sim_app(
 
     @app.post("/v1/messages")
     async def messages(request: Request) -> Response:
+        """Long because Anthropic's stream is six event kinds, written out as the protocol shows
+        them."""
         body = await request.json()
         fault = await before("anthropic")
         if fault in ("429", "529", "500"):

@@ -200,6 +200,9 @@ def train_student(
     ``cfg.vocab_size`` are then ignored), e.g. on last round's data plus captured pairs.
     ``answers``: the task's whole answer set, so that labels absent from ``train`` still
     round-trip through the tokenizer, and a later round can teach them.
+
+    Long because the training loop's steps (schedule, EMA, evaluation, checkpoint) share its
+    state; each is a few lines.
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
