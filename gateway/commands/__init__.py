@@ -1,0 +1,1 @@
+"""Offline jobs behind the CLI: calibrate, evaluate, export."""

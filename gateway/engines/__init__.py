@@ -1,0 +1,1 @@
+"""Student engines behind one protocol (base.py): embedded transformers, vLLM, remote."""

@@ -1,0 +1,1 @@
+"""Building a student offline: the labelled data format, tokenizer, model, trainer."""
