@@ -93,9 +93,14 @@ def calibrate_task(task: Task, data: Path | None = None) -> None:
         )
     from gateway.training.examples import read_examples
 
+    _calibrate_for(task, read_examples(data))
+
+
+def _calibrate_for(task: Task, examples: Sequence[Example]) -> None:
+    """``task``'s student on ``examples``, by the task's target, limits and prompt policy."""
     calibrate_student(
         task.student,
-        read_examples(data),
+        examples,
         task.calibrator_path,
         target_accuracy=task.routing.target_accuracy,
         max_escalation=task.routing.max_escalation,
@@ -133,16 +138,7 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
         examples = stream_examples(task, settings)
         if args.data:
             examples += read_examples(args.data)
-        calibrate_student(
-            task.student,
-            examples,
-            task.calibrator_path,
-            target_accuracy=task.routing.target_accuracy,
-            max_escalation=task.routing.max_escalation,
-            delta=task.routing.delta,
-            max_tokens=task.generation.max_tokens,
-            prompt=task.prompt,
-        )
+        _calibrate_for(task, examples)
         return
     if args.student is None or args.data is None or args.from_stream:
         raise SystemExit("give --task, or --student with --data (--from-stream needs --task)")

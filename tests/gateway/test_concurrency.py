@@ -66,6 +66,23 @@ def test_a_full_queue_answers_429_with_retry_after(tiny_student, run_gateway, tm
     assert all(int(r.headers["retry-after"]) >= 1 for r in refused)
     assert all(r.json()["error"]["type"] == "server_overloaded" for r in refused)
 
+    async def through_the_sdk() -> list[object]:
+        client = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key="test", max_retries=0)
+        calls = [
+            client.chat.completions.create(
+                model="banking77", messages=[{"role": "user", "content": "card"}], max_tokens=24
+            )
+            for _ in range(24)
+        ]
+        return list(await asyncio.gather(*calls, return_exceptions=True))
+
+    # The SDK sees a typed rate-limit error it can back off on.
+    outcomes = asyncio.run(through_the_sdk())
+    assert any(isinstance(o, openai.RateLimitError) for o in outcomes)
+    assert all(
+        isinstance(o, openai.RateLimitError) or not isinstance(o, Exception) for o in outcomes
+    )
+
 
 def test_api_keys_are_enforced_when_configured(tiny_student, run_gateway, tmp_path) -> None:  # type: ignore[no-untyped-def]
     write_task(tmp_path, tiny_student.path)
