@@ -136,12 +136,11 @@ class Pipeline:
             completion_tokens=0,
             student_latency_s=turn.seconds,
         )
-        own_reply = fit(turn.text, turn.shown, turn.finish_reason, options)
         if not decision.escalate or runtime.teacher is None:
             if decision.reason == Reason.CONFIDENT and runtime.teacher is not None:
                 self.observer.accepted(task.name)
                 self._maybe_audit(runtime, gen, student)
-            return _served(student, own_reply)
+            return _served(student, fit(turn.text, turn.shown, turn.finish_reason, options))
         self.observer.escalated(task.name, decision.reason.value)
         ask = teacher_request(task, gen, options)
         try:
@@ -154,7 +153,7 @@ class Pipeline:
             fallback = dataclasses.replace(
                 student, route=Route.STUDENT_FALLBACK, teacher_error=exc.message
             )
-            return _served(fallback, own_reply)
+            return _served(fallback, fit(turn.text, turn.shown, turn.finish_reason, options))
         self._capture(runtime, gen, student, "teacher", decision.reason, reply=reply)
         served, _ = await teacher_reply(runtime, gen, reply, options)
         teacher = dataclasses.replace(
