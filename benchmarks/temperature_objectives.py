@@ -27,7 +27,7 @@ from calibration import (  # noqa: E402
     ThresholdSelector,
     expected_calibration_error,
 )
-from gateway.commands.calibrate import (  # noqa: E402
+from gateway.jobs.calibrate import (  # noqa: E402
     score_set,
     sequence_confidence,
     split_for_calibration,

@@ -2,43 +2,41 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import gc
 import logging
-import signal
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.api.admin import router as admin_router
-from gateway.api.openapi import install_openapi
-from gateway.api.protocol import invalid_request as validation_error
-from gateway.api.routes import direct_routes, router
-from gateway.auth import KeyRing
-from gateway.capture import CaptureRecorder, Spool
-from gateway.capture.redis import RedisCaptureSink, default_stream_name
-from gateway.deployment import Deployment, DeploymentError, build_deployment, retire
-from gateway.engines.base import StudentEngine
-from gateway.engines.factory import open_engine
-from gateway.errors import GatewayError, error_body
-from gateway.metrics import DeploymentCollector, Metrics
-from gateway.middleware import (
+from gateway.api.errors import HttpError, error_response
+from gateway.api.keys import KeyRing
+from gateway.api.middleware import (
     AuthMiddleware,
     BodyLimitMiddleware,
     DirectRoutes,
     ErrorBoundaryMiddleware,
+    HttpMetricsMiddleware,
     RequestIdMiddleware,
 )
+from gateway.api.openapi import install_openapi
+from gateway.api.protocol import invalid_request as validation_error
+from gateway.api.ratelimit import RateLimiter
+from gateway.api.routes import direct_routes, router
+from gateway.capture import CaptureRecorder, Spool
+from gateway.capture.redis import RedisCaptureSink, default_stream_name
+from gateway.engines.base import StudentEngine
+from gateway.engines.factory import open_engine
+from gateway.errors import GatewayError
+from gateway.metrics import DeploymentCollector, Metrics
 from gateway.pipeline.answer import Pipeline
 from gateway.pipeline.audit import AuditTracker
-from gateway.ratelimit import RateLimiter
-from gateway.reloading import Reloader
+from gateway.runtime.deployment import Deployment, build_deployment, retire
+from gateway.runtime.reloading import Reloader, reload_on_sighup
 from gateway.settings import Settings
 from gateway.tasks import CapturePolicy, Task, load_tasks
 
@@ -92,53 +90,7 @@ def _audit_metrics(metrics: Metrics) -> Callable[[str, bool], None]:
     return observe
 
 
-def _reload_on_sighup(reloader: Reloader) -> Callable[[], object]:
-    """``kill -HUP <pid>`` reloads, where the process's main thread runs the event loop.
-    Returns what undoes it."""
-    loop = asyncio.get_running_loop()
-
-    async def reload() -> None:
-        try:
-            await reloader.reload()  # counted by the reloader's on_outcome
-        except DeploymentError as exc:
-            logger.error("reload refused: %s", exc)
-
-    jobs: set[asyncio.Task[None]] = set()
-
-    def schedule() -> None:
-        job = loop.create_task(reload())
-        jobs.add(job)
-        job.add_done_callback(jobs.discard)
-
-    with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
-        loop.add_signal_handler(signal.SIGHUP, schedule)
-        return lambda: loop.remove_signal_handler(signal.SIGHUP)
-    return lambda: None
-
-
-class _HttpMetrics:
-    """Every HTTP response by path and status (per task and route: ``api/routes.py``)."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app, self.metrics = app, metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path = scope["path"] if scope["path"] in _API_PATHS else "other"
-
-        async def observe(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status = str(message["status"])
-                self.metrics.child(self.metrics.http_requests, path, status).inc()
-            await send(message)
-
-        await self.app(scope, receive, observe)
-
-
 _YOUNG_GENERATION = 20_000  # container allocations between collections; CPython's is 700
-_API_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/models"})
 
 
 def create_app(
@@ -188,7 +140,7 @@ def create_app(
             on_outcome=lambda outcome: metrics.reloads.labels(outcome).inc(),
         )
         app.state.pipeline, app.state.reloader = pipeline, reloader
-        forget_sighup = _reload_on_sighup(reloader)
+        forget_sighup = reload_on_sighup(reloader)
         try:
             if recorder is not None:
                 await recorder.start()
@@ -230,23 +182,19 @@ def create_app(
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.exception_handler(GatewayError)
-    async def gateway_error(_: Request, exc: GatewayError) -> JSONResponse:
-        body = error_body(exc.message, exc.error_type, param=exc.param, code=exc.code)
-        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers())
+    async def gateway_error(_: Request, exc: GatewayError) -> Response:
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        error = validation_error(exc.errors())
-        body = error_body(error.message, error.error_type, param=error.param)
-        return JSONResponse(body, status_code=error.status_code)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> Response:
+        return error_response(validation_error(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         message = str(exc.detail)
         if exc.status_code in (404, 405):  # as OpenAI words an unknown path or method
             message = f"Invalid URL ({request.method} {request.url.path})"
-        body = error_body(message, "invalid_request_error")
-        return JSONResponse(body, status_code=exc.status_code)
+        return error_response(HttpError(message, status_code=exc.status_code))
 
     app.add_middleware(DirectRoutes, routes=direct_routes)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
@@ -258,6 +206,6 @@ def create_app(
         health_access=settings.health_access,
     )
     app.add_middleware(ErrorBoundaryMiddleware)
-    app.add_middleware(_HttpMetrics, metrics=metrics)
+    app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -1,4 +1,4 @@
-"""Every error a client can see, and the OpenAI body it is rendered as.
+"""Every error a client can see: its status, OpenAI type and code (``api/errors.py`` renders it).
 
     GatewayError                      500  api_error
     ├── InvalidRequest                400  invalid_request_error
@@ -18,13 +18,12 @@
     └── CaptureError                  never reaches a client: capture is off the request path
 
 Adapters translate foreign exceptions (torch, SDKs) into this tree at their boundary, so
-one handler in ``app.py`` renders every failure and no stack trace reaches a client.
+``api/errors.py`` renders every failure and no stack trace reaches a client.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 __all__ = [
     "CaptureError",
@@ -43,7 +42,6 @@ __all__ = [
     "TeacherUnavailable",
     "Unauthorized",
     "UnknownTask",
-    "error_body",
 ]
 
 
@@ -164,12 +162,6 @@ class TeacherTimeout(TeacherError):
 class TeacherUnavailable(TeacherError):
     status_code = 503
     code = "teacher_unavailable"
-
-
-def error_body(
-    message: str, error_type: str, *, param: str | None = None, code: str | None = None
-) -> dict[str, Any]:
-    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
 class CaptureError(GatewayError):

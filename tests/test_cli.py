@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gateway.engines.transformers import TransformersEngine
-from gateway.replay import replay
+from gateway.jobs.replay import replay
 from gateway.tasks import PromptFormat
 from gateway.training.examples import read_examples
 

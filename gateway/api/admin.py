@@ -16,10 +16,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.exceptions import HTTPException
 
-from gateway.deployment import DeploymentError
 from gateway.errors import ReloadRefused
 from gateway.pipeline.answer import Pipeline
-from gateway.reloading import Reloader
+from gateway.runtime.deployment import DeploymentError
+from gateway.runtime.reloading import Reloader
 from gateway.settings import Settings
 
 __all__ = ["router"]

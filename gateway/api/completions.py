@@ -15,12 +15,12 @@ import orjson
 
 from gateway.api.protocol import ChatCompletionRequest, CompletionRequest, new_id, now
 from gateway.api.responses import ChatRenderer, CompletionRenderer, Renderer, usage
-from gateway.deployment import TaskRuntime
 from gateway.engines.base import GenerationRequest
 from gateway.pipeline.answer import Forced, Pipeline
 from gateway.pipeline.base import Answer
 from gateway.pipeline.limits import check_input_chars, check_message_count
 from gateway.pipeline.reply import ReplyOptions
+from gateway.runtime.deployment import TaskRuntime
 from gateway.tasks import Task
 
 __all__ = ["complete", "headers", "models", "stream"]

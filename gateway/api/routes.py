@@ -2,7 +2,7 @@
 of the HTTP edge (disconnects, scopes, forced routes, per-request metrics, rate charges).
 
 The completion endpoints take the raw request: they parse the body in one pydantic-core
-pass and render with orjson. ``DirectRoutes`` (middleware.py) calls them for ``POST``
+pass and render with orjson. ``DirectRoutes`` (middleware/direct_routes.py) calls them for ``POST``
 without FastAPI's per-request layers, which cost more than everything else the gateway
 adds (docs/benchmarks.md); the router keeps them too, so other methods get a 405.
 """
@@ -20,12 +20,12 @@ from fastapi.responses import Response, StreamingResponse
 from prometheus_client import Histogram
 
 from gateway.api import completions
+from gateway.api.keys import ClientKey
+from gateway.api.middleware import request_id_of
 from gateway.api.openapi import ERROR_RESPONSES
 from gateway.api.protocol import ChatCompletionRequest, CompletionRequest, parse_body
-from gateway.auth import ClientKey
 from gateway.errors import GatewayError, InvalidRequest, Overloaded, UnknownTask
 from gateway.metrics import Metrics
-from gateway.middleware import request_id_of
 from gateway.pipeline.answer import Pipeline
 
 __all__ = ["direct_routes", "router"]

@@ -34,7 +34,7 @@ def calibrate_student(
 
     from calibration import save_calibration
     from calibration.plots import reliability_figure, risk_coverage_figure
-    from gateway.commands.calibrate import fit_calibration, score_set, sequence_confidence
+    from gateway.jobs.calibrate import fit_calibration, score_set, sequence_confidence
 
     with tqdm(total=3, desc="calibrate", bar_format="{l_bar}{bar}| {n}/{total} {postfix}") as bar:
         bar.set_postfix_str(f"replaying {len(examples)} examples through the student")
@@ -159,7 +159,7 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
 
 def stream_examples(task: Task, settings: Settings) -> list[Example]:
     """The holdout share of the captured pairs that pass export's quality gates."""
-    from gateway.commands.export import (
+    from gateway.jobs.export import (
         drop_reason,
         is_held_out,
         normalise_prompt,

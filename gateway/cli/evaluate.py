@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +19,10 @@ __all__ = ["evaluate_routing", "run"]
 def evaluate_routing(task: Task, data: Path, out: Path, max_tokens: int | None = None) -> None:
     from calibration import load_calibration
     from calibration.plots import quality_cost_figure
-    from gateway.commands.evaluate import evaluate
-    from gateway.deployment import TaskRuntime
     from gateway.engines.transformers import TransformersEngine
-    from gateway.teachers.base import Teacher
-    from gateway.teachers.factory import OpenedTeacher, open_teacher
-    from gateway.testing.sim import SimulatedAnswers, SimulatedTeacher
+    from gateway.jobs.evaluate import evaluate
+    from gateway.runtime.deployment import TaskRuntime
+    from gateway.teachers.factory import open_teacher
     from gateway.training.examples import read_examples
 
     examples = read_examples(data)
@@ -38,28 +35,16 @@ def evaluate_routing(task: Task, data: Path, out: Path, max_tokens: int | None =
     async def run() -> dict[str, Any]:
         engine = TransformersEngine(task.student, max_batch_size=64, max_waiting=len(examples))
         await engine.start()
-        config = task.teacher
-        opened: OpenedTeacher | None = None
-        teacher: Teacher
-        if config is not None and os.environ.get(config.api_key_env):
-            opened = await open_teacher(task.name, config, task.answers)
-            teacher, label = opened.teacher, opened.label
-        else:
-            accuracy = config.simulator_accuracy if config else 1.0
-            answers = SimulatedAnswers.from_examples(examples, accuracy=accuracy)
-            if task.answers:
-                answers.answer_set = tuple(task.answers)
-            teacher, label = SimulatedTeacher(answers), f"simulator (accuracy {accuracy})"
+        opened = await open_teacher(task.name, task.teacher, task.answers, known=examples)
         try:
             result = await evaluate(
-                TaskRuntime(task, engine, calibration, teacher, label),
+                TaskRuntime(task, engine, calibration, opened.teacher, opened.label),
                 examples,
                 max_tokens=max_tokens,
             )
         finally:
             await engine.aclose()
-            if opened is not None:
-                await opened.aclose()
+            await opened.aclose()
         r = result.report
         fig = quality_cost_figure(
             result.curve_share,

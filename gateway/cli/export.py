@@ -12,7 +12,7 @@ __all__ = ["export_task", "run"]
 
 
 def export_task(task: Task, settings: Settings, args: argparse.Namespace) -> None:
-    from gateway.commands.export import export
+    from gateway.jobs.export import export
 
     chat_out = args.chat_out or args.out.with_suffix(".chat.jsonl")
     stats = export(

@@ -112,7 +112,7 @@ def build_student(task: Task) -> None:
 
 async def exact_match(student: Path, data: Path, task: Task | None) -> dict[str, float]:
     from gateway.engines.transformers import TransformersEngine
-    from gateway.replay import replay
+    from gateway.jobs.replay import replay
     from gateway.training.examples import read_examples
 
     examples = read_examples(data)

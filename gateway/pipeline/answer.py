@@ -23,7 +23,6 @@ from collections.abc import Mapping
 from typing import Literal
 
 from gateway.capture import CapturedRoute, CaptureRecorder
-from gateway.deployment import Deployment, TaskRuntime
 from gateway.engines.base import GenerationRequest, StudentEngine
 from gateway.errors import EngineError, TeacherError, UnknownTask
 from gateway.pipeline.audit import AuditTracker, answers_agree
@@ -33,6 +32,7 @@ from gateway.pipeline.escalation import ask_teacher, teacher_reply, teacher_requ
 from gateway.pipeline.record import capture_record
 from gateway.pipeline.reply import Reply, ReplyOptions, fit
 from gateway.pipeline.student import run_student
+from gateway.runtime.deployment import Deployment, TaskRuntime
 from gateway.teachers.base import TeacherAnswer
 
 __all__ = ["Forced", "Pipeline"]

@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from gateway.deployment import TaskRuntime
 from gateway.engines.base import GenerationRequest, Message
 from gateway.errors import GatewayError, TeacherError, TeacherTimeout
 from gateway.pipeline.base import PipelineObserver
 from gateway.pipeline.reply import Reply, ReplyOptions, fit
+from gateway.runtime.deployment import TaskRuntime
 from gateway.tasks import Task
 from gateway.teachers.base import TeacherAnswer, TeacherRequest
 

@@ -8,10 +8,10 @@ leaves the request path.
 from __future__ import annotations
 
 from gateway.capture import CapturedRoute, CaptureRecord, new_record_id
-from gateway.deployment import TaskRuntime
 from gateway.engines.base import GenerationRequest, Message
 from gateway.errors import TeacherError
 from gateway.pipeline.base import Answer
+from gateway.runtime.deployment import TaskRuntime
 from gateway.teachers.base import TeacherAnswer
 
 __all__ = ["capture_record"]

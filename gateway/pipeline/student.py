@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import math
 import time
 from contextlib import aclosing
 from dataclasses import dataclass
 
-from gateway.deployment import TaskRuntime
+from calibration import confidence as sequence_confidence
 from gateway.engines.base import FinishReason, GenerationRequest, TokenDelta
 from gateway.engines.prompts import check_prompt_tokens
 from gateway.errors import DeadlineExceeded, EngineError
+from gateway.runtime.deployment import TaskRuntime
 
 __all__ = ["StudentTurn", "run_student"]
 
@@ -55,7 +55,7 @@ async def run_student(runtime: TaskRuntime, gen: GenerationRequest, deadline: fl
         raise EngineError("the student produced no output")
     seconds = time.perf_counter() - started
     check_prompt_tokens(deltas[-1].prompt_tokens, gen)  # a remote student counts late
-    raw = math.exp(sum(d.logprob for d in deltas))
+    raw = sequence_confidence([d.logprob for d in deltas])
     confidence = raw
     if calibration is not None:
         scaled = [d.logprob if d.scaled_logprob is None else d.scaled_logprob for d in deltas]

@@ -1,5 +1,6 @@
-"""Build a task's teacher from its config: the real API when its key is set, otherwise the
-local simulator (for demos and tests; labelled as such), otherwise a start-up error."""
+"""The one place a teacher is chosen, for ``serve`` and every command: the real API when its
+key is set, otherwise the local simulator (for demos and tests; labelled as such), otherwise
+a start-up error."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import uvicorn
@@ -17,7 +19,7 @@ from gateway.teachers.anthropic import AnthropicTeacher
 from gateway.teachers.base import Teacher
 from gateway.teachers.openai_compat import OpenAICompatTeacher
 from gateway.teachers.resilience import ResilientTeacher
-from gateway.training.examples import read_examples
+from gateway.training.examples import Example, read_examples
 
 __all__ = ["OpenedTeacher", "open_teacher"]
 
@@ -55,20 +57,29 @@ def _resilient(inner: Teacher, config: TeacherConfig) -> Teacher:
 
 
 async def open_teacher(
-    task_name: str, config: TeacherConfig, answer_set: tuple[str, ...] | None
+    task_name: str,
+    config: TeacherConfig | None,
+    answer_set: tuple[str, ...] | None,
+    *,
+    known: Sequence[Example] | None = None,
 ) -> OpenedTeacher:
-    key = os.environ.get(config.api_key_env)
+    """``known``: examples a simulator answers from instead of ``config.simulator_data``
+    (``evaluate`` passes the set it evaluates, so the simulated teacher knows its references).
+    Without a config only a simulator of ``known``, always right, can be opened."""
+    config = config or TeacherConfig(api_key_env="", simulator_accuracy=1.0)
+    key = os.environ.get(config.api_key_env) if config.api_key_env else None
     if key:
         return OpenedTeacher(
             _resilient(_client(config, base_url=config.base_url, api_key=key), config), config.model
         )
-    if not config.simulator_data:
+    if known is None and config.simulator_data:
+        known = [ex for path in config.simulator_data for ex in read_examples(path)]
+    if not known:
         need = f"{config.api_key_env} (or simulator_data for a demo)"
         raise ValueError(f"task {task_name!r}: its teacher needs {need}")
     from gateway.testing.sim import SimulatedAnswers, create_sim_app  # the demo's stand-in only
 
-    examples = [ex for path in config.simulator_data for ex in read_examples(path)]
-    answers = SimulatedAnswers.from_examples(examples, accuracy=config.simulator_accuracy)
+    answers = SimulatedAnswers.from_examples(known, accuracy=config.simulator_accuracy)
     if answer_set:
         answers.answer_set = tuple(answer_set)
     with socket.socket() as s:
@@ -86,12 +97,10 @@ async def open_teacher(
             raise RuntimeError("the teacher simulator did not start")
         await asyncio.sleep(0.02)
     base_url = f"http://127.0.0.1:{port}" + ("/v1" if config.provider == "openai" else "")
-    label = f"simulator ({config.api_key_env} not set)"
+    why = f"{config.api_key_env} not set" if config.api_key_env else "no teacher configured"
+    label = f"simulator (accuracy {config.simulator_accuracy}, {why})"
     logger.warning(
-        "task %s: %s is not set; the teacher is the local SIMULATOR at %s",
-        task_name,
-        config.api_key_env,
-        base_url,
+        "task %s: %s; the teacher is the local SIMULATOR at %s", task_name, why, base_url
     )
     teacher = _resilient(_client(config, base_url=base_url, api_key="simulator"), config)
     return OpenedTeacher(teacher, label, server, thread)

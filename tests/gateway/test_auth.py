@@ -10,9 +10,9 @@ import httpx
 import openai
 import pytest
 
-from gateway.auth import ClientKey, KeyRing, KeyRingError, key_digest
+from gateway.api.keys import ClientKey, KeyRing, KeyRingError, key_digest
+from gateway.api.ratelimit import RateLimiter
 from gateway.errors import RateLimited
-from gateway.ratelimit import RateLimiter
 from gateway.settings import Settings
 from tests.conftest import Gateway, write_task
 

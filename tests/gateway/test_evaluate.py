@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from calibration import Calibration, student_fingerprint
-from gateway.commands.evaluate import evaluate
-from gateway.deployment import TaskRuntime
 from gateway.engines.transformers import TransformersEngine
+from gateway.jobs.evaluate import evaluate
+from gateway.runtime.deployment import TaskRuntime
 from gateway.tasks import Task
 from gateway.testing.sim import SimulatedAnswers, SimulatedTeacher
 from tests.conftest import LABELS

@@ -11,7 +11,7 @@ import pytest
 from gateway.capture import CaptureRecord
 from gateway.capture.redis import RedisCaptureSink, default_stream_name
 from gateway.cli import main
-from gateway.commands.export import export, is_held_out, normalise_prompt
+from gateway.jobs.export import export, is_held_out, normalise_prompt
 from gateway.tasks import load_task
 from tests.conftest import write_task
 from tests.gateway.capture.records import record

@@ -13,7 +13,6 @@ import pytest
 
 from calibration import Calibration
 from gateway.capture import CaptureRecorder, Spool
-from gateway.deployment import TaskRuntime
 from gateway.engines.base import GenerationRequest, Message, SamplingParams
 from gateway.errors import EngineUnavailable, TeacherTimeout
 from gateway.pipeline.answer import Pipeline
@@ -21,6 +20,7 @@ from gateway.pipeline.audit import AuditTracker
 from gateway.pipeline.base import Answer
 from gateway.pipeline.decision import Reason, Route
 from gateway.pipeline.reply import ReplyOptions
+from gateway.runtime.deployment import TaskRuntime
 from gateway.tasks import CapturePolicy, RoutingPolicy, Task
 from gateway.testing import FakeEngine, FakeTeacher, MemorySink
 

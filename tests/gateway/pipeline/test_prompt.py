@@ -7,11 +7,11 @@ import asyncio
 import pytest
 
 from gateway.api.protocol import ChatCompletionRequest
-from gateway.commands.calibrate import score_set
-from gateway.commands.export import to_example
 from gateway.engines.base import GenerationRequest, Message, SamplingParams
 from gateway.engines.transformers import TransformersEngine
 from gateway.errors import InvalidRequest
+from gateway.jobs.calibrate import score_set
+from gateway.jobs.export import to_example
 from gateway.pipeline.prompt import example_request, student_turns, training_turns
 from gateway.tasks import PromptFormat, Task
 from gateway.training.examples import Example

@@ -23,12 +23,12 @@ from calibration import (
     routing_curve,
 )
 from gateway.api.protocol import ChatCompletionRequest
-from gateway.deployment import TaskRuntime
 from gateway.engines.base import GenerationRequest
 from gateway.pipeline.answer import Pipeline
 from gateway.pipeline.base import Answer
 from gateway.pipeline.decision import Route
 from gateway.pipeline.escalation import teacher_request
+from gateway.runtime.deployment import TaskRuntime
 from gateway.tasks import Prices
 from gateway.teachers.base import TeacherAnswer
 from gateway.training.examples import Example

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from gateway.auth import ClientKey
+from gateway.api.keys import ClientKey
 from gateway.errors import RateLimited
 
 __all__ = ["RateLimiter", "TokenBucket"]

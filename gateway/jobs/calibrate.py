@@ -24,6 +24,7 @@ from calibration import (
     ThresholdSelector,
     aurc_loss,
     brier_score_loss,
+    confidence,
     expected_calibration_error,
     log_loss,
     maximum_calibration_error,
@@ -32,8 +33,8 @@ from calibration import (
 from calibration.temperature import log_softmax
 from gateway.engines.base import SamplingParams
 from gateway.engines.transformers import TransformersEngine
+from gateway.jobs.replay import StudentAnswer, replay
 from gateway.pipeline.prompt import example_request
-from gateway.replay import StudentAnswer, replay
 from gateway.tasks import PromptFormat
 from gateway.training.examples import Example
 from gateway.training.scoring import ScoredAnswer, score_answers
@@ -84,17 +85,12 @@ def reference_token_nll(scored: Sequence[ScoredAnswer], temperature: float) -> f
 
 
 def sequence_confidence(scored: Sequence[ScoredAnswer], temperature: float) -> NDArray[np.float64]:
-    """exp(sum of log softmax(z / T) at each answer token), the end token included."""
-    return np.array(
-        [
-            float(
-                np.exp(
-                    log_softmax(s.logits, temperature)[np.arange(s.targets.size), s.targets].sum()
-                )
-            )
-            for s in scored
-        ]
+    """Each answer's confidence at T, as serving computes it (``calibration.confidence`` of
+    its tokens' log softmax(z / T), the end token included)."""
+    token_logprobs = (
+        log_softmax(s.logits, temperature)[np.arange(s.targets.size), s.targets] for s in scored
     )
+    return np.array([confidence(lp.tolist()) for lp in token_logprobs])
 
 
 async def score_set(

@@ -12,15 +12,23 @@ at a time; ``on_outcome`` counts each ("ok" or "refused").
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 from collections.abc import Callable, Mapping
 
-from gateway.auth import KeyRing, KeyRingError
-from gateway.deployment import Deployment, DeploymentError, EngineMaker, build_deployment, retire
+from gateway.api.keys import KeyRing, KeyRingError
 from gateway.pipeline.answer import Pipeline
+from gateway.runtime.deployment import (
+    Deployment,
+    DeploymentError,
+    EngineMaker,
+    build_deployment,
+    retire,
+)
 from gateway.tasks import Task, TaskConfigError
 
-__all__ = ["Reloader"]
+__all__ = ["Reloader", "reload_on_sighup"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,3 +99,27 @@ class Reloader:
                 )
             await retire(old, keep=new)
             return new
+
+
+def reload_on_sighup(reloader: Reloader) -> Callable[[], object]:
+    """``kill -HUP <pid>`` reloads, where the process's main thread runs the event loop.
+    Returns what undoes it."""
+    loop = asyncio.get_running_loop()
+
+    async def reload() -> None:
+        try:
+            await reloader.reload()  # counted by the reloader's on_outcome
+        except DeploymentError as exc:
+            logger.error("reload refused: %s", exc)
+
+    jobs: set[asyncio.Task[None]] = set()
+
+    def schedule() -> None:
+        job = loop.create_task(reload())
+        jobs.add(job)
+        job.add_done_callback(jobs.discard)
+
+    with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+        loop.add_signal_handler(signal.SIGHUP, schedule)
+        return lambda: loop.remove_signal_handler(signal.SIGHUP)
+    return lambda: None
