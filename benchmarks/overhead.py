@@ -57,6 +57,7 @@ class Target:
     env: dict[str, str]
     ready_path: str = "/health"
     process: subprocess.Popen[bytes] | None = None
+    cwd: Path = ROOT
 
     @property
     def url(self) -> str:
@@ -208,9 +209,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def targets(work: Path, upstream: str, litellm: str | None, variants: list[str]) -> list[Target]:
+def targets(
+    work: Path,
+    upstream: str,
+    litellm: str | None,
+    variants: list[str],
+    baseline: Path | None = None,
+) -> list[Target]:
     """``variants`` adds gateway variants: ``httpx`` (httpx as the fleet client), ``top1``
-    (confidence from the top-1 logprob only, to price reading the fleet's top-20)."""
+    (confidence from the top-1 logprob only, to price reading the fleet's top-20).
+    ``baseline``: another checkout of distillgate (``git worktree add DIR REF``), served as
+    ``distillgate-baseline`` beside this one, so a change is priced side by side."""
     py = sys.executable
     quiet = {"DISTILLGATE_LOG_LEVEL": "warning", "DISTILLGATE_REDIS_URL": ""}
 
@@ -220,10 +229,17 @@ def targets(work: Path, upstream: str, litellm: str | None, variants: list[str])
         env = {**quiet, "DISTILLGATE_PORT": str(port), "DISTILLGATE_TASKS_DIR": str(tasks)}
         return Target(name, [py, "-m", "gateway.cli", "serve"], port, env, ready_path="/readyz")
 
+    def baseline_gateway(where: Path) -> Target:
+        t = gateway("distillgate-baseline", "aiohttp", 20)
+        t.cwd, t.env = where, {**t.env, "PYTHONPATH": str(where)}
+        return t
+
     out = [
         Target("direct", [], int(upstream.rsplit(":", 1)[1]), {}),
         gateway("distillgate", "aiohttp", 20),
     ]
+    if baseline is not None:
+        out.append(baseline_gateway(baseline))
     if "httpx" in variants:
         out.append(gateway("distillgate-httpx", "httpx", 20))
     if "top1" in variants:
@@ -326,7 +342,7 @@ def ratios(rows: list[dict[str, float | str | int]]) -> str:
     """distillgate against each bare pass-through: < 1 is cheaper/faster for distillgate."""
     by = {(r["target"], r["connections"]): r for r in rows}
     lines = []
-    for peer in ("fastapi-httpx", "fastapi-aiohttp", "litellm"):
+    for peer in ("distillgate-baseline", "fastapi-httpx", "fastapi-aiohttp", "litellm"):
         for conns in sorted({int(r["connections"]) for r in rows}):
             d, p = by.get(("distillgate", conns)), by.get((peer, conns))
             if d is None or p is None:
@@ -389,6 +405,9 @@ def main() -> None:
         help="also distillgate on httpx / with top-1 confidence",
     )
     parser.add_argument("--targets", nargs="+", help="measure only these (and direct)")
+    parser.add_argument(
+        "--baseline", type=Path, help="a checkout to serve beside this one (git worktree)"
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench")
     parser.add_argument("--chart", type=Path, default=ROOT / "docs" / "img" / "bench_overhead.png")
@@ -407,7 +426,7 @@ def main() -> None:
         )
         upstream_port = free_port()
         upstream_url = f"http://127.0.0.1:{upstream_port}"
-        all_targets = targets(work, upstream_url, args.litellm, args.variants)
+        all_targets = targets(work, upstream_url, args.litellm, args.variants, args.baseline)
         if args.targets:
             all_targets = [t for t in all_targets if t.name in {"direct", *args.targets}]
         upstream = subprocess.Popen(
@@ -422,7 +441,7 @@ def main() -> None:
             for t in all_targets[1:]:
                 t.process = subprocess.Popen(
                     _pinned(t.command, "0" if pin else None),
-                    cwd=ROOT,
+                    cwd=t.cwd,
                     env={**os.environ, **t.env},
                     stdout=subprocess.DEVNULL,
                 )
