@@ -28,6 +28,7 @@ __all__ = [
     "CapturePolicy",
     "EngineConfig",
     "GenerationLimits",
+    "LoopPolicy",
     "Prices",
     "PromptFormat",
     "RemoteEngineConfig",
@@ -238,6 +239,36 @@ class Prices(_Section):
         return (input_tokens * self.student_input + output_tokens * self.student_output) / 1e6
 
 
+class LoopPolicy(_Section):
+    """The improvement loop (docs/loop.md): when a round runs, how it trains, what promotes.
+
+    With a ``[loop]`` section a task may start with no student at all (the teacher answers
+    and everything is captured) and its served student is the registry's serving version.
+    ``trainer``: ``builtin`` (the from-scratch recipe, in a child process at a lower
+    priority) or a command template run with ``{train}``, ``{held_out}``, ``{out}``,
+    ``{parent}`` (the serving student's folder, or empty) and ``{answers}`` (a JSON list
+    file) filled in, which must write a Hugging Face model folder at ``{out}``.
+    """
+
+    registry: Path = Path("../registry")
+    min_new_pairs: int = Field(200, ge=1)  # a round once this many new pairs were captured
+    min_pairs: int = Field(100, ge=10)  # fewer usable pairs in all: no round, and why
+    every_s: float = Field(0.0, ge=0)  # also a round this often if anything is new (0: off)
+    poll_s: float = Field(5.0, gt=0)
+    trainer: str = "builtin"
+    train_budget_s: float = Field(600.0, gt=0)
+    train_max_steps: int | None = Field(None, ge=1)
+    train_timeout_s: float = Field(3600.0, gt=0)
+    train_threads: int = Field(1, ge=1)
+    train_nice: int = Field(10, ge=0, le=19)
+    eval_share: float = Field(0.5, gt=0, lt=1)  # of the captured holdout: the frozen gate set
+    gate_alpha: float = Field(0.05, gt=0, lt=1)  # the paired test's level
+    rollback: bool = True
+    rollback_epsilon: float = Field(0.05, gt=0, lt=1)  # SPRT: target vs target - epsilon
+    rollback_alpha: float = Field(0.01, gt=0, lt=0.5)  # false alarms
+    rollback_beta: float = Field(0.05, gt=0, lt=0.5)  # missed falls
+
+
 class Task(_Section):
     name: str
     description: str = ""
@@ -254,6 +285,10 @@ class Task(_Section):
     teacher: TeacherConfig | None = None
     prices: Prices = Prices()
     capture: CapturePolicy = CapturePolicy()
+    loop: LoopPolicy | None = None
+    # Set when the registry's serving version is resolved (gateway/loop/registry.py), never
+    # by a task file: which version ``student`` and ``calibrator`` point at.
+    student_version: str | None = None
 
     @field_validator("answers")
     @classmethod
@@ -286,6 +321,8 @@ def load_task(path: Path) -> Task:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise TaskConfigError(f"{path}: cannot read task file: {exc}") from None
     raw.setdefault("name", path.stem)
+    if "student_version" in raw:
+        raise TaskConfigError(f"{path}: student_version is set by the registry, not a task file")
     try:
         task = Task.model_validate(raw)
     except ValidationError as exc:
@@ -325,6 +362,9 @@ def load_task(path: Path) -> Task:
             p for p in (_resolve(base, p) for p in teacher.simulator_data) if p is not None
         )
         teacher = teacher.model_copy(update={"simulator_data": sims})
+    loop = task.loop
+    if loop is not None:
+        loop = loop.model_copy(update={"registry": _resolve(base, loop.registry)})
     return task.model_copy(
         update={
             "student": _resolve(base, task.student),
@@ -334,6 +374,7 @@ def load_task(path: Path) -> Task:
             "calibrator": _resolve(base, task.calibrator),
             "routing": routing,
             "teacher": teacher,
+            "loop": loop,
         }
     )
 

@@ -28,11 +28,12 @@ __all__ = ["complete", "headers", "models", "stream"]
 Body = ChatCompletionRequest | CompletionRequest
 
 
-def headers(answer: Answer, task: str) -> dict[str, str]:
+def headers(answer: Answer, runtime: TaskRuntime) -> dict[str, str]:
     out = {
-        "x-distillgate-task": task,
+        "x-distillgate-task": runtime.task.name,
         "x-distillgate-route": answer.route.value,
         "x-distillgate-confidence": f"{answer.confidence:.4f}",
+        "x-distillgate-student": runtime.version_label,  # the version that decided
     }
     if answer.teacher_usage is not None:
         out["x-distillgate-teacher-usage"] = (
@@ -89,7 +90,7 @@ async def complete(
         "choices": [renderer.full(answer.text, answer.tokens, answer.finish_reason)],
         "usage": usage(answer.prompt_tokens, answer.completion_tokens),
     }
-    return out, headers(answer, runtime.task.name)
+    return out, headers(answer, runtime)
 
 
 async def stream(
@@ -102,7 +103,7 @@ async def stream(
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     events = _sse(answer, renderer, _envelope(runtime.task, renderer, chunk=True), include_usage)
     tokens = answer.prompt_tokens + answer.completion_tokens
-    return events, headers(answer, runtime.task.name), tokens
+    return events, headers(answer, runtime), tokens
 
 
 async def _sse(

@@ -66,6 +66,8 @@ class CaptureRecord:
     schema_version: int = SCHEMA_VERSION
     # "length": the teacher stopped at the client's max_tokens, so its answer is cut.
     teacher_finish_reason: str | None = None
+    # The registry version that decided (``none`` at cold start, ``static`` outside a loop).
+    student_version: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)

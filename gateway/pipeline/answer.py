@@ -24,7 +24,7 @@ from typing import Literal
 
 from gateway.capture import CapturedRoute, CaptureRecorder
 from gateway.engines.base import GenerationRequest, StudentEngine
-from gateway.errors import EngineError, TeacherError, UnknownTask
+from gateway.errors import EngineError, EngineUnavailable, TeacherError, UnknownTask
 from gateway.pipeline.audit import AuditTracker, answers_agree
 from gateway.pipeline.base import Answer, NullObserver, PipelineObserver
 from gateway.pipeline.decision import Reason, Route, decide
@@ -77,7 +77,8 @@ class Pipeline:
 
     @property
     def engines(self) -> list[StudentEngine]:
-        return list({id(r.engine): r.engine for r in self.runtimes.values()}.values())
+        engines = (r.engine for r in self.runtimes.values() if r.engine is not None)
+        return list({id(e): e for e in engines}.values())
 
     def runtime(self, name: str) -> TaskRuntime:
         runtime = self.runtimes.get(name)
@@ -104,12 +105,16 @@ class Pipeline:
         task = runtime.task
         options = options or ReplyOptions()
         deadline = asyncio.get_running_loop().time() + task.limits.deadline_s
+        if runtime.engine is None:
+            return await self._without_student(runtime, gen, deadline, options)
         try:
             turn = await run_student(runtime, gen, deadline)
         except EngineError as exc:
             if task.routing.on_student_failure != "teacher" or runtime.teacher is None:
                 raise
-            return await self._teacher_instead(runtime, gen, exc, deadline, options)
+            return await self._teacher_instead(
+                runtime, gen, deadline, options, Reason.STUDENT_FAILED, failure=exc
+            )
         valid = turn.finish_reason == "stop" and (
             task.answer_set is None or turn.text in task.answer_set
         )
@@ -164,28 +169,45 @@ class Pipeline:
         )
         return _served(teacher, served, reply.output_tokens)
 
+    async def _without_student(
+        self, runtime: TaskRuntime, gen: GenerationRequest, deadline: float, options: ReplyOptions
+    ) -> Answer:
+        """Cold start: no student has been trained yet, so the teacher answers everything and
+        every answer is captured, to train the first one."""
+        if runtime.teacher is None:
+            raise EngineUnavailable(f"Task {runtime.task.name!r} has no student and no teacher.")
+        return await self._teacher_instead(runtime, gen, deadline, options, Reason.NO_STUDENT)
+
     async def _teacher_instead(
         self,
         runtime: TaskRuntime,
         gen: GenerationRequest,
-        failure: EngineError,
         deadline: float,
         options: ReplyOptions,
+        reason: Reason,
+        *,
+        failure: EngineError | None = None,
     ) -> Answer:
-        """The student failed and the task says the teacher answers instead; if the teacher
-        fails too, the client gets the student's error."""
+        """The teacher answers without a student answer: the student failed and the task
+        says so (if the teacher fails too, the client gets the student's error), or there is
+        no student yet."""
         task = runtime.task
-        logger.warning("student failed for %s (%s); asking the teacher", gen.request_id, task.name)
-        self.observer.escalated(task.name, Reason.STUDENT_FAILED.value)
+        if failure is not None:
+            logger.warning(
+                "student failed for %s (%s); asking the teacher", gen.request_id, task.name
+            )
+        self.observer.escalated(task.name, reason.value)
         ask = teacher_request(task, gen, options)
         try:
             reply = await ask_teacher(runtime, ask, "escalation", self.observer, deadline=deadline)
         except TeacherError:
+            if failure is None:
+                raise
             raise failure from None
         served, prompt_tokens = await teacher_reply(runtime, gen, reply, options)
         answer = Answer(
             route=Route.TEACHER,
-            reason=Reason.STUDENT_FAILED,
+            reason=reason,
             text=reply.text,
             tokens=None,
             finish_reason=reply.finish_reason,
@@ -198,7 +220,7 @@ class Pipeline:
             teacher_model=reply.model,
             teacher_usage=(reply.input_tokens, reply.output_tokens),
         )
-        self._capture(runtime, gen, answer, "teacher", Reason.STUDENT_FAILED.value, reply=reply)
+        self._capture(runtime, gen, answer, "teacher", reason.value, reply=reply)
         return _served(answer, served, reply.output_tokens)
 
     # -- capture and audit -----------------------------------------------------------------

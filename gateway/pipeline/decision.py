@@ -22,6 +22,7 @@ class Reason(StrEnum):
     FORCED = "forced"
     NO_TEACHER = "no_teacher"
     STUDENT_FAILED = "student_failed"  # the engine failed; the task's policy asked the teacher
+    NO_STUDENT = "no_student"  # cold start: the task has no student yet, the teacher answers
 
 
 @dataclass(frozen=True)

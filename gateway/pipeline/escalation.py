@@ -98,9 +98,10 @@ async def teacher_reply(
     leaves the tokens unknown."""
     scored = None
     try:
-        scored = await runtime.engine.score(
-            gen, reply.text, logprobs=options.logprobs and reply.tokens is None
-        )
+        if runtime.engine is not None:  # None: no student yet (cold start)
+            scored = await runtime.engine.score(
+                gen, reply.text, logprobs=options.logprobs and reply.tokens is None
+            )
     except GatewayError as exc:  # a broken engine: serve the text, counted by the teacher
         logger.info("could not score the teacher's answer of %s: %s", gen.request_id, exc)
     tokens = scored.tokens if scored is not None else None

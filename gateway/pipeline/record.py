@@ -66,6 +66,7 @@ def capture_record(
         confidence=answer.confidence,
         threshold=calibration.threshold if calibration else None,
         student_fingerprint=runtime.student_fingerprint,
+        student_version=runtime.version_label,
         calibrator_version=calibration.version_id if calibration else None,
         teacher_answer=teacher,
         teacher_model=reply.model if reply else None,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from calibration import confidence as sequence_confidence
 from gateway.engines.base import FinishReason, GenerationRequest, TokenDelta
 from gateway.engines.prompts import check_prompt_tokens
-from gateway.errors import DeadlineExceeded, EngineError
+from gateway.errors import DeadlineExceeded, EngineError, EngineUnavailable
 from gateway.runtime.deployment import TaskRuntime
 
 __all__ = ["StudentTurn", "run_student"]
@@ -42,9 +42,12 @@ async def run_student(runtime: TaskRuntime, gen: GenerationRequest, deadline: fl
     task, calibration = runtime.task, runtime.calibration
     if calibration is not None:
         gen = dataclasses.replace(gen, confidence_temperature=calibration.temperature)
+    engine = runtime.engine
+    if engine is None:
+        raise EngineUnavailable(f"Task {task.name!r} has no student yet.")
     started = time.perf_counter()
     try:
-        async with asyncio.timeout_at(deadline), aclosing(runtime.engine.generate(gen)) as s:
+        async with asyncio.timeout_at(deadline), aclosing(engine.generate(gen)) as s:
             deltas = [d async for d in s]
     except TimeoutError:
         raise DeadlineExceeded(

@@ -43,12 +43,22 @@ class TaskRuntime:
     """What serving needs per task, assembled at start-up by the app."""
 
     task: Task
-    engine: StudentEngine
+    engine: StudentEngine | None  # None: no student yet (cold start), the teacher answers
     calibration: Calibration | None = None
     teacher: Teacher | None = None
     teacher_label: str = ""  # shown in /v1/models, e.g. "simulator (no ANTHROPIC_API_KEY)"
     student_fingerprint: str | None = None
     redactor: Redactor | None = None  # set when the task's captures are redacted
+    # The registry version serving (gateway/loop/registry.py); None: the task's own folder.
+    student_version: str | None = None
+
+    @property
+    def version_label(self) -> str:
+        """What ``x-distillgate-student`` and capture records say decided: the registry
+        version, ``none`` at cold start, else ``static`` (the task's own folder)."""
+        if self.engine is None:
+            return "none"
+        return self.student_version or "static"
 
 
 class DeploymentError(ValueError):
@@ -96,6 +106,7 @@ class Deployment:
             name: {
                 "student": str(r.task.student),
                 "student_fingerprint": r.student_fingerprint,
+                "student_version": r.version_label,
                 "calibrator_version": r.calibration.version_id if r.calibration else None,
                 "teacher": r.teacher_label or None,
             }
@@ -125,6 +136,15 @@ async def build_deployment(
     new = Deployment(runtimes={})
     try:
         for task in tasks.values():
+            redactor = None
+            if task.capture.redact:
+                redactor = Redactor.with_builtins(task.capture.redact_patterns)
+            if task.loop is not None and not (task.student / "config.json").is_file():
+                logger.warning("task %s has no student yet: the teacher answers", task.name)
+                runtime = TaskRuntime(task, None, redactor=redactor)
+                await _attach_teacher(runtime, new, old_teachers)
+                new.runtimes[task.name] = runtime
+                continue
             try:
                 fingerprint = student_fingerprint(task.student)
             except FileNotFoundError as exc:
@@ -142,24 +162,29 @@ async def build_deployment(
                 new.engines[key],
                 calibration=calibration,
                 student_fingerprint=fingerprint,
-                redactor=(
-                    Redactor.with_builtins(task.capture.redact_patterns)
-                    if task.capture.redact
-                    else None
-                ),
+                redactor=redactor,
+                student_version=task.student_version,
             )
-            if task.teacher is not None:
-                tkey: _TeacherKey = (task.teacher, task.answers)
-                opened = new.teachers.get(tkey) or old_teachers.get(tkey)
-                if opened is None:
-                    opened = await open_teacher(task.name, task.teacher, task.answers)
-                new.teachers[tkey] = opened
-                runtime.teacher, runtime.teacher_label = opened.teacher, opened.label
+            await _attach_teacher(runtime, new, old_teachers)
             new.runtimes[task.name] = runtime
     except BaseException:
         await retire(new, keep=previous)
         raise
     return new
+
+
+async def _attach_teacher(
+    runtime: TaskRuntime, new: Deployment, old_teachers: Mapping[_TeacherKey, OpenedTeacher]
+) -> None:
+    task = runtime.task
+    if task.teacher is None:
+        return
+    key: _TeacherKey = (task.teacher, task.answers)
+    opened = new.teachers.get(key) or old_teachers.get(key)
+    if opened is None:
+        opened = await open_teacher(task.name, task.teacher, task.answers)
+    new.teachers[key] = opened
+    runtime.teacher, runtime.teacher_label = opened.teacher, opened.label
 
 
 async def retire(old: Deployment, keep: Deployment | None = None) -> None:

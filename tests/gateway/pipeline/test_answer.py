@@ -214,3 +214,42 @@ def test_an_accepted_answer_is_audited_in_the_background(tmp_path: Path) -> None
     assert w.captured == [("audit", "audit")]
     assert w.audits.agreement("t").rate == 1.0
     assert w.teacher is not None and w.teacher.requests[0].stop == ()  # the whole answer
+
+
+def test_with_no_student_yet_the_teacher_answers_and_everything_is_captured(
+    tmp_path: Path,
+) -> None:
+    w = world(tmp_path)
+    w.runtime.engine = None  # cold start
+    answer = w.run(lambda w: w.ask(SURE))
+    assert (answer.route, answer.reason) == (Route.TEACHER, Reason.NO_STUDENT)
+    assert answer.text == "Refund_not_showing_up" and answer.teacher_usage == (100, 21)
+    assert answer.prompt_tokens == 100 and answer.completion_tokens == 21  # the teacher's count
+    assert w.captured == [("teacher", "no_student")]
+    (record,) = w.sink.records.values()
+    assert record.student_version == "none" and record.student_answer == ""
+    assert ("escalated", "no_student") in w.observed.events
+
+
+def test_with_no_student_and_a_failing_teacher_the_client_gets_the_teachers_error(
+    tmp_path: Path,
+) -> None:
+    w = world(tmp_path, FakeTeacher("x", error=TeacherTimeout("slow")))
+    w.runtime.engine = None
+    with pytest.raises(TeacherTimeout):
+        w.run(lambda w: w.ask(SURE))
+
+
+def test_with_no_student_and_no_teacher_the_task_is_unavailable(tmp_path: Path) -> None:
+    w = World(tmp_path, teacher=None)
+    w.runtime.engine = None
+    with pytest.raises(EngineUnavailable, match="no student and no teacher"):
+        w.run(lambda w: w.ask(SURE))
+
+
+def test_records_name_the_version_that_decided(tmp_path: Path) -> None:
+    w = world(tmp_path)
+    w.runtime.student_version = "v0007"
+    w.run(lambda w: w.ask(UNSURE))
+    (record,) = w.sink.records.values()
+    assert record.student_version == "v0007"
