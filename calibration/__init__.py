@@ -1,5 +1,6 @@
 """Calibrated confidence for a distilled student: features, temperature scaling,
-thresholds with a guarantee, metrics. scikit-learn style; no I/O outside ``artifact``."""
+thresholds with a guarantee, metrics, and the statistics of promotion and rollback.
+scikit-learn style; no I/O outside ``artifact``."""
 
 from calibration.artifact import (
     Calibration,
@@ -18,14 +19,24 @@ from calibration.metrics import (
     reliability_curve,
     risk_coverage_curve,
 )
+from calibration.promotion import (
+    AgreementSPRT,
+    GateResult,
+    Outcome,
+    mcnemar_greater,
+    promotion_gate,
+)
 from calibration.routing import RoutingCurve, apgr_score, cpt, routing_curve
 from calibration.temperature import AnswerTemperatureScaler, NotFittedError, TemperatureScaler
 from calibration.threshold import ThresholdSelector
 
 __all__ = [
+    "AgreementSPRT",
     "AnswerTemperatureScaler",
     "Calibration",
+    "GateResult",
     "NotFittedError",
+    "Outcome",
     "RoutingCurve",
     "TemperatureScaler",
     "ThresholdSelector",
@@ -39,6 +50,8 @@ __all__ = [
     "load_calibration",
     "log_loss",
     "maximum_calibration_error",
+    "mcnemar_greater",
+    "promotion_gate",
     "reliability_curve",
     "renormalized_logprob",
     "risk_coverage_curve",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -32,11 +33,14 @@ from gateway.capture.redis import RedisCaptureSink, default_stream_name
 from gateway.engines.base import StudentEngine
 from gateway.engines.factory import open_engine
 from gateway.errors import GatewayError
+from gateway.loop.registry import served_tasks
 from gateway.metrics import DeploymentCollector, Metrics
 from gateway.pipeline.answer import Pipeline
 from gateway.pipeline.audit import AuditTracker
 from gateway.runtime.deployment import Deployment, build_deployment, retire
+from gateway.runtime.loop_processes import LoopProcesses
 from gateway.runtime.reloading import Reloader, reload_on_sighup
+from gateway.runtime.watcher import RegistryWatcher
 from gateway.settings import Settings
 from gateway.tasks import CapturePolicy, Task, load_tasks
 
@@ -110,7 +114,10 @@ def create_app(
         def make_engine(task: Task) -> StudentEngine:
             return engine_factory(task, settings, metrics)
 
-        tasks: Mapping[str, Task] = load_tasks(settings.tasks_dir)
+        def current_tasks() -> Mapping[str, Task]:
+            return served_tasks(load_tasks(settings.tasks_dir))
+
+        tasks = current_tasks()
         metrics.prepare(tasks)
         policies = {name: task.capture for name, task in tasks.items()}
         recorder = _recorder(settings, policies, metrics)
@@ -132,7 +139,7 @@ def create_app(
 
         reloader = Reloader(
             pipeline,
-            lambda: load_tasks(settings.tasks_dir),
+            current_tasks,
             make_engine,
             on_reload=on_reload,
             load_keys=lambda: KeyRing.load(settings.api_keys, settings.api_keys_file),
@@ -141,7 +148,20 @@ def create_app(
         )
         app.state.pipeline, app.state.reloader = pipeline, reloader
         forget_sighup = reload_on_sighup(reloader)
+        stop_loop = asyncio.Event()
+        background: list[asyncio.Task[None]] = []
+        workers = LoopProcesses(settings, [t for t in tasks.values() if t.loop is not None])
         try:
+            if any(t.loop is not None for t in tasks.values()):
+                watcher = RegistryWatcher(
+                    reloader,
+                    lambda: pipeline.runtimes,
+                    redis_url=settings.redis_url or None,
+                    poll_s=settings.registry_poll_s,
+                )
+                background.append(asyncio.create_task(watcher.run(stop_loop), name="registry"))
+                if settings.loop == "in-process":
+                    workers.start()
             if recorder is not None:
                 await recorder.start()
             logger.info("serving tasks: %s", ", ".join(tasks))
@@ -161,6 +181,9 @@ def create_app(
             yield
         finally:
             forget_sighup()
+            stop_loop.set()
+            workers.stop()
+            await asyncio.gather(*background, return_exceptions=True)
             await pipeline.aclose()
             await retire(pipeline.deployment)
             if recorder is not None:

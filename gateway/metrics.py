@@ -317,12 +317,19 @@ class DeploymentCollector(Collector):
             "Requests waiting for or in the student engine, by task.",
             labels=["task"],
         )
+        version = GaugeMetricFamily(
+            "distillgate_student_version_info",
+            "The student version this replica serves (value 1): a registry version, `none` "
+            "before the first student, `static` outside a loop.",
+            labels=["task", "version"],
+        )
         agreement = GaugeMetricFamily(
             "distillgate_audit_agreement",
             "Rolling agreement of accepted student answers with the teacher (live accuracy).",
             labels=["task"],
         )
         for name, runtime in serving.runtimes.items():
+            version.add_metric([name, runtime.version_label], 1)
             cal = runtime.calibration
             if cal is not None:
                 info.add_metric([name, cal.version_id, (runtime.student_fingerprint or "")[:19]], 1)
@@ -342,7 +349,17 @@ class DeploymentCollector(Collector):
             if serving.audits is not None:  # NaN before the first audit: no comparison holds
                 rate = serving.audits.agreement(name).rate
                 agreement.add_metric([name], math.nan if rate is None else rate)
-        yield from (info, threshold, temperature, target, expected, circuit, retries, queue)
+        yield from (
+            info,
+            threshold,
+            temperature,
+            target,
+            expected,
+            circuit,
+            retries,
+            queue,
+            version,
+        )
         yield agreement
         recorder = serving.recorder
         if recorder is not None:

@@ -61,7 +61,17 @@ class Settings(BaseSettings):
         False, description="Honour the x-distillgate-force-route header (tests, load tests)."
     )
     build_missing_students: bool = Field(
-        True, description="`serve` trains a task's student from its [build] recipe if missing."
+        True,
+        description="`serve` trains a task's student from its [build] recipe if missing "
+        "(tasks without a [loop]; with one, the loop trains it in the background).",
+    )
+    loop: Literal["in-process", "off"] = Field(
+        "in-process",
+        description="`in-process`: the gateway runs each [loop] task's worker as a child process "
+        "(at a lower priority); `off`: run `distillgate loop` apart (a fleet).",
+    )
+    registry_poll_s: float = Field(
+        2.0, gt=0, description="How often a gateway checks its tasks' registries for a new version."
     )
     shutdown_grace_s: int = Field(
         30, ge=1, description="On SIGTERM, how long in-flight requests may take to finish."

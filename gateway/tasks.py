@@ -262,6 +262,7 @@ class LoopPolicy(_Section):
     train_threads: int = Field(1, ge=1)
     train_nice: int = Field(10, ge=0, le=19)
     eval_share: float = Field(0.5, gt=0, lt=1)  # of the captured holdout: the frozen gate set
+    eval_data: Path | None = None  # a labelled set the gate adds (never trained or calibrated on)
     gate_alpha: float = Field(0.05, gt=0, lt=1)  # the paired test's level
     rollback: bool = True
     rollback_epsilon: float = Field(0.05, gt=0, lt=1)  # SPRT: target vs target - epsilon
@@ -364,7 +365,12 @@ def load_task(path: Path) -> Task:
         teacher = teacher.model_copy(update={"simulator_data": sims})
     loop = task.loop
     if loop is not None:
-        loop = loop.model_copy(update={"registry": _resolve(base, loop.registry)})
+        loop = loop.model_copy(
+            update={
+                "registry": _resolve(base, loop.registry),
+                "eval_data": _resolve(base, loop.eval_data),
+            }
+        )
     return task.model_copy(
         update={
             "student": _resolve(base, task.student),

@@ -5,7 +5,8 @@
 key file as they are now, without a restart; 409 and nothing changed when they cannot be.
 ``POST /admin/drain``: ``/readyz`` answers 503 so the load balancer stops sending new
 requests, while this process keeps answering what still arrives (``DELETE`` undoes it).
-``GET /admin/status``: what is deployed, capture backlog and live audit agreement.
+``GET /admin/status``: what is deployed, capture backlog, live audit agreement, and each
+loop's versions and last rounds.
 Without an admin key configured these endpoints do not exist (404).
 """
 
@@ -17,6 +18,7 @@ from fastapi import APIRouter, Request
 from starlette.exceptions import HTTPException
 
 from gateway.errors import ReloadRefused
+from gateway.loop.status import loop_status
 from gateway.pipeline.answer import Pipeline
 from gateway.runtime.deployment import DeploymentError
 from gateway.runtime.reloading import Reloader
@@ -79,4 +81,9 @@ async def status(request: Request) -> dict[str, Any]:
         "capture": None
         if recorder is None
         else {"queued": recorder.queued, "spool_bytes": recorder.spool.size_bytes},
+        "loop": {
+            name: loop_status(r.task, rounds=5)
+            for name, r in pipeline.runtimes.items()
+            if r.task.loop is not None
+        },
     }

@@ -13,6 +13,8 @@ distillgate calibrate --task NAME --from-stream [--student DIR] [--data more.jso
 distillgate export --task NAME --out train.jsonl [--chat-out chat.jsonl] [--group G]
 distillgate evaluate (--task NAME | --student DIR --calibrator FILE) --data test.jsonl
                      --out report.json
+distillgate loop [run] --task NAME [--once] [--spool DIR]   (the improvement loop, by itself)
+distillgate loop status --task NAME                         (versions, lineage, last rounds)
 distillgate teacher-sim --data labelled.jsonl [--host H] [--port P] [--accuracy A] [--latency-ms MS]
 """
 
@@ -39,6 +41,7 @@ def _commands() -> dict[tuple[str, str | None], Command]:
         evaluate,
         export,
         keys,
+        loop,
         serve,
         student,
         teacher_sim,
@@ -52,6 +55,8 @@ def _commands() -> dict[tuple[str, str | None], Command]:
         ("calibrate", None): calibrate.run,
         ("evaluate", None): evaluate.run,
         ("export", None): export.run,
+        ("loop", "run"): loop.run,
+        ("loop", "status"): loop.status,
         ("keys", "new"): keys.run,
         ("keys", "hash"): keys.run,
         ("teacher-sim", None): teacher_sim.run,

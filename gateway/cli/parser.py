@@ -34,9 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--init-from", type=Path, help="continue from this student (its tokenizer and weights)"
     )
-    train.add_argument(
+    answers = train.add_mutually_exclusive_group()
+    answers.add_argument(
         "--task", help="put this task's whole answer set in the tokenizer (labels not in --data)"
     )
+    answers.add_argument("--answers-file", type=Path, help="the same, from a JSON list of answers")
     train.add_argument(
         "--held-out", type=Path, help="JSONL for checkpoint selection (default: 5%% of --data)"
     )
@@ -105,6 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--chat-out", type=Path, help='{"messages"} JSONL (default: OUT.chat.jsonl)')
     exp.add_argument("--group", default="distillgate-export")
     exp.add_argument("--consumer", help="consumer name (default: host-pid)")
+
+    loop = sub.add_parser("loop", help="run a task's improvement loop, or show its status")
+    loop.add_argument("action", nargs="?", choices=["run", "status"], default="run")
+    loop.add_argument("--task", required=True)
+    loop.add_argument(
+        "--once", action="store_true", help="one step (watch, maybe a round), then exit"
+    )
+    loop.add_argument(
+        "--spool", type=Path, action="append", default=[], help="also read this spool folder"
+    )
 
     keys = sub.add_parser("keys", help="client API keys").add_subparsers(
         dest="action", required=True

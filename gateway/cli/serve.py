@@ -1,4 +1,6 @@
-"""``distillgate serve``: the gateway, building and calibrating missing students first."""
+"""``distillgate serve``: the gateway. A task without a ``[loop]`` gets its missing student
+built and calibrated first; one with a loop is served by the teacher until its loop
+promotes a first student."""
 
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ def serve(settings: Settings) -> None:
         problem = missing_dependency(task)
         if problem is not None:
             raise SystemExit(problem)
+        if task.loop is not None:
+            continue  # its loop trains and calibrates it in the background; the teacher answers
         if not (task.student / "config.json").is_file():
             if not settings.build_missing_students or task.build is None:
                 raise SystemExit(f"task {task.name!r}: no student at {task.student}")

@@ -172,8 +172,14 @@ def train(args: argparse.Namespace, settings: Settings) -> None:
         seed=args.seed,
         threads=args.threads,
         init_from=args.init_from,
-        answers=(task_named(settings, args.task).answers or ()) if args.task else (),
+        answers=_answers(args, settings),
     )
+
+
+def _answers(args: argparse.Namespace, settings: Settings) -> tuple[str, ...]:
+    if args.answers_file is not None:
+        return tuple(json.loads(args.answers_file.read_text()))
+    return (task_named(settings, args.task).answers or ()) if args.task else ()
 
 
 def build(args: argparse.Namespace, settings: Settings) -> None:

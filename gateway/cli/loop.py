@@ -1,0 +1,55 @@
+"""``distillgate loop``: a task's improvement loop as a long-running worker, and its status."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+
+from gateway.cli.resolve import task_named
+from gateway.settings import Settings
+
+__all__ = ["run", "status"]
+
+
+def run(args: argparse.Namespace, settings: Settings) -> None:
+    from gateway.loop.source import CaptureHistory
+    from gateway.loop.worker import LoopWorker
+
+    task = task_named(settings, args.task)
+    if task.loop is None:
+        raise SystemExit(f"task {task.name!r} has no [loop] section")
+    redis_url = settings.redis_url or None
+    history = CaptureHistory(redis_url, spools=list(args.spool))
+    worker = LoopWorker(task, history, redis_url=redis_url)
+    if args.once:
+        report = asyncio.run(worker.step())
+        print(json.dumps(report.as_dict() if report else {"round": None}, indent=2))
+        return
+
+    async def forever() -> None:
+        stop = asyncio.Event()
+        running = asyncio.create_task(worker.run(stop))
+
+        def halt() -> None:  # a round in progress is cancelled: its trainer is killed
+            stop.set()
+            running.cancel()
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, halt)
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+
+    asyncio.run(forever())
+
+
+def status(args: argparse.Namespace, settings: Settings) -> None:
+    from gateway.loop.status import loop_status
+
+    task = task_named(settings, args.task)
+    if task.loop is None:
+        raise SystemExit(f"task {task.name!r} has no [loop] section")
+    print(json.dumps(loop_status(task), indent=2))

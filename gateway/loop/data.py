@@ -1,0 +1,93 @@
+"""A round's data from everything captured so far: gated, voted, split three ways.
+
+Every prompt lands in the same part on every round and machine (a hash of the prompt), so
+the evaluation part is frozen: no student is ever trained or calibrated on it.
+
+    captured holdout (``capture.holdout_share`` of prompts) ─┬─ evaluate (``eval_share``)
+                                                             └─ calibrate
+    the rest ─────────────────────────────────────────────────── train
+
+Quality gates: export's (``jobs/export.drop_reason``: teacher errors, empty or cut answers,
+answers outside the answer set), and one more the loop needs because it reads the whole
+history: the same prompt captured with different teacher answers is decided by a strict
+majority of them, or dropped when there is none.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from gateway.capture.base import CaptureRecord
+from gateway.jobs.export import drop_reason, is_held_out, normalise_prompt, to_example
+from gateway.tasks import Task
+from gateway.training.examples import Example
+
+__all__ = ["RoundData", "round_data"]
+
+
+@dataclass
+class RoundData:
+    train: list[Example] = field(default_factory=list)
+    calibrate: list[Example] = field(default_factory=list)
+    evaluate: list[Example] = field(default_factory=list)
+    records: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    last_captured_at: float = 0.0
+
+    @property
+    def pairs(self) -> int:
+        return len(self.train) + len(self.calibrate) + len(self.evaluate)
+
+    @property
+    def answers(self) -> set[str]:
+        return {e.answer for part in (self.train, self.calibrate, self.evaluate) for e in part}
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "records": self.records,
+            "pairs": self.pairs,
+            "train": len(self.train),
+            "calibrate": len(self.calibrate),
+            "evaluate": len(self.evaluate),
+            "distinct_answers": len(self.answers),
+            "dropped": dict(self.dropped),
+            "last_captured_at": self.last_captured_at,
+        }
+
+
+def round_data(records: Iterable[CaptureRecord], task: Task, *, eval_share: float) -> RoundData:
+    data = RoundData()
+    votes: dict[str, Counter[str]] = {}
+    first: dict[str, Example] = {}
+    for record in records:
+        data.records += 1
+        data.last_captured_at = max(data.last_captured_at, record.captured_at)
+        reason = drop_reason(record, task)
+        if reason is not None:
+            data.dropped[reason] += 1
+            continue
+        example = to_example(record, task)
+        key = normalise_prompt(example.chat()[-1]["content"])
+        votes.setdefault(key, Counter())[example.answer] += 1
+        first.setdefault(key, example)
+    for key, counted in votes.items():
+        top, n = counted.most_common(1)[0]
+        total = sum(counted.values())
+        if len(counted) > 1:
+            if n * 2 <= total:
+                data.dropped["teacher answers disagree, no majority"] += total
+                continue
+            data.dropped["outvoted teacher answer"] += total - n
+        data.dropped["duplicate prompt"] += n - 1
+        example = first[key]
+        if example.answer != top:
+            example = Example(answer=top, prompt=example.prompt, messages=example.messages)
+        if not is_held_out(key, task.capture.holdout_share):
+            data.train.append(example)
+        elif is_held_out("evaluate:" + key, eval_share):
+            data.evaluate.append(example)
+        else:
+            data.calibrate.append(example)
+    return data

@@ -1,0 +1,91 @@
+"""One worker per task runs a round at a time.
+
+With Redis reachable: a lease key (``SET NX PX``) holding this worker's token, renewed while
+the round runs and released by a compare-and-delete script, so a crashed worker's lease
+expires by itself and a slow one never deletes another's. Without Redis (the embedded
+default, one host): an exclusive ``flock`` on the task's registry folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from gateway.loop.registry import Registry
+
+__all__ = ["Lease", "lease_key"]
+
+logger = logging.getLogger(__name__)
+
+TTL_MS = 60_000
+_MINE = "if redis.call('get', KEYS[1]) == ARGV[1] then return "
+_RELEASE = _MINE + "redis.call('del', KEYS[1]) end return 0"
+_RENEW = _MINE + "redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+
+
+def lease_key(task: str) -> str:
+    return f"distillgate:{{{task}}}:loop-lease"
+
+
+class Lease:
+    @staticmethod
+    @contextlib.asynccontextmanager
+    async def take(redis_url: str | None, registry: Registry, task: str) -> AsyncIterator[bool]:
+        """Yields whether this worker holds the task's lease for the block."""
+        client = aioredis.Redis.from_url(redis_url, socket_timeout=5) if redis_url else None
+        try:
+            if client is not None:
+                try:
+                    token = uuid.uuid4().hex
+                    if not await client.set(lease_key(task), token, nx=True, px=TTL_MS):
+                        yield False
+                        return
+                except RedisError:
+                    logger.info("task %s: Redis unreachable; leasing by file lock", task)
+                else:
+                    renew = asyncio.create_task(_renew(client, task, token))
+                    try:
+                        yield True
+                    finally:
+                        renew.cancel()
+                        with contextlib.suppress(RedisError):
+                            await client.eval(_RELEASE, 1, lease_key(task), token)
+                    return
+            with _file_lock(registry) as held:
+                yield held
+        finally:
+            if client is not None:
+                await client.aclose()
+
+
+async def _renew(client: aioredis.Redis, task: str, token: str) -> None:
+    while True:
+        await asyncio.sleep(TTL_MS / 3000)
+        with contextlib.suppress(RedisError):
+            await client.eval(_RENEW, 1, lease_key(task), token, TTL_MS)
+
+
+@contextlib.contextmanager
+def _file_lock(registry: Registry):  # type: ignore[no-untyped-def]
+    registry.dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(registry.dir / ".lease", os.O_CREAT | os.O_RDWR)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

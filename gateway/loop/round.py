@@ -1,0 +1,248 @@
+"""One round of the loop: data → candidate → calibrator → gate → promote (or not).
+
+A round only ever adds to the registry: the candidate becomes a version (``serving`` when
+the gate passes, ``rejected`` with the reason otherwise), and the one pointer write of
+``Registry.promote`` is what switches traffic. Any failure before that (too little data,
+a trainer that crashes or times out, a folder that does not load, a calibrator that cannot
+be fitted) ends the round with the reason in its report, and the serving student serves on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from calibration import (
+    Calibration,
+    Outcome,
+    load_calibration,
+    promotion_gate,
+    save_calibration,
+    student_fingerprint,
+)
+from gateway.capture.base import CaptureRecord
+from gateway.engines.transformers import TransformersEngine
+from gateway.jobs.calibrate import fit_calibration, score_set
+from gateway.jobs.replay import replay
+from gateway.loop.data import RoundData, round_data
+from gateway.loop.registry import Manifest, Registry, now
+from gateway.loop.trainers import Trainer, TrainerFailed, TrainJob
+from gateway.pipeline.decision import decide
+from gateway.tasks import LoopPolicy, Task
+from gateway.training.examples import Example, read_examples, write_examples
+
+__all__ = ["RoundReport", "judge", "run_round"]
+
+logger = logging.getLogger(__name__)
+
+MIN_CALIBRATION = 20  # fit_calibration's own floor
+
+
+@dataclass
+class RoundReport:
+    task: str
+    trigger: str
+    outcome: str = "skipped"  # skipped | failed | rejected | promoted
+    reason: str = ""
+    round_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    started_at: str = field(default_factory=now)
+    finished_at: str = ""
+    candidate: str | None = None
+    parent: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    gate: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    records_seen: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _labelled(path: Path | None) -> list[Example]:
+    return read_examples(path) if path is not None and path.is_file() else []
+
+
+def _skip_reason(task: Task, data: RoundData, train: Sequence[Example]) -> str | None:
+    policy = task.loop
+    assert policy is not None
+    if len(train) + len(data.calibrate) + len(data.evaluate) < policy.min_pairs:
+        return f"too little data: {len(train)} pairs to train on (at least {policy.min_pairs})"
+    if len({e.answer for e in train}) < 2:
+        return "the training data is all one answer"
+    return None
+
+
+async def judge(
+    student: Path, calibration: Calibration, task: Task, examples: Sequence[Example]
+) -> list[Outcome]:
+    """What serving would do with each prompt: accept or escalate by the same rule
+    (``pipeline.decision.decide``) at the same temperature, and whether the answer is right."""
+    engine = TransformersEngine(student, max_batch_size=64, max_waiting=len(examples) + 1)
+    await engine.start()
+    try:
+        answers = await replay(
+            engine,
+            examples,
+            max_tokens=task.generation.max_tokens,
+            prompt=task.prompt,
+            prefix="gate",
+            temperature=calibration.temperature,
+        )
+    finally:
+        await engine.aclose()
+    out = []
+    for answer, example in zip(answers, examples, strict=True):
+        valid = answer.finish_reason == "stop" and (
+            task.answer_set is None or answer.text in task.answer_set
+        )
+        decision = decide(
+            confidence=calibration.confidence(answer.scaled_logprobs),
+            threshold=calibration.threshold,
+            valid=valid,
+            forced=None,
+            has_teacher=True,
+        )
+        out.append(Outcome(accepted=not decision.escalate, correct=answer.text == example.answer))
+    return out
+
+
+async def run_round(
+    task: Task,
+    registry: Registry,
+    records: Sequence[CaptureRecord],
+    trainer: Trainer,
+    *,
+    trigger: str,
+) -> RoundReport:
+    """Long because it is the round's script, each step a call and its failure report."""
+    policy: LoopPolicy | None = task.loop
+    assert policy is not None, "a round needs the task's [loop] section"
+    report = RoundReport(task.name, trigger, records_seen=len(records))
+    data = round_data(records, task, eval_share=policy.eval_share)
+    build = task.build
+    train = [*data.train, *_labelled(build.train if build else None)]
+    calibrate = [*data.calibrate, *_labelled(task.routing.calibration_data)]
+    evaluate = [*data.evaluate, *_labelled(policy.eval_data)]
+    report.data = data.summary() | {
+        "train_with_labelled": len(train),
+        "calibrate_with_labelled": len(calibrate),
+        "evaluate_with_labelled": len(evaluate),
+    }
+    skip = _skip_reason(task, data, train)
+    if skip is None and len(calibrate) < MIN_CALIBRATION:
+        skip = f"too little data to calibrate: {len(calibrate)} pairs (at least {MIN_CALIBRATION})"
+    if skip is None and not evaluate:
+        skip = "no frozen evaluation data yet"
+    if skip is not None:
+        report.reason = skip
+        return _finish(registry, report)
+
+    serving = registry.serving()
+    parent = serving.version if serving else None
+    version = registry.next_version()
+    report.candidate, report.parent = version, parent
+    staged = registry.staging(version)
+    work = staged / "round"
+    write_examples(work / "train.jsonl", train)
+    held_out = _labelled(build.held_out if build else None) or calibrate
+    write_examples(work / "held_out.jsonl", held_out)
+    answers = sorted(set(task.answers or ()) | data.answers | {e.answer for e in train})
+    (work / "answers.json").write_text(json.dumps(answers))
+    job = TrainJob(
+        train=work / "train.jsonl",
+        held_out=work / "held_out.jsonl",
+        out=staged / "student",
+        parent=registry.student_dir(parent) if parent else None,
+        answers=work / "answers.json",
+        log=work / "train.log",
+    )
+    started = time.monotonic()
+    try:
+        student = await trainer.train(job)
+        report.seconds["train"] = round(time.monotonic() - started, 1)
+        student_fingerprint(student)  # a folder that does not load fails here
+    except (TrainerFailed, OSError, ValueError) as exc:
+        report.outcome, report.reason = "failed", f"training failed: {exc}"
+        registry.discard(version)
+        return _finish(registry, report)
+
+    started = time.monotonic()
+    routing = task.routing
+    try:
+        scored = await score_set(
+            student, calibrate, max_tokens=task.generation.max_tokens, prompt=task.prompt
+        )
+        calibration, _ = fit_calibration(
+            scored,
+            student,
+            target_accuracy=routing.target_accuracy,
+            max_escalation=routing.max_escalation,
+            delta=routing.delta,
+        )
+    except Exception as exc:  # a candidate that cannot be run or calibrated is rejected
+        report.outcome, report.reason = "failed", f"calibration failed: {exc}"
+        registry.discard(version)
+        return _finish(registry, report)
+    save_calibration(calibration, staged / "calibration.json")
+    report.seconds["calibrate"] = round(time.monotonic() - started, 1)
+    report.calibration = {
+        "version": calibration.version_id,
+        "temperature": calibration.temperature,
+        "threshold": calibration.threshold,
+        "certified": calibration.certified,
+        "n": calibration.n_temperature + calibration.n_threshold,
+    }
+
+    started = time.monotonic()
+    candidate = await judge(student, calibration, task, evaluate)
+    current = None
+    if parent is not None:
+        current_calibration = load_calibration(registry.calibrator(parent))
+        current = await judge(registry.student_dir(parent), current_calibration, task, evaluate)
+    target = routing.target_accuracy if routing.target_accuracy is not None else 0.97
+    result = promotion_gate(
+        candidate, current, target_accuracy=target, delta=routing.delta, alpha=policy.gate_alpha
+    )
+    report.seconds["gate"] = round(time.monotonic() - started, 1)
+    report.gate = result.as_dict()
+    manifest = Manifest(
+        version=version,
+        parent=parent,
+        created_at=now(),
+        status="rejected",
+        trained_on=report.data,
+        gate=report.gate,
+        calibrator_version=calibration.version_id,
+        reason="" if result.promote else result.reason,
+    )
+    registry.add(manifest)
+    if result.promote:
+        registry.promote(version)
+        report.outcome, report.reason = "promoted", result.reason
+    else:
+        report.outcome, report.reason = "rejected", result.reason
+    return _finish(registry, report)
+
+
+def _finish(registry: Registry, report: RoundReport) -> RoundReport:
+    report.finished_at = now()
+    last = registry.rounds(1)
+    repeated = report.outcome == "skipped" and bool(last) and last[-1]["reason"] == report.reason
+    if not repeated:  # a worker polling a task that is short of data logs that once
+        registry.record_round(report.as_dict())
+    logger.info(
+        "task %s: round %s %s (%s)%s",
+        report.task,
+        report.round_id,
+        report.outcome,
+        report.reason,
+        f", candidate {report.candidate}" if report.candidate else "",
+    )
+    return report

@@ -1,0 +1,60 @@
+"""The single-process demo's loop: ``serve`` starts one ``distillgate loop`` child per
+``[loop]`` task, at the task's lower priority and thread budget, so a round (training,
+calibration, the gate's replays) never takes the cores serving needs; the children read
+this gateway's spool as well as Redis, so the loop works with no Redis server at all.
+A fleet sets ``DISTILLGATE_LOOP=off`` and runs the workers apart."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from gateway.settings import Settings
+from gateway.tasks import Task
+
+__all__ = ["LoopProcesses"]
+
+logger = logging.getLogger(__name__)
+
+
+class LoopProcesses:
+    def __init__(self, settings: Settings, tasks: Sequence[Task]) -> None:
+        self.settings, self.tasks = settings, tasks
+        self.children: list[subprocess.Popen[bytes]] = []
+
+    def argv(self, task: Task) -> list[str]:
+        assert task.loop is not None
+        argv = [sys.executable, "-m", "gateway.cli", "loop", "--task", task.name]
+        argv += ["--spool", str(self.settings.spool_path)]
+        if task.loop.train_nice:
+            argv = ["nice", "-n", str(task.loop.train_nice), *argv]
+        return argv
+
+    def start(self) -> None:
+        for task in self.tasks:
+            assert task.loop is not None
+            threads = str(task.loop.train_threads)
+            env = {
+                **os.environ,
+                "DISTILLGATE_TASKS_DIR": str(self.settings.tasks_dir.absolute()),
+                "DISTILLGATE_REDIS_URL": self.settings.redis_url,
+                "DISTILLGATE_LOG_LEVEL": self.settings.log_level,
+                "OMP_NUM_THREADS": threads,
+                "MKL_NUM_THREADS": threads,
+            }
+            self.children.append(subprocess.Popen(self.argv(task), env=env))
+            logger.info("task %s: the improvement loop runs beside the gateway", task.name)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        for child in self.children:
+            child.terminate()
+        for child in self.children:
+            try:
+                child.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        self.children.clear()
