@@ -144,6 +144,7 @@ def models(pipeline: Pipeline) -> dict[str, Any]:
             "owned_by": "distillgate",
             "description": r.task.description,
             "teacher": r.teacher_label or None,
+            "student_version": r.version_label,
             "calibrated": r.calibration is not None,
         }
         if r.calibration is not None:

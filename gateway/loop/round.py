@@ -127,9 +127,14 @@ async def run_round(
     report = RoundReport(task.name, trigger, records_seen=len(records))
     data = round_data(records, task, eval_share=policy.eval_share)
     build = task.build
-    train = [*data.train, *_labelled(build.train if build else None)]
-    calibrate = [*data.calibrate, *_labelled(task.routing.calibration_data)]
-    evaluate = [*data.evaluate, *_labelled(policy.eval_data)]
+    try:
+        train = [*data.train, *_labelled(build.train if build else None)]
+        calibrate = [*data.calibrate, *_labelled(task.routing.calibration_data)]
+        evaluate = [*data.evaluate, *_labelled(policy.eval_data)]
+        labelled_held_out = _labelled(build.held_out if build else None)
+    except (OSError, ValueError) as exc:
+        report.outcome, report.reason = "failed", f"a labelled file cannot be read: {exc}"
+        return _finish(registry, report)
     report.data = data.summary() | {
         "train_with_labelled": len(train),
         "calibrate_with_labelled": len(calibrate),
@@ -151,7 +156,7 @@ async def run_round(
     staged = registry.staging(version)
     work = staged / "round"
     write_examples(work / "train.jsonl", train)
-    held_out = _labelled(build.held_out if build else None) or calibrate
+    held_out = labelled_held_out or calibrate
     write_examples(work / "held_out.jsonl", held_out)
     answers = sorted(set(task.answers or ()) | data.answers | {e.answer for e in train})
     (work / "answers.json").write_text(json.dumps(answers))

@@ -58,7 +58,7 @@ class CaptureHistory:
                 for record in spooled_records(spool, task.name):
                     seen.setdefault(record.record_id, record)
         if self.redis_url:
-            client = redis.Redis.from_url(self.redis_url, socket_timeout=10)
+            client = redis.Redis.from_url(self.redis_url, socket_timeout=10, decode_responses=True)
             try:
                 for record in stream_records(client, task):
                     seen.setdefault(record.record_id, record)

@@ -1,0 +1,172 @@
+"""The loop runs itself, end to end: a gateway with **no student** and the simulator teacher,
+a real redis-server, real HTTP, the loop worker beside the gateway (``DISTILLGATE_LOOP``
+in-process: a child ``distillgate loop`` process), students trained by a team's own
+command (``tests/loop_trainer.py``, the tiny shape). Nobody acts but the traffic.
+
+Phase 1 (180 requests, four intents) is answered by the teacher and captured; the loop
+trains, calibrates and gates a first student, which takes traffic without a restart. It
+escalates what it is unsure of; phase 2 brings as much again, and the next round's student,
+trained on both, accepts significantly more of the same prompts at the same guarantee.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.app import create_app
+from gateway.jobs.export import is_held_out, normalise_prompt
+from gateway.settings import Settings
+from gateway.training.examples import Example, read_examples, write_examples
+from tests.conftest import DATA, LABELS, ROOT, serve_in_thread
+from tests.redis_server import RedisServer
+from tests.test_loop import per_label
+
+TARGET = 0.85
+HOLDOUT, EVAL_SHARE = 0.5, 0.4
+WAVES = (120, 160, 160, 160)  # requests; the stream has 433 prompts
+INTENTS = LABELS
+
+
+def traffic() -> list[Example]:
+    """Every train.jsonl prompt of the four intents, in a fixed random order."""
+    rows = [e for e in read_examples(DATA / "train.jsonl") if e.answer in INTENTS]
+    return random.Random(0).sample(rows, len(rows))
+
+
+def in_gate_part(example: Example) -> bool:
+    key = normalise_prompt(example.prompt or "")
+    return is_held_out(key, HOLDOUT) and is_held_out("evaluate:" + key, EVAL_SHARE)
+
+
+def ask(url: str, examples: list[Example]) -> list[tuple[str, str, str]]:
+    """(route, version, answer) of each prompt, over real HTTP."""
+    out = []
+    with httpx.Client(base_url=url, timeout=60) as client:
+        for ex in examples:
+            r = client.post(
+                "/v1/chat/completions",
+                json={"model": "banking77", "messages": [{"role": "user", "content": ex.prompt}]},
+            )
+            assert r.status_code == 200, r.text
+            out.append(
+                (
+                    r.headers["x-distillgate-route"],
+                    r.headers["x-distillgate-student"],
+                    r.json()["choices"][0]["message"]["content"],
+                )
+            )
+    return out
+
+
+def probe(url: str, probes: list[Example]) -> dict[str, float | str]:
+    answers = ask(url, probes)
+    accepted = [
+        (a, ex.answer)
+        for (route, _, a), ex in zip(answers, probes, strict=True)
+        if route == "student"
+    ]
+    return {
+        "version": answers[-1][1],
+        "escalation": 1 - len(accepted) / len(probes),
+        "accepted_accuracy": sum(a == b for a, b in accepted) / len(accepted) if accepted else 1.0,
+    }
+
+
+def serving_version(url: str) -> str:
+    """From ``/v1/models`` (not a chat request, which would be captured)."""
+    (model,) = httpx.get(f"{url}/v1/models").json()["data"]
+    return str(model["student_version"])
+
+
+@pytest.mark.timeout(900)
+def test_from_no_student_to_two_promotions_with_no_human_action(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    stream = traffic()
+    # The probes are prompts the hash puts in the frozen evaluation part: however often
+    # they are asked (and captured), no round trains or calibrates on them.
+    labelled = [
+        *per_label(DATA / "test.jsonl", INTENTS, 0, 40),
+        *per_label(DATA / "calibration.jsonl", INTENTS, 0, 40),
+    ]
+    probes = [e for e in labelled if in_gate_part(e)]
+    gate_set = tmp_path / "gate.jsonl"
+    write_examples(gate_set, probes)
+    known = tmp_path / "teacher-knows.jsonl"
+    write_examples(known, [*stream, *probes])
+    trainer = (
+        f"{sys.executable} {ROOT / 'tests' / 'loop_trainer.py'} --train {{train}} "
+        "--held-out {held_out} --out {out} --answers {answers} --parent {parent}"
+    )
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "banking77.toml").write_text(
+        f'student = "{tmp_path / "no-student-yet"}"\nanswers = {json.dumps(list(INTENTS))}\n'
+        + (
+            "[generation]\nmax_tokens = 24\n"
+            f"[routing]\ntarget_accuracy = {TARGET}\ndelta = 0.1\n"
+            f'[teacher]\napi_key_env = "DISTILLGATE_TEST_UNSET"\nsimulator_data = ["{known}"]\n'
+            f"[capture]\naudit_rate = 0.05\nholdout_share = {HOLDOUT}\n"
+            f'[loop]\nregistry = "{tmp_path / "registry"}"\nmin_pairs = 60\n'
+            f'min_new_pairs = 40\npoll_s = 1\ntrainer = "{trainer}"\ntrain_nice = 0\n'
+            f"eval_share = {EVAL_SHARE}\n"
+            f'eval_data = "{gate_set}"\n'
+        )
+    )
+    settings = Settings(
+        tasks_dir=tasks,
+        redis_url=redis_server.url,
+        spool_dir=tmp_path / "spool",
+        registry_poll_s=0.5,
+        loop="in-process",
+        admin_key="admin",
+    )
+    served = serve_in_thread(create_app(settings))
+    try:
+        url = served.url
+        figures = [probe(url, probes)]
+        assert figures[0] == {"version": "none", "escalation": 1.0, "accepted_accuracy": 1.0}
+        versions = ["none"]
+        admin = {"authorization": "Bearer admin"}
+
+        def trained_rounds() -> int:
+            rounds = httpx.get(f"{url}/admin/status", headers=admin).json()["loop"]["banking77"]
+            return sum(r["outcome"] != "skipped" for r in rounds["rounds"])
+
+        sent = 0
+        for size in WAVES:  # traffic arrives in waves; between them the loop works alone
+            if len(versions) == 3:  # cold start and two promotions
+                break
+            done = trained_rounds()
+            routes = ask(url, stream[sent : sent + size])
+            if sent == 0:
+                assert {route for route, _, _ in routes} == {"teacher"}  # reason no_student
+            sent += size
+            deadline = time.monotonic() + 150
+            while trained_rounds() == done and time.monotonic() < deadline:
+                time.sleep(1.0)
+            version = serving_version(url)
+            if version != versions[-1]:
+                versions.append(version)
+                figures.append(probe(url, probes))
+        print({"requests": sent, "versions": versions, "figures": figures})
+        assert len(versions) == 3, f"promotions: {versions[1:]}"
+        escalation = [f["escalation"] for f in figures]
+        assert escalation[0] > escalation[1] > escalation[2]
+        assert all(float(f["accepted_accuracy"]) >= TARGET for f in figures[1:])
+        status = httpx.get(f"{url}/admin/status", headers={"authorization": "Bearer admin"})
+        loop = status.json()["loop"]["banking77"]
+        assert loop["serving"] == versions[2] and loop["history"] == versions[1:]
+        lineage = {v["version"]: v["parent"] for v in loop["versions"]}
+        assert lineage[versions[1]] is None and lineage[versions[2]] == versions[1]
+        promoted = [r["candidate"] for r in loop["rounds"] if r["outcome"] == "promoted"]
+        assert promoted == versions[1:]
+    finally:
+        served.stop()
