@@ -73,6 +73,7 @@ _REAL_MODULES = (
     "tests/benchmarks/",
     "tests/test_cli.py",
     "tests/gateway/teachers/",
+    "tests/gateway/loop/test_round.py",
     "tests/gateway/engines/test_vllm_engine.py",
 )
 

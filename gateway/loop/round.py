@@ -151,6 +151,9 @@ async def run_round(
 
     serving = registry.serving()
     parent = serving.version if serving else None
+    # Outside the registry, a task's own student (if it has one) is what a candidate must beat
+    # and what it continues from.
+    current_dir, current_calibrator = _current(task, registry, parent)
     version = registry.next_version()
     report.candidate, report.parent = version, parent
     staged = registry.staging(version)
@@ -164,7 +167,7 @@ async def run_round(
         train=work / "train.jsonl",
         held_out=work / "held_out.jsonl",
         out=staged / "student",
-        parent=registry.student_dir(parent) if parent else None,
+        parent=current_dir,
         answers=work / "answers.json",
         log=work / "train.log",
     )
@@ -208,9 +211,9 @@ async def run_round(
     started = time.monotonic()
     candidate = await judge(student, calibration, task, evaluate)
     current = None
-    if parent is not None:
-        current_calibration = load_calibration(registry.calibrator(parent))
-        current = await judge(registry.student_dir(parent), current_calibration, task, evaluate)
+    if current_dir is not None and current_calibrator is not None:
+        current_calibration = load_calibration(current_calibrator)
+        current = await judge(current_dir, current_calibration, task, evaluate)
     target = routing.target_accuracy if routing.target_accuracy is not None else 0.97
     result = promotion_gate(
         candidate, current, target_accuracy=target, delta=routing.delta, alpha=policy.gate_alpha
@@ -234,6 +237,17 @@ async def run_round(
     else:
         report.outcome, report.reason = "rejected", result.reason
     return _finish(registry, report)
+
+
+def _current(task: Task, registry: Registry, parent: str | None) -> tuple[Path | None, Path | None]:
+    """The serving student's folder and calibrator: the registry's version, else the task's
+    own folder (its calibrator, if it has one), else none (a first student)."""
+    if parent is not None:
+        return registry.student_dir(parent), registry.calibrator(parent)
+    if (task.student / "config.json").is_file():
+        calibrator = task.calibrator_path
+        return task.student, calibrator if calibrator.is_file() else None
+    return None, None
 
 
 def _finish(registry: Registry, report: RoundReport) -> RoundReport:

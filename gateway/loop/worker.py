@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Watch:
     version: str | None
-    audits: int
+    audits: int  # examined until the verdict
     agreement: float | None
     verdict: str  # continue | holds | fell | none
 
@@ -61,15 +61,17 @@ def watch_serving(task: Task, version: str | None, records: Sequence[CaptureReco
     target = task.routing.target_accuracy or 0.97
     epsilon = min(policy.rollback_epsilon, target / 2)
     test = AgreementSPRT(target, epsilon, alpha=policy.rollback_alpha, beta=policy.rollback_beta)
-    verdict = "continue"
-    agreed = 0
+    verdict = "continue"  # the SPRT restarts after each "holds": report the last decision
+    agreed = examined = 0
     for record in audits:
         ok = answers_agree(record.student_answer, record.teacher_answer or "")
-        agreed += ok
-        verdict = test.update(ok)
-        if verdict == "fell":
+        agreed, examined = agreed + ok, examined + 1
+        step = test.update(ok)
+        if step != "continue":
+            verdict = step
+        if step == "fell":
             break
-    return Watch(version, len(audits), agreed / len(audits), verdict)
+    return Watch(version, examined, agreed / examined, verdict)
 
 
 class LoopWorker:
@@ -103,7 +105,8 @@ class LoopWorker:
         last = self._last_trained()
         seen = int(last["records_seen"]) if last else 0  # type: ignore[call-overload]
         new = len(records) - seen
-        if self.registry.serving() is None and last is None:
+        no_student = not (self.task.student / "config.json").is_file()
+        if self.registry.serving() is None and last is None and no_student:
             if self.task.build is not None or new >= self.policy.min_pairs:
                 return "first student"
             return None

@@ -1,0 +1,141 @@
+"""The loop's parts alone, no training: round data, the registry, the watch and rollback,
+the lease by file lock. The fast tier."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from gateway.capture.base import CaptureRecord
+from gateway.jobs.export import is_held_out, normalise_prompt
+from gateway.loop.data import round_data
+from gateway.loop.lease import Lease
+from gateway.loop.registry import Manifest, Registry, served
+from gateway.loop.worker import LoopWorker, watch_serving
+from gateway.tasks import CapturePolicy, LoopPolicy, RoutingPolicy, Task
+from tests.gateway.loop.helpers import captured
+
+LABELS = ("card_arrival", "exchange_rate")
+
+
+def task(tmp_path: Path, **loop: object) -> Task:
+    return Task(
+        name="banking77",
+        student=tmp_path / "none",
+        answers=LABELS,
+        routing=RoutingPolicy(target_accuracy=0.9),
+        capture=CapturePolicy(holdout_share=0.5),
+        loop=LoopPolicy(registry=tmp_path / "registry", **loop),  # type: ignore[arg-type]
+    )
+
+
+def test_disagreeing_teacher_answers_are_voted_or_dropped(tmp_path: Path) -> None:
+    records = [
+        captured("where is my card", "card_arrival"),
+        captured("Where is  my card", "card_arrival"),  # the same prompt, normalised
+        captured("where is my card", "exchange_rate"),  # outvoted 2 to 1
+        captured("what rate", "exchange_rate"),
+        captured("what rate", "card_arrival"),  # 1 to 1: no majority, dropped
+        captured("cut short", "not_a_label"),  # outside the answer set
+    ]
+    data = round_data(records, task(tmp_path), eval_share=0.5)
+    examples = [*data.train, *data.calibrate, *data.evaluate]
+    assert [(e.prompt, e.answer) for e in examples] == [("where is my card", "card_arrival")]
+    assert data.dropped == {
+        "outvoted teacher answer": 1,
+        "duplicate prompt": 1,
+        "teacher answers disagree, no majority": 2,
+        "outside the answer set": 1,
+    }
+
+
+def test_the_three_parts_are_fixed_by_the_prompt(tmp_path: Path) -> None:
+    prompts = [f"prompt number {i}" for i in range(400)]
+    records = [captured(p, LABELS[i % 2]) for i, p in enumerate(prompts)]
+    t = task(tmp_path)
+    data = round_data(records, t, eval_share=0.5)
+    again = round_data(list(reversed(records)), t, eval_share=0.5)
+    assert {e.prompt for e in data.evaluate} == {e.prompt for e in again.evaluate}
+    for e in data.train:
+        assert not is_held_out(normalise_prompt(e.prompt or ""), 0.5)
+    assert 150 < len(data.train) < 250 and 50 < len(data.evaluate) < 150
+
+
+def make_version(registry: Registry, parent: str | None = None) -> str:
+    version = registry.next_version()
+    staged = registry.staging(version)
+    (staged / "student").mkdir()
+    registry.add(Manifest(version, parent, "2026-12-02T00:00:00+00:00", "rejected"))
+    return version
+
+
+def test_the_registry_promotes_rolls_back_and_resolves_the_served_task(tmp_path: Path) -> None:
+    t = task(tmp_path)
+    registry = Registry(tmp_path / "registry", "banking77")
+    assert served(t) is t and registry.serving() is None
+    v1 = make_version(registry)
+    v2 = make_version(registry, v1)
+    assert (v1, v2) == ("v0001", "v0002")
+    registry.promote(v1)
+    registry.promote(v2)
+    resolved = served(t)
+    assert resolved.student_version == "v0002"
+    assert resolved.student == registry.student_dir("v0002")
+    assert resolved.calibrator == registry.calibrator("v0002")
+    assert registry.manifest(v1).status == "retired"
+    back = registry.roll_back("agreement fell")
+    assert back is not None and back.version == v1
+    assert registry.manifest(v2).status == "bad" and registry.manifest(v2).reason
+    assert registry.roll_back("again") is None  # nothing good left: back to no student
+    assert registry.serving() is None and served(t).student_version is None
+
+
+class History:
+    def __init__(self, records: list[CaptureRecord]) -> None:
+        self.list, self.problems = records, []
+
+    def records(self, _: Task) -> list[CaptureRecord]:
+        return self.list
+
+
+def test_a_version_whose_audits_disagree_is_rolled_back_by_the_sprt(tmp_path: Path) -> None:
+    t = task(tmp_path, min_pairs=10_000)  # no round may run after it: only the rollback
+    registry = Registry(tmp_path / "registry", "banking77")
+    v1 = make_version(registry)
+    v2 = make_version(registry, v1)
+    registry.promote(v1)
+    registry.promote(v2)
+    good = [captured("p", "card_arrival", route="audit", student="card_arrival", version=v1)]
+    audits = [
+        captured(f"q{i}", "card_arrival", route="audit", student=s, version=v2, at=i)
+        for i, s in enumerate(["card_arrival", "exchange_rate", "exchange_rate"] * 20)
+    ]
+    watch = watch_serving(t, v2, [*good, *audits])
+    assert watch.verdict == "fell" and watch.audits < 60
+    worker = LoopWorker(t, History([*good, *audits]))  # type: ignore[arg-type]
+    asyncio.run(worker.step())
+    serving = registry.serving()
+    assert serving is not None and serving.version == v1
+    assert registry.manifest(v2).status == "bad" and "SPRT" in registry.manifest(v2).reason
+    # A version whose audits agree stays.
+    fine = [
+        captured(f"r{i}", "card_arrival", route="audit", student="card_arrival", version=v1)
+        for i in range(200)
+    ]
+    assert watch_serving(t, v1, fine).verdict == "holds"
+
+
+def test_one_worker_per_task_holds_the_lease(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "registry", "banking77")
+
+    async def both() -> tuple[bool, bool, bool]:
+        async with (
+            Lease.take(None, registry, "banking77") as first,
+            Lease.take(None, registry, "banking77") as second,
+        ):
+            pass
+        async with Lease.take(None, registry, "banking77") as after:
+            pass
+        return first, second, after
+
+    assert asyncio.run(both()) == (True, False, True)
