@@ -49,6 +49,7 @@ class CaptureHistory:
     redis_url: str | None
     spools: Sequence[Path] = ()
     problems: list[str] = field(default_factory=list)  # sources that could not be read
+    _warned: bool = field(default=False, repr=False)
 
     def records(self, task: Task) -> list[CaptureRecord]:
         self.problems = []
@@ -64,7 +65,9 @@ class CaptureHistory:
                     seen.setdefault(record.record_id, record)
             except redis.RedisError as exc:
                 self.problems.append(f"redis: {exc}")
-                logger.warning("task %s: the capture stream is unreadable: %s", task.name, exc)
+                level = logging.DEBUG if self._warned else logging.WARNING  # once, not every poll
+                logger.log(level, "task %s: the capture stream is unreadable: %s", task.name, exc)
+                self._warned = True
             finally:
                 client.close()
         return sorted(seen.values(), key=lambda r: r.captured_at)
