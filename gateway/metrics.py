@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
@@ -26,6 +27,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from gateway.engines.base import Queued
+from gateway.loop.registry import Registry
 from gateway.teachers.resilience import ResilientTeacher
 
 if TYPE_CHECKING:
@@ -328,8 +330,21 @@ class DeploymentCollector(Collector):
             "Rolling agreement of accepted student answers with the teacher (live accuracy).",
             labels=["task"],
         )
+        rounds = CounterMetricFamily(
+            "distillgate_loop_rounds",
+            "Improvement-loop rounds by outcome (promoted, rejected, failed, skipped), from the "
+            "task's registry.",
+            labels=["task", "outcome"],
+        )
+        rollbacks = CounterMetricFamily(
+            "distillgate_loop_rollbacks",
+            "Versions the loop marked bad and rolled back, from the task's registry.",
+            labels=["task"],
+        )
         for name, runtime in serving.runtimes.items():
             version.add_metric([name, runtime.version_label], 1)
+            if runtime.task.loop is not None:
+                _loop_counts(name, runtime.task.loop.registry, rounds, rollbacks)
             cal = runtime.calibration
             if cal is not None:
                 info.add_metric([name, cal.version_id, (runtime.student_fingerprint or "")[:19]], 1)
@@ -360,7 +375,7 @@ class DeploymentCollector(Collector):
             queue,
             version,
         )
-        yield agreement
+        yield from (agreement, rounds, rollbacks)
         recorder = serving.recorder
         if recorder is not None:
             spool = GaugeMetricFamily(
@@ -384,3 +399,15 @@ class VLLMPassthrough(Collector):
         for metric in REGISTRY.collect():
             if metric.name.startswith("vllm:"):
                 yield metric
+
+
+def _loop_counts(
+    task: str, root: Path, rounds: CounterMetricFamily, rollbacks: CounterMetricFamily
+) -> None:
+    """Read from the registry the worker writes (a shared folder), so every replica reports
+    the loop without the worker serving metrics of its own."""
+    registry = Registry(root, task)
+    outcomes = [str(r.get("outcome")) for r in registry.rounds(last=1_000_000)]
+    for outcome in ("promoted", "rejected", "failed", "skipped"):
+        rounds.add_metric([task, outcome], outcomes.count(outcome))
+    rollbacks.add_metric([task], sum(m.status == "bad" for m in registry.manifests()))

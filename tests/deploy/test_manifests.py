@@ -20,7 +20,7 @@ def manifests() -> dict[str, dict[str, Any]]:
     out = {}
     for name in kustomization["resources"]:
         doc = yaml.safe_load((K8S / name).read_text())
-        out[doc["kind"]] = doc
+        out[f"{doc['kind']}/{doc['metadata']['name']}"] = doc
     return out
 
 
@@ -56,7 +56,7 @@ def test_dockerfiles_pass_hadolint() -> None:
 
 
 def test_the_deployment_drains_and_is_probed() -> None:
-    deployment = manifests()["Deployment"]
+    deployment = manifests()["Deployment/distillgate"]
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -68,13 +68,40 @@ def test_the_deployment_drains_and_is_probed() -> None:
 
 def test_autoscaler_budget_and_monitor_point_at_the_gateway() -> None:
     m = manifests()
-    labels = m["Deployment"]["spec"]["template"]["metadata"]["labels"]
-    assert m["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == "distillgate"
-    assert m["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"] == labels
-    assert m["Service"]["spec"]["selector"] == labels
-    assert m["ServiceMonitor"]["spec"]["endpoints"][0]["path"] == "/metrics"
+    labels = m["Deployment/distillgate"]["spec"]["template"]["metadata"]["labels"]
+    (hpa,) = [v for k, v in m.items() if k.startswith("HorizontalPodAutoscaler/")]
+    (pdb,) = [v for k, v in m.items() if k.startswith("PodDisruptionBudget/")]
+    (service,) = [v for k, v in m.items() if k.startswith("Service/")]
+    (monitor,) = [v for k, v in m.items() if k.startswith("ServiceMonitor/")]
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "distillgate"
+    assert pdb["spec"]["selector"]["matchLabels"] == labels
+    assert service["spec"]["selector"] == labels
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+
+
+def test_the_loop_worker_and_the_gateways_share_one_registry() -> None:
+    m = manifests()
+    gateway = m["Deployment/distillgate"]["spec"]["template"]["spec"]
+    worker = m["Deployment/distillgate-loop-banking77"]["spec"]["template"]["spec"]
+    (g,) = gateway["containers"]
+    (w,) = worker["containers"]
+    assert {"name": "DISTILLGATE_LOOP", "value": "off"} in g["env"]  # the worker runs it
+    assert w["command"][:3] == ["distillgate", "loop", "run"]
+    claims = {
+        spec["name"]: spec
+        for spec in (*gateway["volumes"], *worker["volumes"])
+        if "persistentVolumeClaim" in spec
+    }
+    assert claims["registry"]["persistentVolumeClaim"]["claimName"] == "distillgate-registry"
+    pvc = m["PersistentVolumeClaim/distillgate-registry"]
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    mounts = {v["name"]: v for v in w["volumeMounts"]}
+    assert mounts["registry"]["mountPath"] == "/registry" and not mounts["registry"].get("readOnly")
+    tasks = yaml.safe_load((K8S / "configmap-tasks.yaml").read_text())["data"]["banking77.toml"]
+    assert 'registry = "/registry"' in tasks
 
 
 def test_the_prometheus_rule_is_the_tested_alerts_file() -> None:
     alerts = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())
-    assert manifests()["PrometheusRule"]["spec"] == alerts
+    (rule,) = [v for k, v in manifests().items() if k.startswith("PrometheusRule/")]
+    assert rule["spec"] == alerts
