@@ -40,6 +40,7 @@ from gateway.training.examples import Example
 from gateway.training.scoring import ScoredAnswer, score_answers
 
 __all__ = [
+    "MIN_EXAMPLES",
     "ScoredSet",
     "calibration_metrics",
     "fit_calibration",
@@ -47,6 +48,9 @@ __all__ = [
     "score_set",
     "sequence_confidence",
 ]
+
+
+MIN_EXAMPLES = 20  # fewer cannot fit T on a third and a threshold on the rest
 
 
 @dataclass(frozen=True)
@@ -146,8 +150,8 @@ def fit_calibration(
     seed: int = 0,
 ) -> tuple[Calibration, ScoredSet]:
     """Fit T on one half and the threshold on the other; return the calibration and that half."""
-    if len(scored.examples) < 20:
-        raise ValueError("calibration needs at least 20 labelled examples")
+    if len(scored.examples) < MIN_EXAMPLES:
+        raise ValueError(f"calibration needs at least {MIN_EXAMPLES} labelled examples")
     fit_idx, select_idx = split_for_calibration(len(scored.examples), seed)
     fit_half, select_half = scored.subset(fit_idx), scored.subset(select_idx)
     scaler = AnswerTemperatureScaler().fit(

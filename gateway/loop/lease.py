@@ -14,7 +14,7 @@ import fcntl
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -74,7 +74,7 @@ async def _renew(client: aioredis.Redis, task: str, token: str) -> None:
 
 
 @contextlib.contextmanager
-def _file_lock(registry: Registry):  # type: ignore[no-untyped-def]
+def _file_lock(registry: Registry) -> Iterator[bool]:
     registry.dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(registry.dir / ".lease", os.O_CREAT | os.O_RDWR)
     try:

@@ -28,7 +28,7 @@ from calibration import (
 )
 from gateway.capture.base import CaptureRecord
 from gateway.engines.transformers import TransformersEngine
-from gateway.jobs.calibrate import fit_calibration, score_set
+from gateway.jobs.calibrate import MIN_EXAMPLES, fit_calibration, score_set
 from gateway.jobs.replay import replay
 from gateway.loop.data import RoundData, round_data
 from gateway.loop.registry import Manifest, Registry, now
@@ -40,8 +40,6 @@ from gateway.training.examples import Example, read_examples, write_examples
 __all__ = ["RoundReport", "judge", "run_round"]
 
 logger = logging.getLogger(__name__)
-
-MIN_CALIBRATION = 20  # fit_calibration's own floor
 
 
 @dataclass
@@ -141,8 +139,8 @@ async def run_round(
         "evaluate_with_labelled": len(evaluate),
     }
     skip = _skip_reason(task, data, train)
-    if skip is None and len(calibrate) < MIN_CALIBRATION:
-        skip = f"too little data to calibrate: {len(calibrate)} pairs (at least {MIN_CALIBRATION})"
+    if skip is None and len(calibrate) < MIN_EXAMPLES:
+        skip = f"too little data to calibrate: {len(calibrate)} pairs (at least {MIN_EXAMPLES})"
     if skip is None and not evaluate:
         skip = "no frozen evaluation data yet"
     if skip is not None:
