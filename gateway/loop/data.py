@@ -16,7 +16,7 @@ majority of them, or dropped when there is none.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from gateway.capture.base import CaptureRecord
@@ -24,7 +24,7 @@ from gateway.jobs.export import drop_reason, is_held_out, normalise_prompt, to_e
 from gateway.tasks import Task
 from gateway.training.examples import Example
 
-__all__ = ["RoundData", "round_data"]
+__all__ = ["RoundData", "round_data", "with_labelled"]
 
 
 @dataclass
@@ -91,3 +91,31 @@ def round_data(records: Iterable[CaptureRecord], task: Task, *, eval_share: floa
         else:
             data.calibrate.append(example)
     return data
+
+
+def with_labelled(
+    data: RoundData,
+    *,
+    train: Sequence[Example],
+    calibrate: Sequence[Example],
+    evaluate: Sequence[Example],
+) -> tuple[list[Example], list[Example], list[Example]]:
+    """The round's three sets: captured pairs joined by the task's labelled files.
+
+    A labelled prompt keeps its file's role when live traffic asks it too (a team sends its
+    test set through the gateway): an evaluation prompt is never trained or calibrated on,
+    a calibration prompt never trained on."""
+    gated, calibrating = _prompts(evaluate), _prompts(calibrate)
+    return (
+        [*(e for e in data.train if _key(e) not in gated | calibrating), *train],
+        [*(e for e in data.calibrate if _key(e) not in gated), *calibrate],
+        [*(e for e in data.evaluate if _key(e) not in gated), *evaluate],
+    )
+
+
+def _key(example: Example) -> str:
+    return normalise_prompt(example.chat()[-1]["content"])
+
+
+def _prompts(examples: Iterable[Example]) -> set[str]:
+    return {_key(e) for e in examples}

@@ -30,7 +30,7 @@ from gateway.capture.base import CaptureRecord
 from gateway.engines.transformers import TransformersEngine
 from gateway.jobs.calibrate import MIN_EXAMPLES, fit_calibration, score_set
 from gateway.jobs.replay import replay
-from gateway.loop.data import RoundData, round_data
+from gateway.loop.data import RoundData, round_data, with_labelled
 from gateway.loop.registry import Manifest, Registry, now
 from gateway.loop.trainers import Trainer, TrainerFailed, TrainJob
 from gateway.pipeline.decision import decide
@@ -126,13 +126,16 @@ async def run_round(
     data = round_data(records, task, eval_share=policy.eval_share)
     build = task.build
     try:
-        train = [*data.train, *_labelled(build.train if build else None)]
-        calibrate = [*data.calibrate, *_labelled(task.routing.calibration_data)]
-        evaluate = [*data.evaluate, *_labelled(policy.eval_data)]
+        labelled_eval = _labelled(policy.eval_data)
+        labelled_calibrate = _labelled(task.routing.calibration_data)
+        labelled_train = _labelled(build.train if build else None)
         labelled_held_out = _labelled(build.held_out if build else None)
     except (OSError, ValueError) as exc:
         report.outcome, report.reason = "failed", f"a labelled file cannot be read: {exc}"
         return _finish(registry, report)
+    train, calibrate, evaluate = with_labelled(
+        data, train=labelled_train, calibrate=labelled_calibrate, evaluate=labelled_eval
+    )
     report.data = data.summary() | {
         "train_with_labelled": len(train),
         "calibrate_with_labelled": len(calibrate),

@@ -8,11 +8,12 @@ from pathlib import Path
 
 from gateway.capture.base import CaptureRecord
 from gateway.jobs.export import is_held_out, normalise_prompt
-from gateway.loop.data import round_data
+from gateway.loop.data import round_data, with_labelled
 from gateway.loop.lease import Lease
 from gateway.loop.registry import Manifest, Registry, served
 from gateway.loop.worker import LoopWorker, watch_serving
 from gateway.tasks import CapturePolicy, LoopPolicy, RoutingPolicy, Task
+from gateway.training.examples import Example
 from tests.gateway.loop.helpers import captured
 
 LABELS = ("card_arrival", "exchange_rate")
@@ -67,6 +68,26 @@ def make_version(registry: Registry, parent: str | None = None) -> str:
     (staged / "student").mkdir()
     registry.add(Manifest(version, parent, "2026-12-02T00:00:00+00:00", "rejected"))
     return version
+
+
+def test_labelled_prompts_keep_their_role_when_traffic_asks_them(tmp_path: Path) -> None:
+    """A team's test set sent through the gateway is captured like any traffic; the round
+    must still never train or calibrate on it, nor train on its calibration set."""
+    prompts = [f"prompt number {i}" for i in range(200)]
+    data = round_data(
+        [captured(p, LABELS[i % 2]) for i, p in enumerate(prompts)], task(tmp_path), eval_share=0.5
+    )
+    gate = [Example(answer="card_arrival", prompt=p.upper()) for p in prompts[:100]]
+    calib = [Example(answer="card_arrival", prompt=p) for p in prompts[100:150]]
+    seed = [Example(answer="exchange_rate", prompt="a labelled training prompt")]
+    train, calibrate, evaluate = with_labelled(data, train=seed, calibrate=calib, evaluate=gate)
+    assert seed[0] in train and set(map(id, gate)) <= set(map(id, evaluate))
+    trained = {e.prompt for e in train} - {"a labelled training prompt"}
+    assert trained and trained.isdisjoint(prompts[:150])
+    assert {e.prompt for e in calibrate}.isdisjoint(prompts[:100])
+    captured_eval = [e for e in evaluate if e not in gate]
+    assert {e.prompt for e in captured_eval}.isdisjoint(prompts[:100])
+    assert len(train) + len(calibrate) + len(evaluate) > len(gate) + len(calib) + len(seed)
 
 
 def test_the_registry_promotes_rolls_back_and_resolves_the_served_task(tmp_path: Path) -> None:
