@@ -42,7 +42,7 @@ CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0
 ROUTES = ("student", "teacher", "student-fallback")
 REASONS = ("low_confidence", "invalid_answer", "forced", "student_failed")
 TEACHER_ERRORS = ("teacher_error", "teacher_timeout", "teacher_unavailable")
-PURPOSES = ("escalation", "audit")
+PURPOSES = ("escalation", "audit", "shadow")
 CAPTURE_OUTCOMES = ("written", "spooled", "replayed", "dropped")
 
 
@@ -117,7 +117,8 @@ class Metrics:
         )
         self.teacher_seconds = h(
             "teacher_seconds",
-            "Teacher answer time (retries included), by task and purpose (escalation, audit).",
+            "Teacher answer time (retries included), by task and purpose "
+            "(escalation, audit, shadow).",
             "task",
             "purpose",
         )
@@ -136,7 +137,7 @@ class Metrics:
         )
         self.teacher_cost = c(
             "teacher_cost_usd",
-            "Teacher spend in USD at the task's prices, by purpose (escalation, audit).",
+            "Teacher spend in USD at the task's prices, by purpose (escalation, audit, shadow).",
             "task",
             "purpose",
         )

@@ -38,6 +38,7 @@ __all__ = [
     "TaskConfigError",
     "TeacherConfig",
     "TransformersEngineConfig",
+    "Trial",
     "VLLMEngineConfig",
     "load_tasks",
 ]
@@ -268,6 +269,43 @@ class LoopPolicy(_Section):
     rollback_epsilon: float = Field(0.05, gt=0, lt=1)  # SPRT: target vs target - epsilon
     rollback_alpha: float = Field(0.01, gt=0, lt=0.5)  # false alarms
     rollback_beta: float = Field(0.05, gt=0, lt=0.5)  # missed falls
+    # Drift: a round is due when the serving version escalates this much more of the traffic
+    # than its calibrator expects, by the same SPRT's error rates (0: off).
+    drift_escalation: float = Field(0.1, ge=0, lt=1)
+    # A candidate that passed the gate may first be tried on live traffic (both optional):
+    # in shadow (it answers this share of requests off the request path, scored against the
+    # teacher), then as a canary serving these shares in turn, each held while its audits
+    # (at ``trial_audit_rate``) agree by the same SPRT as rollback.
+    shadow_share: float = Field(0.0, ge=0, le=1)
+    canary_steps: tuple[float, ...] = ()
+    trial_audit_rate: float = Field(0.2, gt=0, le=1)
+
+    @field_validator("canary_steps")
+    @classmethod
+    def _rising(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 < s < 1 for s in v) or list(v) != sorted(set(v)):
+            raise ValueError("canary_steps must be rising shares between 0 and 1, e.g. [0.1, 0.5]")
+        return v
+
+    @property
+    def trials(self) -> bool:
+        return self.shadow_share > 0 or bool(self.canary_steps)
+
+
+class Trial(_Section):
+    """A candidate on trial, as the registry says (set by ``loop/registry.served``, never by a
+    task file): ``shadow`` answers ``share`` of requests off the request path, ``canary``
+    serves them."""
+
+    version: str
+    stage: Literal["shadow", "canary"]
+    share: float
+    student: Path
+    calibrator: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.version} {self.stage} {self.share:g}"
 
 
 class Task(_Section):
@@ -290,6 +328,7 @@ class Task(_Section):
     # Set when the registry's serving version is resolved (gateway/loop/registry.py), never
     # by a task file: which version ``student`` and ``calibrator`` point at.
     student_version: str | None = None
+    trial: Trial | None = None
 
     @field_validator("answers")
     @classmethod
@@ -322,8 +361,9 @@ def load_task(path: Path) -> Task:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise TaskConfigError(f"{path}: cannot read task file: {exc}") from None
     raw.setdefault("name", path.stem)
-    if "student_version" in raw:
-        raise TaskConfigError(f"{path}: student_version is set by the registry, not a task file")
+    for key in ("student_version", "trial"):
+        if key in raw:
+            raise TaskConfigError(f"{path}: {key} is set by the registry, not a task file")
     try:
         task = Task.model_validate(raw)
     except ValidationError as exc:

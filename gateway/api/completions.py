@@ -33,7 +33,7 @@ def headers(answer: Answer, runtime: TaskRuntime) -> dict[str, str]:
         "x-distillgate-task": runtime.task.name,
         "x-distillgate-route": answer.route.value,
         "x-distillgate-confidence": f"{answer.confidence:.4f}",
-        "x-distillgate-student": runtime.version_label,  # the version that decided
+        "x-distillgate-student": answer.student_version or runtime.version_label,
     }
     if answer.teacher_usage is not None:
         out["x-distillgate-teacher-usage"] = (
@@ -145,6 +145,7 @@ def models(pipeline: Pipeline) -> dict[str, Any]:
             "description": r.task.description,
             "teacher": r.teacher_label or None,
             "student_version": r.version_label,
+            "trial": r.trial_label,  # a candidate on trial: "v0003 canary 0.1"
             "calibrated": r.calibration is not None,
         }
         if r.calibration is not None:

@@ -31,7 +31,7 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 
-CapturedRoute = Literal["teacher", "student-fallback", "audit"]
+CapturedRoute = Literal["teacher", "student-fallback", "audit", "shadow"]
 
 
 class UnknownSchema(ValueError):
@@ -48,7 +48,7 @@ class CaptureRecord:
     request_id: str
     task: str
     route: CapturedRoute
-    reason: str  # low_confidence | invalid_answer | forced | audit
+    reason: str  # low_confidence | invalid_answer | forced | audit; a shadow's own decision
     messages: tuple[dict[str, str], ...]  # what the teacher was asked, system turn first
     student_answer: str
     raw_confidence: float

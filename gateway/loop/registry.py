@@ -3,7 +3,8 @@
     <registry>/<task>/
         versions/v0001/{student/, calibration.json, manifest.json}
         serving.json        {"version": "v0002", "history": ["v0001", "v0002"], ...}
-        rounds.jsonl        one report per round, promoted or not
+        trial.json          the candidate on trial, if any: {"version", "stage", "share", ...}
+        rounds.jsonl        one report per round, promoted or not, and per trial decision
 
 Every write is a whole file replaced atomically (``os.replace``), and a version folder is
 complete before it is renamed into ``versions/``, so a reader (every gateway replica polls
@@ -23,11 +24,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from gateway.tasks import Task
+from gateway.tasks import Task, Trial
 
-__all__ = ["Manifest", "Registry", "Serving", "served_tasks"]
+__all__ = ["Manifest", "Registry", "Serving", "TrialState", "served", "served_tasks"]
 
-Status = Literal["serving", "retired", "rejected", "bad"]
+Status = Literal["serving", "retired", "rejected", "bad", "trial"]
 
 
 def now() -> str:
@@ -54,6 +55,7 @@ class Manifest:
     gate: dict[str, Any] = field(default_factory=dict)
     calibrator_version: str | None = None
     reason: str = ""  # why rejected or marked bad
+    promoted_at: str | None = None
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Manifest:
@@ -65,6 +67,17 @@ class Serving:
     version: str
     history: tuple[str, ...]  # promoted versions, oldest first; the last one serves
     updated_at: str
+
+
+@dataclass(frozen=True)
+class TrialState:
+    """A candidate that passed the gate, tried on live traffic before it serves it all."""
+
+    version: str
+    stage: Literal["shadow", "canary"]
+    share: float
+    step: int  # which canary step (0 in shadow)
+    since: float  # when this stage began (Unix time): only evidence after it counts
 
 
 class Registry:
@@ -79,6 +92,13 @@ class Registry:
         except FileNotFoundError:
             return None
         return Serving(raw["version"], tuple(raw["history"]), raw["updated_at"])
+
+    def trial(self) -> TrialState | None:
+        try:
+            raw = json.loads((self.dir / "trial.json").read_text())
+        except FileNotFoundError:
+            return None
+        return TrialState(**raw)
 
     def student_dir(self, version: str) -> Path:
         return self.versions_dir / version / "student"
@@ -137,15 +157,33 @@ class Registry:
         write_json(self.versions_dir / version / "manifest.json", asdict(manifest))
 
     def promote(self, version: str) -> Serving:
-        """Point serving at ``version``: the one write every replica follows."""
+        """Point serving at ``version``: the one write every replica follows (it ends the
+        version's trial, if it had one)."""
         current = self.serving()
         history = (*current.history, version) if current else (version,)
         if current is not None:
             self.set_status(current.version, "retired")
-        self.set_status(version, "serving")
+        manifest = self.manifest(version)
+        manifest.status, manifest.promoted_at = "serving", now()
+        write_json(self.versions_dir / version / "manifest.json", asdict(manifest))
         serving = Serving(version, history, now())
         write_json(self.dir / "serving.json", asdict(serving))
+        trial = self.trial()
+        if trial is not None and trial.version == version:
+            (self.dir / "trial.json").unlink()
         return serving
+
+    def start_trial(self, trial: TrialState) -> None:
+        self.set_status(trial.version, "trial")
+        write_json(self.dir / "trial.json", asdict(trial))
+
+    def reject_trial(self, reason: str) -> None:
+        """End the trial: the candidate is rejected with ``reason``; nothing else changes."""
+        trial = self.trial()
+        if trial is None:
+            return
+        self.set_status(trial.version, "rejected", reason)
+        (self.dir / "trial.json").unlink()
 
     def roll_back(self, reason: str) -> Serving | None:
         """Mark the serving version bad and serve the last good one before it (None: back to
@@ -175,16 +213,25 @@ def served(task: Task) -> Task:
     if task.loop is None:
         return task
     registry = Registry(task.loop.registry, task.name)
-    serving = registry.serving()
-    if serving is None:
-        return task
-    return task.model_copy(
-        update={
+    serving, trial = registry.serving(), registry.trial()
+    if serving is None and trial is None:
+        return task if task.trial is None else task.model_copy(update={"trial": None})
+    update: dict[str, Any] = {"trial": None}
+    if serving is not None:
+        update |= {
             "student": registry.student_dir(serving.version),
             "calibrator": registry.calibrator(serving.version),
             "student_version": serving.version,
         }
-    )
+    if trial is not None:
+        update["trial"] = Trial(
+            version=trial.version,
+            stage=trial.stage,
+            share=trial.share,
+            student=registry.student_dir(trial.version),
+            calibrator=registry.calibrator(trial.version),
+        )
+    return task.model_copy(update=update)
 
 
 def served_tasks(tasks: Mapping[str, Task]) -> dict[str, Task]:

@@ -33,6 +33,7 @@ from gateway.jobs.replay import replay
 from gateway.loop.data import RoundData, round_data, with_labelled
 from gateway.loop.registry import Manifest, Registry, now
 from gateway.loop.trainers import Trainer, TrainerFailed, TrainJob
+from gateway.loop.trial import first_stage
 from gateway.pipeline.decision import decide
 from gateway.tasks import LoopPolicy, Task
 from gateway.training.examples import Example, read_examples, write_examples
@@ -46,7 +47,7 @@ logger = logging.getLogger(__name__)
 class RoundReport:
     task: str
     trigger: str
-    outcome: str = "skipped"  # skipped | failed | rejected | promoted
+    outcome: str = "skipped"  # skipped | failed | rejected | on_trial | promoted
     reason: str = ""
     round_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     started_at: str = field(default_factory=now)
@@ -232,7 +233,10 @@ async def run_round(
         reason="" if result.promote else result.reason,
     )
     registry.add(manifest)
-    if result.promote:
+    if result.promote and policy.trials:
+        registry.start_trial(first_stage(policy, version, time.time()))
+        report.outcome, report.reason = "on_trial", result.reason
+    elif result.promote:
         registry.promote(version)
         report.outcome, report.reason = "promoted", result.reason
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from gateway.loop.registry import Registry
@@ -14,11 +15,12 @@ def loop_status(task: Task, rounds: int = 10) -> dict[str, Any]:
     """The serving version, every version with its lineage and gate figures, the last rounds."""
     assert task.loop is not None
     registry = Registry(task.loop.registry, task.name)
-    serving = registry.serving()
+    serving, trial = registry.serving(), registry.trial()
     return {
         "registry": str(registry.dir),
         "serving": serving.version if serving else None,
         "history": list(serving.history) if serving else [],
+        "trial": asdict(trial) if trial else None,
         "versions": [
             {
                 "version": m.version,

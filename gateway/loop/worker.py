@@ -2,17 +2,21 @@
 
 Each ``step`` reads the capture history, then, in this order:
 
-1. **Watch** the serving version: its audits (accepted answers the teacher also answered)
-   feed Wald's SPRT (``calibration.AgreementSPRT``); when the agreement has fallen below the
-   target the version is marked bad and the last good one serves again (rollback).
-2. **Trigger** a round when one is due: no student yet and enough data (labelled or
-   captured), ``min_new_pairs`` new records since the last round that trained, a rollback,
-   or ``every_s`` elapsed with anything new.
-3. **Run** it under the task's lease (``lease.py``), so one worker per task trains at a time;
+1. **Watch** the serving version (``watch.py``): its audits feed Wald's SPRT; when the
+   agreement has fallen below the target the version is marked bad and the last good one
+   serves again (rollback).
+2. **Try** a candidate on trial (``trial.py``), if there is one: its shadow answers or its
+   canary audits since the stage began hold (the next stage, or promotion) or fall (it is
+   rejected). No round runs while a candidate is on trial.
+3. **Trigger** a round when one is due: no student yet and enough data (labelled or
+   captured), ``min_new_pairs`` new records since the last round that trained, drift (a
+   rollback, or the serving version escalating significantly more than its calibrator
+   expects), or ``every_s`` elapsed with anything new.
+4. **Run** it under the task's lease (``lease.py``), so one worker per task trains at a time;
    another worker finds the lease taken and waits for the next step.
 
-Promotions and rollbacks are published (``notify.py``) so every replica swaps within
-seconds; replicas also poll the registry, so a lost message only delays the swap.
+Promotions, trial stages and rollbacks are published (``notify.py``) so every replica swaps
+within seconds; replicas also poll the registry, so a lost message only delays the swap.
 """
 
 from __future__ import annotations
@@ -23,55 +27,22 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
-from calibration import AgreementSPRT
+from calibration import load_calibration
 from gateway.capture.base import CaptureRecord
 from gateway.loop.lease import Lease
 from gateway.loop.notify import publish_serving
-from gateway.loop.registry import Registry
+from gateway.loop.registry import Registry, TrialState, now
 from gateway.loop.round import RoundReport, run_round
 from gateway.loop.source import CaptureHistory
 from gateway.loop.trainers import Trainer, trainer_for
-from gateway.pipeline.audit import answers_agree
+from gateway.loop.trial import next_stage
+from gateway.loop.watch import watch_escalation, watch_serving, watch_trial
 from gateway.tasks import Task
 
-__all__ = ["LoopWorker", "Watch", "watch_serving"]
+__all__ = ["LoopWorker"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Watch:
-    version: str | None
-    audits: int  # examined until the verdict
-    agreement: float | None
-    verdict: str  # continue | holds | fell | none
-
-
-def watch_serving(task: Task, version: str | None, records: Sequence[CaptureRecord]) -> Watch:
-    """The SPRT over the serving version's audits, oldest first (deterministic: every
-    worker and every restart reaches the same verdict on the same records)."""
-    policy = task.loop
-    assert policy is not None
-    audits = [r for r in records if r.route == "audit" and r.student_version == version]
-    audits = [r for r in audits if r.teacher_answer is not None and not r.teacher_error]
-    if version is None or not audits:
-        return Watch(version, 0, None, "none")
-    target = task.routing.target_accuracy or 0.97
-    epsilon = min(policy.rollback_epsilon, target / 2)
-    test = AgreementSPRT(target, epsilon, alpha=policy.rollback_alpha, beta=policy.rollback_beta)
-    verdict = "continue"  # the SPRT restarts after each "holds": report the last decision
-    agreed = examined = 0
-    for record in audits:
-        ok = answers_agree(record.student_answer, record.teacher_answer or "")
-        agreed, examined = agreed + ok, examined + 1
-        step = test.update(ok)
-        if step != "continue":
-            verdict = step
-        if step == "fell":
-            break
-    return Watch(version, examined, agreed / examined, verdict)
 
 
 class LoopWorker:
@@ -95,7 +66,11 @@ class LoopWorker:
         self.last_status = ""
 
     def _last_trained(self) -> dict[str, object] | None:
-        rounds = [r for r in self.registry.rounds(200) if r.get("outcome") != "skipped"]
+        rounds = [
+            r
+            for r in self.registry.rounds(200)
+            if r.get("outcome") != "skipped" and r.get("kind") != "trial"
+        ]
         return rounds[-1] if rounds else None
 
     def due(self, records: Sequence[CaptureRecord], rolled_back: bool) -> str | None:
@@ -138,9 +113,16 @@ class LoopWorker:
                     reason,
                     back.version if back else "no student (the teacher answers)",
                 )
-                await publish_serving(self.redis_url, self.task.name)
                 rolled_back = True
-        trigger = self.due(records, rolled_back)
+                if self.registry.trial() is not None:
+                    reason = f"the version it was gated against ({serving.version}) was rolled back"
+                    self.registry.reject_trial(reason)
+                await publish_serving(self.redis_url, self.task.name)
+        trial = self.registry.trial()
+        if trial is not None:  # no new round while a candidate is on trial
+            await self._judge_trial(trial, records)
+            return None
+        trigger = self.due(records, rolled_back) or self._drift(records)
         if trigger is None:
             return None
         async with Lease.take(self.redis_url, self.registry, self.task.name) as held:
@@ -155,6 +137,72 @@ class LoopWorker:
         self.last_status = f"{report.outcome}: {report.reason}"
         return report
 
+    def _drift(self, records: Sequence[CaptureRecord]) -> str | None:
+        """A round is due when the serving version escalates significantly more than its
+        calibrator expects, on the evidence since the last round that trained (so a round
+        that could not do better is not re-run until new evidence says so again)."""
+        serving = self.registry.serving()
+        if serving is None or self.policy.drift_escalation <= 0:
+            return None
+        try:
+            calibration = load_calibration(self.registry.calibrator(serving.version))
+        except (OSError, ValueError):
+            return None
+        coverage = calibration.metrics_after.get("coverage")
+        if coverage is None:
+            return None
+        last = self._last_trained()
+        since = _timestamp(str(last.get("finished_at") or "")) if last else 0.0
+        recent = [r for r in records if r.captured_at >= since]
+        watch = watch_escalation(self.task, serving.version, 1 - coverage, recent)
+        if watch.verdict != "fell" or watch.agreement is None:
+            return None
+        return (
+            f"drift: {serving.version} escalates more than its calibrator expects "
+            f"({1 - coverage:.3f}; audits {watch.agreement:.3f} of {watch.audits} records, SPRT)"
+        )
+
+    async def _judge_trial(self, trial: TrialState, records: Sequence[CaptureRecord]) -> None:
+        watch = watch_trial(self.task, trial, records)
+        self.last_status = (
+            f"{trial.version} on trial ({trial.stage}, share {trial.share:g}): "
+            f"{watch.audits} answers judged"
+        )
+        if watch.verdict not in ("fell", "holds"):
+            return
+        figures = f"agreement {watch.agreement:.3f} over {watch.audits} answers"
+        if watch.verdict == "fell":
+            decision, reason = "rejected", f"{trial.stage}: {figures} fell below the target (SPRT)"
+            self.registry.reject_trial(reason)
+            logger.warning(
+                "task %s: %s rejected on trial: %s", self.task.name, trial.version, reason
+            )
+        else:
+            following = next_stage(self.policy, trial, self.clock())
+            reason = f"{trial.stage} at share {trial.share:g}: {figures} held (SPRT)"
+            if following is None:
+                decision = "promoted"
+                self.registry.promote(trial.version)
+            else:
+                decision = f"canary {following.share:g}"
+                self.registry.start_trial(following)
+            logger.info("task %s: %s %s: %s", self.task.name, trial.version, decision, reason)
+        self.registry.record_round(
+            {
+                "kind": "trial",
+                "trigger": "trial",
+                "outcome": decision,
+                "reason": reason,
+                "candidate": trial.version,
+                "stage": trial.stage,
+                "share": trial.share,
+                "audits": watch.audits,
+                "agreement": watch.agreement,
+                "finished_at": now(),
+            }
+        )
+        await publish_serving(self.redis_url, self.task.name)
+
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
@@ -165,5 +213,9 @@ class LoopWorker:
                 await asyncio.wait_for(stop.wait(), self.policy.poll_s)
 
 
+def _timestamp(iso: str) -> float:
+    return dt.datetime.fromisoformat(iso).timestamp() if iso else 0.0
+
+
 def _age_s(iso: str, now: float) -> float:
-    return now - dt.datetime.fromisoformat(iso).timestamp()
+    return now - _timestamp(iso)

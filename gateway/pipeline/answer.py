@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Mapping
+import random
+from collections.abc import Coroutine, Mapping
 from typing import Literal
 
 from gateway.capture import CapturedRoute, CaptureRecorder
@@ -27,11 +28,11 @@ from gateway.engines.base import GenerationRequest, StudentEngine
 from gateway.errors import EngineError, EngineUnavailable, TeacherError, UnknownTask
 from gateway.pipeline.audit import AuditTracker, answers_agree
 from gateway.pipeline.base import Answer, NullObserver, PipelineObserver
-from gateway.pipeline.decision import Reason, Route, decide
+from gateway.pipeline.decision import Decision, Reason, Route, decide
 from gateway.pipeline.escalation import ask_teacher, teacher_reply, teacher_request
 from gateway.pipeline.record import capture_record
 from gateway.pipeline.reply import Reply, ReplyOptions, fit
-from gateway.pipeline.student import run_student
+from gateway.pipeline.student import StudentTurn, run_student
 from gateway.runtime.deployment import Deployment, TaskRuntime
 from gateway.teachers.base import TeacherAnswer
 
@@ -50,6 +51,7 @@ class Pipeline:
         recorder: CaptureRecorder | None = None,
         audits: AuditTracker | None = None,
         observer: PipelineObserver | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         if not isinstance(deployment, Deployment):
             deployment = Deployment(runtimes=dict(deployment))
@@ -58,6 +60,7 @@ class Pipeline:
         self.audits = audits  # None: no audits (offline replays)
         self.observer: PipelineObserver = observer or NullObserver()
         self._background: set[asyncio.Task[None]] = set()
+        self._rng = rng or random.Random()  # who a canary serves, what a shadow answers
 
     @property
     def runtimes(self) -> Mapping[str, TaskRuntime]:
@@ -100,8 +103,29 @@ class Pipeline:
         """Decide on the student's whole answer (``gen`` carries the task's own limits),
         then serve the chosen answer within the client's ``options``.
 
-        Long on purpose: the data path in one readable sequence, each step a call into its module.
+        With a candidate on trial, a canary serves its share of requests in the serving
+        version's place; a shadow answers its share again, off the request path.
         """
+        trial = runtime.trial
+        deciding = runtime
+        if trial is not None and trial.stage == "canary" and self._rng.random() < trial.share:
+            deciding = trial.runtime
+        answer = await self._decide(deciding, gen, forced=forced, options=options)
+        shadow = trial is not None and trial.stage == "shadow" and runtime.teacher is not None
+        if trial is not None and shadow and self._rng.random() < trial.share:
+            self._in_background(self._shadow(trial.runtime, gen), "shadow")
+        return dataclasses.replace(answer, student_version=deciding.version_label)
+
+    async def _decide(
+        self,
+        runtime: TaskRuntime,
+        gen: GenerationRequest,
+        *,
+        forced: Forced,
+        options: ReplyOptions | None,
+    ) -> Answer:
+        """Long on purpose: the data path in one readable sequence, each step a call into
+        its module."""
         task = runtime.task
         options = options or ReplyOptions()
         deadline = asyncio.get_running_loop().time() + task.limits.deadline_s
@@ -115,32 +139,9 @@ class Pipeline:
             return await self._teacher_instead(
                 runtime, gen, deadline, options, Reason.STUDENT_FAILED, failure=exc
             )
-        valid = turn.finish_reason == "stop" and (
-            task.answer_set is None or turn.text in task.answer_set
-        )
-        calibration = runtime.calibration
-        decision = decide(
-            confidence=turn.confidence,
-            threshold=calibration.threshold if calibration else 0.0,
-            valid=valid,
-            forced=forced,
-            has_teacher=runtime.teacher is not None,
-        )
+        decision = _judge(runtime, turn, forced)
         self.observer.student_answered(task.name, turn.seconds, turn.confidence)
-        student = Answer(
-            route=Route.STUDENT,
-            reason=decision.reason,
-            text=turn.text,
-            tokens=turn.shown,
-            finish_reason=turn.finish_reason,
-            confidence=turn.confidence,
-            raw_confidence=turn.raw_confidence,
-            student_text=turn.text,
-            deltas=turn.deltas,
-            prompt_tokens=turn.deltas[-1].prompt_tokens,
-            completion_tokens=0,
-            student_latency_s=turn.seconds,
-        )
+        student = _student_answer(turn, decision.reason)
         if not decision.escalate or runtime.teacher is None:
             if decision.reason == Reason.CONFIDENT and runtime.teacher is not None:
                 self.observer.accepted(task.name)
@@ -239,12 +240,12 @@ class Pipeline:
             return
         self.recorder.submit(capture_record(runtime, gen, answer, route, reason, reply, error))
 
-    def _maybe_audit(self, runtime: TaskRuntime, gen: GenerationRequest, answer: Answer) -> None:
-        if self.audits is None or not self.audits.sample(runtime.task.capture.audit_rate):
-            return
+    def _in_background(self, work: Coroutine[None, None, None], name: str) -> None:
+        """Off the request path; the deployment (its engines and teacher) stays open until
+        the work is done, and ``aclose`` waits for it."""
         deployment = self.deployment
-        deployment.acquire()  # its teacher stays open until the audit is done
-        job = asyncio.create_task(self._audit(runtime, gen, answer), name="audit")
+        deployment.acquire()
+        job = asyncio.create_task(work, name=name)
         self._background.add(job)
 
         def finished(done: asyncio.Task[None]) -> None:
@@ -252,6 +253,32 @@ class Pipeline:
             deployment.release()
 
         job.add_done_callback(finished)
+
+    def _maybe_audit(self, runtime: TaskRuntime, gen: GenerationRequest, answer: Answer) -> None:
+        if self.audits is None or not self.audits.sample(runtime.task.capture.audit_rate):
+            return
+        self._in_background(self._audit(runtime, gen, answer), "audit")
+
+    async def _shadow(self, candidate: TaskRuntime, gen: GenerationRequest) -> None:
+        """The candidate answers a request the serving version answered, and the teacher
+        too: the record (route ``shadow``, the candidate's decision as its reason) is the
+        trial's evidence, and one more teacher-labelled pair."""
+        task = candidate.task
+        deadline = asyncio.get_running_loop().time() + task.limits.deadline_s
+        try:
+            turn = await run_student(candidate, gen, deadline)
+        except EngineError as exc:
+            logger.info("shadow answer of %s failed: %s", gen.request_id, exc.message)
+            return
+        answer = _student_answer(turn, _judge(candidate, turn, None).reason)
+        try:
+            reply = await ask_teacher(
+                candidate, teacher_request(task, gen), "shadow", self.observer
+            )
+        except TeacherError as exc:
+            logger.info("shadow of %s skipped: the teacher failed: %s", gen.request_id, exc.message)
+            return
+        self._capture(candidate, gen, answer, "shadow", answer.reason.value, reply=reply)
 
     async def _audit(self, runtime: TaskRuntime, gen: GenerationRequest, answer: Answer) -> None:
         ask = teacher_request(runtime.task, gen)
@@ -263,6 +290,38 @@ class Pipeline:
         if self.audits is not None:
             self.audits.observe(runtime.task.name, answers_agree(answer.text, reply.text))
         self._capture(runtime, gen, answer, "audit", "audit", reply=reply)
+
+
+def _judge(runtime: TaskRuntime, turn: StudentTurn, forced: Forced) -> Decision:
+    """The serving rule on the student's whole answer: valid (complete, in the answer set)
+    and confident enough under the task's calibrator."""
+    answers = runtime.task.answer_set
+    valid = turn.finish_reason == "stop" and (answers is None or turn.text in answers)
+    calibration = runtime.calibration
+    return decide(
+        confidence=turn.confidence,
+        threshold=calibration.threshold if calibration else 0.0,
+        valid=valid,
+        forced=forced,
+        has_teacher=runtime.teacher is not None,
+    )
+
+
+def _student_answer(turn: StudentTurn, reason: Reason) -> Answer:
+    return Answer(
+        route=Route.STUDENT,
+        reason=reason,
+        text=turn.text,
+        tokens=turn.shown,
+        finish_reason=turn.finish_reason,
+        confidence=turn.confidence,
+        raw_confidence=turn.raw_confidence,
+        student_text=turn.text,
+        deltas=turn.deltas,
+        prompt_tokens=turn.deltas[-1].prompt_tokens,
+        completion_tokens=0,
+        student_latency_s=turn.seconds,
+    )
 
 
 def _served(answer: Answer, reply: Reply, counted: int | None = None) -> Answer:

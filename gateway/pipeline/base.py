@@ -37,6 +37,7 @@ class Answer:
     teacher_error: str | None = None
     teacher_usage: tuple[int, int] | None = None  # the teacher's own (input, output) tokens
     student_latency_s: float = 0.0
+    student_version: str = ""  # the version that decided (a canary's, on its share)
 
 
 class PipelineObserver(Protocol):

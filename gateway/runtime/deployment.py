@@ -24,6 +24,7 @@ from gateway.teachers.base import Teacher
 from gateway.teachers.factory import OpenedTeacher, open_teacher
 
 __all__ = [
+    "CandidateRuntime",
     "Deployment",
     "DeploymentError",
     "EngineMaker",
@@ -51,6 +52,7 @@ class TaskRuntime:
     redactor: Redactor | None = None  # set when the task's captures are redacted
     # The registry version serving (gateway/loop/registry.py); None: the task's own folder.
     student_version: str | None = None
+    trial: CandidateRuntime | None = None  # a candidate on trial beside it (shadow, canary)
 
     @property
     def version_label(self) -> str:
@@ -59,6 +61,23 @@ class TaskRuntime:
         if self.engine is None:
             return "none"
         return self.student_version or "static"
+
+    @property
+    def trial_label(self) -> str | None:
+        """The candidate on trial, as ``Trial.label`` says it: ``v0003 canary 0.1``."""
+        if self.trial is None:
+            return None
+        return f"{self.trial.runtime.version_label} {self.trial.stage} {self.trial.share:g}"
+
+
+@dataclass
+class CandidateRuntime:
+    """A candidate on trial (``loop/worker.py``): in ``shadow`` it answers ``share`` of the
+    task's requests off the request path; as a ``canary`` it serves them."""
+
+    stage: str
+    share: float
+    runtime: TaskRuntime
 
 
 class DeploymentError(ValueError):
@@ -109,6 +128,7 @@ class Deployment:
                 "student_version": r.version_label,
                 "calibrator_version": r.calibration.version_id if r.calibration else None,
                 "teacher": r.teacher_label or None,
+                "trial": r.trial_label,
             }
             for name, r in self.runtimes.items()
         }
@@ -142,35 +162,69 @@ async def build_deployment(
             if task.loop is not None and not (task.student / "config.json").is_file():
                 logger.warning("task %s has no student yet: the teacher answers", task.name)
                 runtime = TaskRuntime(task, None, redactor=redactor)
-                await _attach_teacher(runtime, new, old_teachers)
-                new.runtimes[task.name] = runtime
-                continue
-            try:
-                fingerprint = student_fingerprint(task.student)
-            except FileNotFoundError as exc:
-                raise DeploymentError(f"task {task.name!r}: {exc}") from None
-            calibration = _calibration(task, fingerprint)
-            key = (str(task.student), fingerprint)
-            if key not in new.engines:
-                engine = old_engines.get(key)
-                if engine is None:
-                    engine = make_engine(task)
-                    await engine.start()
-                new.engines[key] = engine
-            runtime = TaskRuntime(
-                task,
-                new.engines[key],
-                calibration=calibration,
-                student_fingerprint=fingerprint,
-                redactor=redactor,
-                student_version=task.student_version,
-            )
+            else:
+                runtime = await _student_runtime(task, new, old_engines, make_engine, redactor)
             await _attach_teacher(runtime, new, old_teachers)
+            trial = task.trial
+            if trial is not None:
+                candidate_task = _candidate_task(task)
+                candidate = await _student_runtime(
+                    candidate_task, new, old_engines, make_engine, redactor
+                )
+                candidate.teacher, candidate.teacher_label = runtime.teacher, runtime.teacher_label
+                runtime.trial = CandidateRuntime(trial.stage, trial.share, candidate)
             new.runtimes[task.name] = runtime
     except BaseException:
         await retire(new, keep=previous)
         raise
     return new
+
+
+def _candidate_task(task: Task) -> Task:
+    """The task as its candidate serves it: its own student and calibrator, and audits at the
+    trial's rate, so a canary's agreement is known after hundreds of requests, not thousands."""
+    trial, loop = task.trial, task.loop
+    assert trial is not None and loop is not None
+    return task.model_copy(
+        update={
+            "student": trial.student,
+            "calibrator": trial.calibrator,
+            "student_version": trial.version,
+            "capture": task.capture.model_copy(update={"audit_rate": loop.trial_audit_rate}),
+            "trial": None,
+        }
+    )
+
+
+async def _student_runtime(
+    task: Task,
+    new: Deployment,
+    old_engines: Mapping[tuple[str, str], StudentEngine],
+    make_engine: EngineMaker,
+    redactor: Redactor | None,
+) -> TaskRuntime:
+    """The task's student and calibrator: an engine already open for the same folder is
+    shared (the old deployment's, or another task's)."""
+    try:
+        fingerprint = student_fingerprint(task.student)
+    except FileNotFoundError as exc:
+        raise DeploymentError(f"task {task.name!r}: {exc}") from None
+    calibration = _calibration(task, fingerprint)
+    key = (str(task.student), fingerprint)
+    if key not in new.engines:
+        engine = old_engines.get(key)
+        if engine is None:
+            engine = make_engine(task)
+            await engine.start()
+        new.engines[key] = engine
+    return TaskRuntime(
+        task,
+        new.engines[key],
+        calibration=calibration,
+        student_fingerprint=fingerprint,
+        redactor=redactor,
+        student_version=task.student_version,
+    )
 
 
 async def _attach_teacher(

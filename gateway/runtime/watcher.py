@@ -1,12 +1,12 @@
 """``RegistryWatcher``: a gateway follows its tasks' registries by itself.
 
-When a task's serving version (the registry pointer) differs from the one this replica
-serves, the watcher reloads through the one reload path (``reloading.Reloader``): the next
-deployment is built beside the serving one and swapped in, so no request fails during the
-switch. It wakes on the loop's Redis message (``loop/notify.py``) and polls every
-``poll_s`` as well, so replicas converge even when a message is lost or Redis is down. A
-reload that is refused (a broken version folder) leaves the old one serving and is tried
-again on the next poll.
+When a task's serving version (the registry pointer) or its candidate on trial differs
+from what this replica serves, the watcher reloads through the one reload path
+(``reloading.Reloader``): the next deployment is built beside the serving one and swapped
+in, so no request fails during the switch. It wakes on the loop's Redis message
+(``loop/notify.py``) and polls every ``poll_s`` as well, so replicas converge even when a
+message is lost or Redis is down. A reload that is refused (a broken version folder)
+leaves the old one serving and is tried again on the next poll.
 """
 
 from __future__ import annotations
@@ -45,14 +45,16 @@ class RegistryWatcher:
         self._wake = asyncio.Event()
 
     def stale(self) -> list[str]:
-        """Tasks whose registry points at another version than the one served here."""
+        """Tasks whose registry points at another version (or another trial) than the one
+        served here."""
         out = []
         for name, runtime in self.runtimes().items():
             task: Task = runtime.task
             if task.loop is None:
                 continue
             wanted = served(task.model_copy(update={"student_version": None}))
-            if wanted.student_version != runtime.student_version:
+            there = (wanted.student_version, wanted.trial.label if wanted.trial else None)
+            if there != (runtime.student_version, runtime.trial_label):
                 out.append(name)
         return out
 

@@ -13,13 +13,14 @@ def captured(
     student: str = "",
     version: str = "none",
     at: float = 0.0,
+    reason: str | None = None,
 ) -> CaptureRecord:
     return CaptureRecord(
         record_id=new_record_id(),
         request_id="r",
         task="banking77",
         route=route,
-        reason="audit" if route == "audit" else "no_student",
+        reason=reason or ("audit" if route == "audit" else "no_student"),
         messages=({"role": "user", "content": prompt},),
         student_answer=student,
         raw_confidence=0.0,

@@ -4,14 +4,18 @@ the lease by file lock. The fast tier."""
 from __future__ import annotations
 
 import asyncio
+import random
 from pathlib import Path
 
+from calibration import Calibration, save_calibration
 from gateway.capture.base import CaptureRecord
 from gateway.jobs.export import is_held_out, normalise_prompt
 from gateway.loop.data import round_data, with_labelled
 from gateway.loop.lease import Lease
 from gateway.loop.registry import Manifest, Registry, served
-from gateway.loop.worker import LoopWorker, watch_serving
+from gateway.loop.trial import first_stage
+from gateway.loop.watch import watch_escalation, watch_serving
+from gateway.loop.worker import LoopWorker
 from gateway.tasks import CapturePolicy, LoopPolicy, RoutingPolicy, Task
 from gateway.training.examples import Example
 from tests.gateway.loop.helpers import captured
@@ -160,3 +164,110 @@ def test_one_worker_per_task_holds_the_lease(tmp_path: Path) -> None:
         return first, second, after
 
     assert asyncio.run(both()) == (True, False, True)
+
+
+def test_a_candidate_goes_from_shadow_through_canary_steps_to_serving(tmp_path: Path) -> None:
+    t = task(tmp_path, min_pairs=10_000, shadow_share=0.2, canary_steps=(0.1, 0.5))
+    registry = Registry(tmp_path / "registry", "banking77")
+    v1 = make_version(registry)
+    v2 = make_version(registry, v1)
+    registry.promote(v1)
+    registry.start_trial(first_stage(t.loop, v2, since=100.0))  # type: ignore[arg-type]
+    assert served(t).trial is not None and served(t).trial.label == "v0002 shadow 0.2"  # type: ignore[union-attr]
+    clock = [200.0]
+    records: list[CaptureRecord] = []
+    worker = LoopWorker(t, History(records), clock=lambda: clock[0])  # type: ignore[arg-type]
+
+    def evidence(route: str, n: int, at: float, **kw: str) -> None:
+        records.extend(
+            captured(
+                f"{route}{at}{i}",
+                "card_arrival",
+                route=route,
+                student="card_arrival",  # type: ignore[arg-type]
+                version=v2,
+                at=at,
+                **kw,
+            )
+            for i in range(n)
+        )
+
+    evidence("shadow", 200, at=50.0, reason="confident")  # before the trial: not evidence
+    evidence("shadow", 200, at=150.0, reason="low_confidence")  # it would have escalated them
+    asyncio.run(worker.step())
+    assert registry.trial().stage == "shadow"  # type: ignore[union-attr]
+    evidence("shadow", 200, at=150.0, reason="confident")
+    asyncio.run(worker.step())
+    trial = registry.trial()
+    assert trial is not None and (trial.stage, trial.share, trial.since) == ("canary", 0.1, 200.0)
+    clock[0] = 300.0
+    asyncio.run(worker.step())  # the shadow's evidence does not count for the canary
+    assert registry.trial().share == 0.1  # type: ignore[union-attr]
+    evidence("audit", 200, at=250.0)
+    asyncio.run(worker.step())
+    assert registry.trial().share == 0.5  # type: ignore[union-attr]
+    evidence("audit", 200, at=350.0)
+    asyncio.run(worker.step())
+    serving = registry.serving()
+    assert registry.trial() is None and serving is not None and serving.version == v2
+    assert registry.manifest(v2).promoted_at and registry.manifest(v1).status == "retired"
+    decisions = [r["outcome"] for r in registry.rounds() if r.get("kind") == "trial"]
+    assert decisions == ["canary 0.1", "canary 0.5", "promoted"]
+
+
+def test_a_candidate_that_disagrees_on_trial_is_rejected_and_nothing_else_changes(
+    tmp_path: Path,
+) -> None:
+    t = task(tmp_path, min_pairs=10_000, canary_steps=(0.2,))
+    registry = Registry(tmp_path / "registry", "banking77")
+    v1 = make_version(registry)
+    v2 = make_version(registry, v1)
+    registry.promote(v1)
+    registry.start_trial(first_stage(t.loop, v2, since=0.0))  # type: ignore[arg-type]
+    audits = [
+        captured(f"q{i}", "card_arrival", route="audit", student=s, version=v2, at=1.0)
+        for i, s in enumerate(["card_arrival", "exchange_rate"] * 30)
+    ]
+    asyncio.run(LoopWorker(t, History(audits)).step())  # type: ignore[arg-type]
+    assert registry.trial() is None and served(t).trial is None
+    assert registry.serving().version == v1  # type: ignore[union-attr]
+    manifest = registry.manifest(v2)
+    assert (
+        manifest.status == "rejected" and "canary" in manifest.reason and "SPRT" in manifest.reason
+    )
+
+
+def test_escalating_more_than_the_calibrator_expects_is_drift(tmp_path: Path) -> None:
+    """Accepted answers are not captured, but 2 % of them are audited: among a version's
+    records, escalations outnumber audits by a known ratio. The calibrator expects 20 %
+    escalation (200 escalations to 16 audits per 1,000 requests); at 50 % it is 500 to 10."""
+    t = task(tmp_path, min_pairs=10_000)
+    registry = Registry(tmp_path / "registry", "banking77")
+    v1 = make_version(registry)
+    registry.promote(v1)
+    calibration = Calibration(1.0, 0.5, "x", metrics_after={"coverage": 0.8})
+    save_calibration(calibration, registry.calibrator(v1))
+
+    def traffic(escalations: int, audits: int, thousands: int) -> list[CaptureRecord]:
+        """As they arrive: interleaved at random."""
+        out: list[CaptureRecord] = []
+        for k in range(thousands):
+            out += [
+                captured(f"e{k}-{i}", "card_arrival", version=v1, reason="low_confidence")
+                for i in range(escalations)
+            ]
+            out += [
+                captured(
+                    f"a{k}-{i}", "card_arrival", route="audit", student="card_arrival", version=v1
+                )
+                for i in range(audits)
+            ]
+        return random.Random(0).sample(out, len(out))
+
+    steady = LoopWorker(t, History(traffic(200, 16, 5)))  # type: ignore[arg-type]
+    assert steady._drift(steady.history.records(t)) is None  # type: ignore[arg-type]
+    drifted = LoopWorker(t, History(traffic(500, 10, 5)))  # type: ignore[arg-type]
+    reason = drifted._drift(drifted.history.records(t))  # type: ignore[arg-type]
+    assert reason is not None and reason.startswith("drift: v0001 escalates more")
+    assert watch_escalation(t, v1, 0.2, traffic(500, 10, 5)).verdict == "fell"
+    assert watch_escalation(t, v1, 0.2, traffic(200, 16, 5)).verdict != "fell"

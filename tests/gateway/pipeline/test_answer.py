@@ -20,7 +20,7 @@ from gateway.pipeline.audit import AuditTracker
 from gateway.pipeline.base import Answer
 from gateway.pipeline.decision import Reason, Route
 from gateway.pipeline.reply import ReplyOptions
-from gateway.runtime.deployment import TaskRuntime
+from gateway.runtime.deployment import CandidateRuntime, TaskRuntime
 from gateway.tasks import CapturePolicy, RoutingPolicy, Task
 from gateway.testing import FakeEngine, FakeTeacher, MemorySink
 
@@ -253,3 +253,70 @@ def test_records_name_the_version_that_decided(tmp_path: Path) -> None:
     w.run(lambda w: w.ask(UNSURE))
     (record,) = w.sink.records.values()
     assert record.student_version == "v0007"
+
+
+def with_candidate(
+    w: World, stage: str, share: float, answers: dict[str, tuple[str, float]]
+) -> FakeEngine:
+    """A candidate on trial beside the serving student (as ``build_deployment`` attaches it)."""
+    engine = FakeEngine(answers)
+    calibration = Calibration(temperature=1.0, threshold=0.9, student_fingerprint="y")
+    candidate = TaskRuntime(w.task, engine, calibration, w.teacher, student_version="v0002")
+    w.runtime.student_version = "v0001"
+    w.runtime.trial = CandidateRuntime(stage, share, candidate)
+    return engine
+
+
+def test_a_canary_serves_its_share_and_names_itself(tmp_path: Path) -> None:
+    w = world(tmp_path)
+    # The candidate is sure where the serving student is not.
+    engine = with_candidate(w, "canary", 0.5, {UNSURE: ("exchange_rate", 0.99)})
+
+    async def many(w: World) -> list[Answer]:
+        return [await w.ask(UNSURE) for _ in range(200)]
+
+    answers = w.run(many)
+    by_version = {v: [a for a in answers if a.student_version == v] for v in ("v0001", "v0002")}
+    assert 70 <= len(by_version["v0002"]) <= 130  # a fair coin, 200 throws
+    assert {a.route for a in by_version["v0002"]} == {Route.STUDENT}
+    assert {a.route for a in by_version["v0001"]} == {Route.TEACHER}
+    assert len(engine.requests) == len(by_version["v0002"])
+    escalated = [r for r in w.sink.records.values() if r.route == "teacher"]
+    assert {r.student_version for r in escalated} == {"v0001"}
+
+
+def test_a_shadow_answers_off_the_request_path_and_is_scored_against_the_teacher(
+    tmp_path: Path,
+) -> None:
+    w = world(tmp_path, FakeTeacher(SURE_A))
+    engine = with_candidate(
+        w, "shadow", 1.0, {SURE: (SURE_A, 0.99), UNSURE: ("exchange_rate", 0.2)}
+    )
+
+    async def two(w: World) -> list[Answer]:
+        return [await w.ask(SURE), await w.ask(UNSURE)]
+
+    served = w.run(two)
+    assert [a.student_version for a in served] == ["v0001", "v0001"]  # the client never sees it
+    assert [a.route for a in served] == [Route.STUDENT, Route.TEACHER]
+    assert len(engine.requests) == 2
+    shadows = sorted(
+        (r.reason, r.student_answer, r.teacher_answer, r.student_version)
+        for r in w.sink.records.values()
+        if r.route == "shadow"
+    )
+    assert shadows == [
+        ("confident", SURE_A, SURE_A, "v0002"),
+        ("low_confidence", "exchange_rate", SURE_A, "v0002"),
+    ]
+    shadow_calls = [e for e in w.observed.events if e[:2] == ("teacher", "shadow")]
+    assert len(shadow_calls) == 2  # its teacher calls are priced apart
+
+
+def test_a_failing_shadow_costs_the_client_nothing(tmp_path: Path) -> None:
+    w = world(tmp_path)
+    engine = with_candidate(w, "shadow", 1.0, {})
+    engine.fail = True
+    answer = w.run(lambda w: w.ask(SURE))
+    assert (answer.route, answer.student_version) == (Route.STUDENT, "v0001")
+    assert not [r for r in w.sink.records.values() if r.route == "shadow"]

@@ -1,0 +1,91 @@
+"""A candidate on trial, in a real gateway process under load: as a canary it serves its
+share of requests (and says so in ``x-distillgate-student``), in shadow it answers off the
+request path and its records reach the Redis stream with its version; every stage change
+is followed within seconds, with no failed request."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+
+from gateway.jobs.export import stream_records
+from gateway.loop.notify import publish_serving
+from gateway.loop.registry import Registry, TrialState
+from gateway.tasks import load_tasks
+from gateway.training.examples import write_examples
+from tests.conftest import TinyStudent, free_port, serve_process, write_task
+from tests.redis_server import RedisServer
+from tests.test_fleet_switch import add_version
+from tests.traffic import Traffic
+
+
+def wait_for(url: str, trial: str | None, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        (model,) = httpx.get(f"{url}/v1/models").json()["data"]
+        if model["trial"] == trial:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the gateway did not follow the trial to {trial!r}")
+
+
+def test_a_canary_serves_its_share_and_a_shadow_is_captured_beside_live_traffic(
+    tmp_path: Path, redis_server: RedisServer, tiny_student: TinyStudent
+) -> None:
+    registry = Registry(tmp_path / "registry", "banking77")
+    v1 = add_version(registry, tiny_student.path)
+    v2 = add_version(registry, tiny_student.path)
+    registry.promote(v1)
+    known = tmp_path / "teacher-knows.jsonl"
+    write_examples(known, [*tiny_student.train, *tiny_student.test])
+    tasks = tmp_path / "tasks"
+    write_task(
+        tasks,
+        tmp_path / "no-student",
+        extra=(
+            f'[loop]\nregistry = "{tmp_path / "registry"}"\ncanary_steps = [0.5]\n'
+            f'[teacher]\napi_key_env = "DISTILLGATE_TEST_UNSET"\nsimulator_data = ["{known}"]\n'
+            "[capture]\naudit_rate = 0.0\n"
+        ),
+    )
+    port = free_port()
+    env = {"DISTILLGATE_LOOP": "off", "DISTILLGATE_REGISTRY_POLL_S": "5"}
+    proc = serve_process(tmp_path, redis_server, port, env=env)
+    url = f"http://127.0.0.1:{port}"
+    prompts = [e.prompt or "" for e in tiny_student.test]
+
+    def stage(traffic: Traffic, trial: TrialState) -> list[str]:
+        """Put ``trial`` in place, wait until the gateway serves it, then what it served."""
+        registry.start_trial(trial)
+        asyncio.run(publish_serving(redis_server.url, "banking77"))
+        wait_for(url, f"{trial.version} {trial.stage} {trial.share:g}")
+        start = len(traffic.seen[url])
+        time.sleep(3)
+        return traffic.seen[url][start:]
+
+    try:
+        with Traffic([url], prompts) as traffic:
+            traffic.wait_for_answers()
+            canary = stage(traffic, TrialState(v2, "canary", 0.5, 0, time.time()))
+            shadowed = stage(traffic, TrialState(v2, "shadow", 1.0, 0, time.time()))
+            registry.promote(v2)
+            asyncio.run(publish_serving(redis_server.url, "banking77"))
+            wait_for(url, None)
+            time.sleep(1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    print({"canary": {v: canary.count(v) for v in (v1, v2)}, "shadowed": len(shadowed)})
+    assert traffic.failures == []
+    assert len(canary) > 40 and 0.3 < canary.count(v2) / len(canary) < 0.7
+    assert set(shadowed) == {v1}  # a shadow is never served
+    assert traffic.seen[url][-1] == v2
+    (task,) = load_tasks(tasks).values()
+    records = list(stream_records(redis_server.client(), task))
+    shadows = [r for r in records if r.route == "shadow"]
+    assert len(shadows) >= 0.8 * len(shadowed) and {r.student_version for r in shadows} == {v2}
+    assert all(r.teacher_answer for r in shadows)
+    assert {r.reason for r in shadows} <= {"confident", "low_confidence", "invalid_answer"}
