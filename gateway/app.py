@@ -94,6 +94,16 @@ def _audit_metrics(metrics: Metrics) -> Callable[[str, bool], None]:
     return observe
 
 
+def _versions(deployment: Deployment) -> list[tuple[str, str]]:
+    """(task, version) of every student that decides: the serving ones and the canaries."""
+    out = []
+    for name, runtime in deployment.runtimes.items():
+        out.append((name, runtime.version_label))
+        if runtime.trial is not None:
+            out.append((name, runtime.trial.runtime.version_label))
+    return out
+
+
 _YOUNG_GENERATION = 20_000  # container allocations between collections; CPython's is 700
 
 
@@ -122,6 +132,7 @@ def create_app(
         policies = {name: task.capture for name, task in tasks.items()}
         recorder = _recorder(settings, policies, metrics)
         deployment = await build_deployment(tasks, make_engine)
+        metrics.prepare_versions(_versions(deployment))
         pipeline = Pipeline(
             deployment,
             recorder=recorder,
@@ -131,6 +142,7 @@ def create_app(
 
         def on_reload(new: Deployment) -> None:
             metrics.prepare(new.runtimes)
+            metrics.prepare_versions(_versions(new))
             policies.clear()
             policies.update({name: r.task.capture for name, r in new.runtimes.items()})
 

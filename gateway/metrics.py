@@ -164,6 +164,21 @@ class Metrics:
             "task",
             "verdict",
         )
+        self.version_decisions = c(
+            "version_decisions",
+            "Accept/escalate decisions (accepted, escalated) by the student version that made "
+            "them: a registry version, `none` before the first student, a canary's on its share.",
+            "task",
+            "version",
+            "decision",
+        )
+        self.version_audits = c(
+            "version_audits",
+            "Audits of accepted answers by the version that accepted them, by verdict.",
+            "task",
+            "version",
+            "verdict",
+        )
         self.reloads = c("reloads", "Deployment reloads by outcome (ok, refused).", "outcome")
         for outcome in ("ok", "refused"):
             self.reloads.labels(outcome)
@@ -213,6 +228,26 @@ class Metrics:
             for verdict in ("agree", "disagree"):
                 self.audits.labels(task, verdict)
 
+    def prepare_versions(self, served: Iterable[tuple[str, str]]) -> None:
+        """Create the per-version series of each (task, version) served at 0: the serving
+        version and a candidate on trial, at start-up and on every reload."""
+        for task, version in served:
+            self.decided_series(task, version)
+            self.audit_series(task, version)
+
+    def decided_series(self, task: str, version: str) -> tuple[Any, Any]:
+        decisions = self.version_decisions
+        return (
+            self.child(decisions, task, version, "accepted"),
+            self.child(decisions, task, version, "escalated"),
+        )
+
+    def audit_series(self, task: str, version: str) -> tuple[Any, Any]:
+        audits = self.version_audits
+        return self.child(audits, task, version, "agree"), self.child(
+            audits, task, version, "disagree"
+        )
+
     # -- events (the pipeline's observer, ``pipeline/base.py``) ----------------------------
     def student_answered(self, task: str, seconds: float, confidence: float) -> None:
         self.child(self.student_seconds, task).observe(seconds)
@@ -250,6 +285,15 @@ class Metrics:
         if found is None:
             found = self._children[key] = metric.labels(*labels)
         return found
+
+    def decided(self, task: str, version: str, accepted: bool) -> None:
+        # Both series exist from a version's first decision, so a rate of 0 reads 0.
+        yes, no = self.decided_series(task, version)
+        (yes if accepted else no).inc()
+
+    def audited(self, task: str, version: str, agreed: bool) -> None:
+        yes, no = self.audit_series(task, version)
+        (yes if agreed else no).inc()
 
     def accepted(self, task: str) -> None:
         """An answer the teacher did not have to give: worth a mean teacher call."""
@@ -333,8 +377,8 @@ class DeploymentCollector(Collector):
         )
         rounds = CounterMetricFamily(
             "distillgate_loop_rounds",
-            "Improvement-loop rounds by outcome (promoted, rejected, failed, skipped), from the "
-            "task's registry.",
+            "Improvement-loop rounds by outcome (promoted, on_trial, rejected, failed, skipped), "
+            "from the task's registry.",
             labels=["task", "outcome"],
         )
         rollbacks = CounterMetricFamily(
@@ -342,10 +386,25 @@ class DeploymentCollector(Collector):
             "Versions the loop marked bad and rolled back, from the task's registry.",
             labels=["task"],
         )
+        promotions = CounterMetricFamily(
+            "distillgate_loop_promotions",
+            "Versions promoted to serve (after the gate, and the trial if any), from the "
+            "task's registry.",
+            labels=["task"],
+        )
+        trial = GaugeMetricFamily(
+            "distillgate_student_trial_share",
+            "The share of requests a candidate on trial answers here: in shadow (off the "
+            "request path) or as a canary (serving them).",
+            labels=["task", "version", "stage"],
+        )
         for name, runtime in serving.runtimes.items():
             version.add_metric([name, runtime.version_label], 1)
             if runtime.task.loop is not None:
-                _loop_counts(name, runtime.task.loop.registry, rounds, rollbacks)
+                _loop_counts(name, runtime.task.loop.registry, rounds, rollbacks, promotions)
+            if runtime.trial is not None:
+                candidate = runtime.trial.runtime.version_label
+                trial.add_metric([name, candidate, runtime.trial.stage], runtime.trial.share)
             cal = runtime.calibration
             if cal is not None:
                 info.add_metric([name, cal.version_id, (runtime.student_fingerprint or "")[:19]], 1)
@@ -376,7 +435,7 @@ class DeploymentCollector(Collector):
             queue,
             version,
         )
-        yield from (agreement, rounds, rollbacks)
+        yield from (agreement, rounds, rollbacks, promotions, trial)
         recorder = serving.recorder
         if recorder is not None:
             spool = GaugeMetricFamily(
@@ -403,12 +462,19 @@ class VLLMPassthrough(Collector):
 
 
 def _loop_counts(
-    task: str, root: Path, rounds: CounterMetricFamily, rollbacks: CounterMetricFamily
+    task: str,
+    root: Path,
+    rounds: CounterMetricFamily,
+    rollbacks: CounterMetricFamily,
+    promotions: CounterMetricFamily,
 ) -> None:
     """Read from the registry the worker writes (a shared folder), so every replica reports
     the loop without the worker serving metrics of its own."""
     registry = Registry(root, task)
-    outcomes = [str(r.get("outcome")) for r in registry.rounds(last=1_000_000)]
-    for outcome in ("promoted", "rejected", "failed", "skipped"):
+    reports = [r for r in registry.rounds(last=1_000_000) if r.get("kind") != "trial"]
+    outcomes = [str(r.get("outcome")) for r in reports]
+    for outcome in ("promoted", "on_trial", "rejected", "failed", "skipped"):
         rounds.add_metric([task, outcome], outcomes.count(outcome))
-    rollbacks.add_metric([task], sum(m.status == "bad" for m in registry.manifests()))
+    manifests = registry.manifests()
+    rollbacks.add_metric([task], sum(m.status == "bad" for m in manifests))
+    promotions.add_metric([task], sum(m.promoted_at is not None for m in manifests))

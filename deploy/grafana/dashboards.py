@@ -56,6 +56,11 @@ ESCALATED = q("distillgate_escalations_total", 'reason!="forced"')
 ANSWERED = q("distillgate_requests_total", 'route!="none"')
 FAILED = q("distillgate_requests_total", 'status=~"5.."')
 DROPPED = q("distillgate_capture_records_total", 'outcome="dropped"')
+ROUNDS = q("distillgate_loop_rounds_total", 'outcome!="skipped"')
+VERSION_DECIDED = q("distillgate_version_decisions_total")
+VERSION_ESCALATED = q("distillgate_version_decisions_total", 'decision="escalated"')
+VERSION_AUDITED = q("distillgate_version_audits_total")
+VERSION_AGREED = q("distillgate_version_audits_total", 'verdict="agree"')
 ESCALATION_RATE = f"(sum(rate({ESCALATED}[{RI}])) or vector(0)) / sum(rate({ANSWERED}[{RI}]))"
 
 DASHBOARDS = [
@@ -289,6 +294,64 @@ DASHBOARDS = [
                 {
                     "{{outcome}}": "sum by (outcome) "
                     f"(increase({inst('distillgate_reloads_total')}[$__range])) or vector(0)"
+                },
+                kind="stat",
+            ),
+        ],
+    ),
+    Dashboard(
+        "distillgate-loop",
+        "distillgate / Loop",
+        "The improvement loop: which version serves where, how much each version escalates "
+        "and how accurate its accepted answers are (audits), rounds, promotions, rollbacks, "
+        "trials. Registry-derived counters are the same on every replica: max, not sum.",
+        [
+            Panel(
+                "Escalation rate by version",
+                {
+                    "{{version}}": f"sum by (version) (rate({VERSION_ESCALATED}[{RI}])) / "
+                    f"sum by (version) (rate({VERSION_DECIDED}[{RI}]))"
+                },
+                "percentunit",
+                description="Share of its own decisions each version sent to the teacher "
+                "(`none`: no student yet, the teacher answers all).",
+            ),
+            Panel(
+                "Accepted-answer accuracy by version (audits)",
+                {
+                    "{{version}}": f"sum by (version) (rate({VERSION_AGREED}[{RI}])) / "
+                    f"sum by (version) (rate({VERSION_AUDITED}[{RI}]))",
+                    "target": f"max({q('distillgate_calibrator_target_accuracy')})",
+                },
+                "percentunit",
+                description="Agreement of audited accepted answers with the teacher; the "
+                "loop rolls a version back when its SPRT says it fell below the target.",
+            ),
+            Panel(
+                "Serving version by replica",
+                {"{{version}}": f"count by (version) ({q('distillgate_student_version_info')})"},
+                description="More than one line: replicas disagree (mid-switch, or one "
+                "cannot load the new version).",
+            ),
+            Panel(
+                "Candidate on trial",
+                {
+                    "{{version}} {{stage}}": "max by (version, stage) "
+                    f"({q('distillgate_student_trial_share')}) or vector(0)"
+                },
+                "percentunit",
+                description="The share a candidate answers in shadow or serves as a canary.",
+            ),
+            Panel(
+                "Rounds by outcome",
+                {"{{outcome}}": f"max by (outcome) ({ROUNDS})"},
+                kind="stat",
+            ),
+            Panel(
+                "Promotions and rollbacks",
+                {
+                    "promotions": f"max({q('distillgate_loop_promotions_total')})",
+                    "rollbacks": f"max({q('distillgate_loop_rollbacks_total')})",
                 },
                 kind="stat",
             ),

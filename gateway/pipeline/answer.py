@@ -41,6 +41,8 @@ __all__ = ["Forced", "Pipeline"]
 logger = logging.getLogger(__name__)
 
 Forced = Literal["student", "teacher"] | None  # the route a test or load test asks for
+# The reasons that are a version's own decision (a forced route or a failure is not).
+_DECIDED = {Reason.CONFIDENT, Reason.LOW_CONFIDENCE, Reason.INVALID_ANSWER, Reason.NO_STUDENT}
 
 
 class Pipeline:
@@ -111,6 +113,9 @@ class Pipeline:
         if trial is not None and trial.stage == "canary" and self._rng.random() < trial.share:
             deciding = trial.runtime
         answer = await self._decide(deciding, gen, forced=forced, options=options)
+        if answer.reason in _DECIDED:
+            accepted = answer.reason == Reason.CONFIDENT
+            self.observer.decided(runtime.task.name, deciding.version_label, accepted)
         shadow = trial is not None and trial.stage == "shadow" and runtime.teacher is not None
         if trial is not None and shadow and self._rng.random() < trial.share:
             self._in_background(self._shadow(trial.runtime, gen), "shadow")
@@ -287,8 +292,10 @@ class Pipeline:
         except TeacherError as exc:
             logger.info("audit of %s skipped: the teacher failed: %s", gen.request_id, exc.message)
             return
+        agreed = answers_agree(answer.text, reply.text)
         if self.audits is not None:
-            self.audits.observe(runtime.task.name, answers_agree(answer.text, reply.text))
+            self.audits.observe(runtime.task.name, agreed)
+        self.observer.audited(runtime.task.name, runtime.version_label, agreed)
         self._capture(runtime, gen, answer, "audit", "audit", reply=reply)
 
 

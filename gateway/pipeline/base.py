@@ -62,6 +62,12 @@ class PipelineObserver(Protocol):
 
     def teacher_failed(self, task: str, kind: str) -> None: ...
 
+    def decided(self, task: str, version: str, accepted: bool) -> None:
+        """The version that decided (a canary's on its share) accepted or escalated."""
+
+    def audited(self, task: str, version: str, agreed: bool) -> None:
+        """An audit of ``version``'s accepted answer came back."""
+
 
 class NullObserver:
     """Watches nothing: offline replays (``evaluate``) and tests."""
@@ -88,4 +94,10 @@ class NullObserver:
         pass
 
     def teacher_failed(self, task: str, kind: str) -> None:
+        pass
+
+    def decided(self, task: str, version: str, accepted: bool) -> None:
+        pass
+
+    def audited(self, task: str, version: str, agreed: bool) -> None:
         pass

@@ -79,7 +79,8 @@ def test_the_dashboard_files_are_what_the_generator_writes(tmp_path: Path) -> No
     for path in written:
         committed = DEPLOY / "grafana" / "dashboards" / path.name
         assert json.loads(path.read_text()) == json.loads(committed.read_text())
-    assert len(written) == 4
+    committed = {p.name for p in (DEPLOY / "grafana" / "dashboards").glob("*.json")}
+    assert {p.name for p in written} == committed  # none stale, none missing
 
 
 class Prometheus:
@@ -146,6 +147,7 @@ def scraped(tiny_student, run_gateway, tmp_path_factory):  # type: ignore[no-unt
     )
     teacher = f'[teacher]\nbase_url = "{sim.url}"\napi_key_env = "{KEY_ENV}"\n'
     extra = f'calibrator = "{calibrator}"\n' + teacher + "[capture]\naudit_rate = 1.0\n"
+    extra += f'[loop]\nregistry = "{tmp / "registry"}"\n'  # the loop's series too
     write_task(tmp / "tasks", tiny_student.path, extra=extra)
     gw: Gateway = run_gateway(
         Settings(
@@ -153,6 +155,7 @@ def scraped(tiny_student, run_gateway, tmp_path_factory):  # type: ignore[no-unt
             allow_force_route=True,
             redis_url=redis.url,
             spool_dir=tmp / "spool",
+            loop="off",
         )
     )
     prometheus = Prometheus(tmp, gw.url.removeprefix("http://"))

@@ -40,6 +40,7 @@ def test_every_series_the_dashboards_read_is_prepared() -> None:
     names = set(re.findall(r"distillgate_[a-z_]+", queries))
     metrics = Metrics()
     metrics.prepare(["t"])
+    metrics.prepare_versions([("t", "static")])
     text = metrics.render().decode()
     live = {  # read at scrape time from what is served (DeploymentCollector)
         "distillgate_calibrator",
@@ -51,6 +52,9 @@ def test_every_series_the_dashboards_read_is_prepared() -> None:
         "distillgate_capture_queued",
         "distillgate_http_requests",
         "distillgate_rate_limited",
+        "distillgate_student_version_info",
+        "distillgate_student_trial_share",
+        "distillgate_loop_",  # from the task's registry
     }
     missing = [
         n

@@ -54,6 +54,12 @@ class Observed:
     def teacher_failed(self, task: str, kind: str) -> None:
         self.events.append(("teacher_failed", kind))
 
+    def decided(self, task: str, version: str, accepted: bool) -> None:
+        self.events.append(("decided", version, accepted))
+
+    def audited(self, task: str, version: str, agreed: bool) -> None:
+        self.events.append(("audited", version, agreed))
+
 
 class World:
     """A pipeline over one task, with its fakes, a recorder into memory and an observer."""
@@ -213,6 +219,7 @@ def test_an_accepted_answer_is_audited_in_the_background(tmp_path: Path) -> None
     assert answer.route == Route.STUDENT
     assert w.captured == [("audit", "audit")]
     assert w.audits.agreement("t").rate == 1.0
+    assert ("audited", "static", True) in w.observed.events
     assert w.teacher is not None and w.teacher.requests[0].stop == ()  # the whole answer
 
 
@@ -283,6 +290,9 @@ def test_a_canary_serves_its_share_and_names_itself(tmp_path: Path) -> None:
     assert len(engine.requests) == len(by_version["v0002"])
     escalated = [r for r in w.sink.records.values() if r.route == "teacher"]
     assert {r.student_version for r in escalated} == {"v0001"}
+    decided = [e[1:] for e in w.observed.events if e[0] == "decided"]
+    assert decided.count(("v0002", True)) == len(by_version["v0002"])  # metrics by version
+    assert decided.count(("v0001", False)) == len(by_version["v0001"])
 
 
 def test_a_shadow_answers_off_the_request_path_and_is_scored_against_the_teacher(
