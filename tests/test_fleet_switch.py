@@ -76,3 +76,73 @@ def test_three_gateways_switch_to_a_promoted_version_under_load(
     assert traffic.failures == []
     assert len(switched) == 3 and max(switched.values()) < 4  # the message, not the 5 s poll
     assert all(seen[url] == {v1, v2} for url in urls)
+
+
+def test_with_redis_down_a_promotion_still_reaches_every_replica_and_messages_resume(
+    tmp_path: Path, redis_server: RedisServer, tiny_student: TinyStudent
+) -> None:
+    """The registry pointer is the one truth; Redis only hurries replicas. With Redis
+    killed, a promotion reaches both replicas by their poll (each serves the old version or
+    the new one whole, never a failed request); once Redis is back, the next promotion
+    reaches them by the message again, well before a poll."""
+    poll_s = 8.0
+    registry = Registry(tmp_path / "registry", "banking77")
+    v1 = add_version(registry, tiny_student.path)
+    registry.promote(v1)
+    write_task(
+        tmp_path / "tasks",
+        tmp_path / "no-student",
+        extra=f'[loop]\nregistry = "{tmp_path / "registry"}"\n',
+    )
+    env = {"DISTILLGATE_LOOP": "off", "DISTILLGATE_REGISTRY_POLL_S": str(poll_s)}
+    ports = [free_port() for _ in range(2)]
+    procs = [
+        serve_process(
+            tmp_path,
+            redis_server,
+            port,
+            env={**env, "DISTILLGATE_SPOOL_DIR": str(tmp_path / f"spool{port}")},
+        )
+        for port in ports
+    ]
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
+
+    def promote_and_time(version: str) -> dict[str, float]:
+        registry.promote(version)
+        asyncio.run(publish_serving(redis_server.url, "banking77"))  # fails quietly if down
+        promoted = time.monotonic()
+        switched: dict[str, float] = {}
+        while len(switched) < len(urls) and time.monotonic() - promoted < 3 * poll_s:
+            for url in urls:
+                (model,) = httpx.get(f"{url}/v1/models").json()["data"]
+                if url not in switched and model["student_version"] == version:
+                    switched[url] = time.monotonic() - promoted
+            time.sleep(0.1)
+        return switched
+
+    prompts = [e.prompt or "" for e in tiny_student.test]
+    try:
+        with Traffic(urls, prompts) as traffic:
+            traffic.wait_for_answers()
+            redis_server.kill()
+            v2 = add_version(registry, tiny_student.path)
+            by_poll = promote_and_time(v2)
+            redis_server.start()
+            time.sleep(poll_s + 2)  # the listeners resubscribe
+            v3 = add_version(registry, tiny_student.path)
+            by_message = promote_and_time(v3)
+            time.sleep(1)
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=30)
+    print({"redis_down_switch_s": by_poll, "redis_back_switch_s": by_message})
+    assert traffic.failures == []
+    assert len(by_poll) == 2 and max(by_poll.values()) < poll_s + 4
+    assert len(by_message) == 2 and max(by_message.values()) < 3.0
+    for url in urls:
+        assert set(traffic.seen[url]) == {v1, v2, v3}
+        for served in traffic.sequences[url]:
+            # A client's requests moved forward once per promotion: never back, never mixed.
+            changes = [v for i, v in enumerate(served) if i == 0 or served[i - 1] != v]
+            assert changes == [v1, v2, v3]

@@ -17,6 +17,8 @@ class Traffic:
         self.prompts = list(prompts)
         self.failures: list[str] = []
         self.seen: dict[str, list[str]] = {url: [] for url in urls}  # versions, in order
+        # Each thread's own sequence (its requests one after another), by gateway.
+        self.sequences: dict[str, list[list[str]]] = {url: [] for url in urls}
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._load, args=(url,)) for url in urls for _ in range(per_url)
@@ -40,6 +42,8 @@ class Traffic:
             time.sleep(0.1)
 
     def _load(self, url: str) -> None:
+        mine: list[str] = []
+        self.sequences[url].append(mine)
         with httpx.Client(base_url=url, timeout=30) as client:
             i = 0
             while not self._stop.is_set():
@@ -52,4 +56,5 @@ class Traffic:
                     self.failures.append(f"{url}: {r.status_code} {r.text[:200]}")
                 else:
                     self.seen[url].append(r.headers["x-distillgate-student"])
+                    mine.append(r.headers["x-distillgate-student"])
                 i += 1

@@ -2,8 +2,8 @@
 
 With Redis reachable: a lease key (``SET NX PX``) holding this worker's token, renewed while
 the round runs and released by a compare-and-delete script, so a crashed worker's lease
-expires by itself and a slow one never deletes another's. Without Redis (the embedded
-default, one host): an exclusive ``flock`` on the task's registry folder.
+expires by itself and a slow one never deletes another's. Always, and alone without Redis
+(the embedded default, one host): an exclusive ``flock`` on the task's registry folder.
 """
 
 from __future__ import annotations
@@ -39,31 +39,44 @@ class Lease:
     @staticmethod
     @contextlib.asynccontextmanager
     async def take(redis_url: str | None, registry: Registry, task: str) -> AsyncIterator[bool]:
-        """Yields whether this worker holds the task's lease for the block."""
-        client = aioredis.Redis.from_url(redis_url, socket_timeout=5) if redis_url else None
-        try:
-            if client is not None:
-                try:
-                    token = uuid.uuid4().hex
-                    if not await client.set(lease_key(task), token, nx=True, px=TTL_MS):
-                        yield False
-                        return
-                except RedisError:
-                    logger.info("task %s: Redis unreachable; leasing by file lock", task)
-                else:
-                    renew = asyncio.create_task(_renew(client, task, token))
-                    try:
-                        yield True
-                    finally:
-                        renew.cancel()
-                        with contextlib.suppress(RedisError):
-                            await client.eval(_RELEASE, 1, lease_key(task), token)
-                    return
+        """Yields whether this worker holds the task's lease for the block: the Redis lease
+        when Redis answers, and the registry's file lock always, so a worker that lost Redis
+        mid-round still excludes one that falls back to the lock."""
+        async with _redis_lease(redis_url, task) as in_redis:
+            if in_redis is False:
+                yield False
+                return
             with _file_lock(registry) as held:
                 yield held
+
+
+@contextlib.asynccontextmanager
+async def _redis_lease(redis_url: str | None, task: str) -> AsyncIterator[bool | None]:
+    """True: held; False: another worker holds it; None: no Redis (or unreachable)."""
+    if not redis_url:
+        yield None
+        return
+    client = aioredis.Redis.from_url(redis_url, socket_timeout=5)
+    try:
+        token = uuid.uuid4().hex
+        try:
+            taken = await client.set(lease_key(task), token, nx=True, px=TTL_MS)
+        except RedisError:
+            logger.info("task %s: Redis unreachable; leasing by file lock", task)
+            yield None
+            return
+        if not taken:
+            yield False
+            return
+        renew = asyncio.create_task(_renew(client, task, token))
+        try:
+            yield True
         finally:
-            if client is not None:
-                await client.aclose()
+            renew.cancel()
+            with contextlib.suppress(RedisError):
+                await client.eval(_RELEASE, 1, lease_key(task), token)
+    finally:
+        await client.aclose()
 
 
 async def _renew(client: aioredis.Redis, task: str, token: str) -> None:
