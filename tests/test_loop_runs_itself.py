@@ -3,10 +3,12 @@ a real redis-server, real HTTP, the loop worker beside the gateway (``DISTILLGAT
 in-process: a child ``distillgate loop`` process), students trained by a team's own
 command (``tests/loop_trainer.py``, the tiny shape). Nobody acts but the traffic.
 
-Phase 1 (180 requests, four intents) is answered by the teacher and captured; the loop
-trains, calibrates and gates a first student, which takes traffic without a restart. It
-escalates what it is unsure of; phase 2 brings as much again, and the next round's student,
-trained on both, accepts significantly more of the same prompts at the same guarantee.
+The first wave (120 requests, four intents) is answered by the teacher and captured; the
+loop trains, calibrates and gates a first student, which takes traffic without a restart.
+It escalates what it is unsure of; the next wave brings as much again, and the next
+round's student, trained on both, accepts significantly more of the same prompts at the
+same guarantee. Measured twice: escalation on the frozen probes 1.0 -> 0.26 -> 0.065 and
+0.087, accepted accuracy 0.94 -> 0.95 (target 0.85).
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ def test_from_no_student_to_promotions_with_no_human_action(
     write_examples(known, [*stream, *probes])
     trainer = (
         f"{sys.executable} {ROOT / 'tests' / 'loop_trainer.py'} --train {{train}} "
-        "--held-out {held_out} --out {out} --answers {answers} --parent {parent}"
+        "--held-out {held_out} --out {out} --answers {answers} --parent {parent} --epochs 20"
     )
     tasks = tmp_path / "tasks"
     tasks.mkdir()
@@ -154,7 +156,7 @@ def test_from_no_student_to_promotions_with_no_human_action(
 
         sent = 0
         after_first = 0  # waves since the first promotion
-        while sent < len(stream) and len(versions) < 3 and after_first < 2:
+        while sent < len(stream) and len(versions) < 3 and after_first < 3:
             # Traffic arrives in waves; between them the loop works alone.
             size = FIRST_WAVE if sent == 0 else WAVE
             done = trained_rounds()
@@ -171,10 +173,10 @@ def test_from_no_student_to_promotions_with_no_human_action(
                 versions.append(version)
                 figures.append(probe(url, probes))
         print({"requests": sent, "versions": versions, "figures": figures})
-        # At least the first promotion, by itself; a second one only when the next student is
-        # significantly better, which a first student near 97 % coverage often leaves no
-        # room for on this small task (then its round is rejected by the paired test).
-        assert len(versions) >= 2, f"promotions: {versions[1:]}"
+        # Two promotions by themselves: the team's trainer sizes its run by the data (20
+        # passes), so the first student, trained on the first wave alone, leaves room that
+        # the second, trained on both waves, takes significantly (the paired test).
+        assert len(versions) >= 3, f"promotions: {versions[1:]}, figures {figures}"
         escalation = [f["escalation"] for f in figures]
         assert all(a > b for a, b in itertools.pairwise(escalation))
         assert all(float(f["accepted_accuracy"]) >= TARGET for f in figures[1:])
