@@ -43,6 +43,7 @@ __all__ = [
     "export",
     "is_held_out",
     "normalise_prompt",
+    "stream_entries",
     "stream_name",
     "stream_records",
     "to_example",
@@ -134,15 +135,23 @@ def stream_records(
     client: redis.Redis, task: Task, *, count: int = 1000
 ) -> Iterator[CaptureRecord]:
     """Every readable record of the task's stream, oldest first, without consuming it."""
-    start = "-"
+    for _, record in stream_entries(client, task, count=count):
+        if record is not None:
+            yield record
+
+
+def stream_entries(
+    client: redis.Redis, task: Task, *, after: str = "-", count: int = 1000
+) -> Iterator[tuple[str, CaptureRecord | None]]:
+    """(entry id, record or None if unreadable) of the task's stream after entry ``after``
+    (exclusive; ``-``: from the start), oldest first, without consuming them."""
+    start = after
     while True:
         entries: list[Entry] = cast(Any, client.xrange(stream_name(task), start, "+", count=count))
         for entry_id, fields in entries:
             if entry_id == start:
                 continue
-            record = _decode(fields)
-            if record is not None:
-                yield record
+            yield entry_id, _decode(fields)
         if len(entries) < count:
             return
         start = entries[-1][0]
