@@ -20,6 +20,7 @@ from calibration.metrics import (
     risk_coverage_curve,
 )
 from calibration.promotion import (
+    NOTHING_ACCEPTED,
     AgreementSPRT,
     GateResult,
     Outcome,
@@ -31,6 +32,7 @@ from calibration.temperature import AnswerTemperatureScaler, NotFittedError, Tem
 from calibration.threshold import ThresholdSelector
 
 __all__ = [
+    "NOTHING_ACCEPTED",
     "AgreementSPRT",
     "AnswerTemperatureScaler",
     "Calibration",

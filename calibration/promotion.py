@@ -60,6 +60,9 @@ class GateResult:
         return asdict(self)
 
 
+NOTHING_ACCEPTED = "the candidate accepts nothing"  # too weak for the guarantee, not wrong
+
+
 def promotion_gate(
     candidate: Sequence[Outcome],
     current: Sequence[Outcome] | None,
@@ -99,7 +102,7 @@ def promotion_gate(
     if n == 0:
         return result(False, "the frozen evaluation set is empty")
     if not accepted:
-        return result(False, "the candidate accepts nothing")
+        return result(False, NOTHING_ACCEPTED)
     if bound > 1 - target_accuracy:
         limit = 1 - target_accuracy
         return result(

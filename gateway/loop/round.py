@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from calibration import (
+    NOTHING_ACCEPTED,
     Calibration,
     Outcome,
     load_calibration,
@@ -169,7 +170,7 @@ async def run_round(
         train=work / "train.jsonl",
         held_out=work / "held_out.jsonl",
         out=staged / "student",
-        parent=current_dir,
+        parent=current_dir or _weak_candidate(registry),
         answers=work / "answers.json",
         log=work / "train.log",
     )
@@ -242,6 +243,18 @@ async def run_round(
     else:
         report.outcome, report.reason = "rejected", result.reason
     return _finish(registry, report)
+
+
+def _weak_candidate(registry: Registry) -> Path | None:
+    """Before a first student, the last candidate if it was only too weak (it accepted
+    nothing at the guarantee): the next round continues its training rather than starting
+    over, so a cold start whose budget per round is short still gets there. The gate judges
+    the result as it judges any candidate."""
+    manifests = registry.manifests()
+    if not manifests or manifests[-1].reason != NOTHING_ACCEPTED:
+        return None
+    student = registry.student_dir(manifests[-1].version)
+    return student if (student / "config.json").is_file() else None
 
 
 def _current(task: Task, registry: Registry, parent: str | None) -> tuple[Path | None, Path | None]:

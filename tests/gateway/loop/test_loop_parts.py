@@ -271,3 +271,24 @@ def test_escalating_more_than_the_calibrator_expects_is_drift(tmp_path: Path) ->
     assert reason is not None and reason.startswith("drift: v0001 escalates more")
     assert watch_escalation(t, v1, 0.2, traffic(500, 10, 5)).verdict == "fell"
     assert watch_escalation(t, v1, 0.2, traffic(200, 16, 5)).verdict != "fell"
+
+
+def test_before_a_first_student_a_round_continues_the_last_too_weak_candidate(
+    tmp_path: Path,
+) -> None:
+    from calibration import NOTHING_ACCEPTED
+    from gateway.loop.round import _weak_candidate
+
+    registry = Registry(tmp_path / "registry", "banking77")
+    assert _weak_candidate(registry) is None
+    version = registry.next_version()
+    (registry.staging(version) / "student").mkdir()
+    (registry.staging(version) / "student" / "config.json").write_text("{}")
+    registry.add(
+        Manifest(version, None, "2026-12-02T00:00:00+00:00", "rejected", reason=NOTHING_ACCEPTED)
+    )
+    assert _weak_candidate(registry) == registry.student_dir(version)
+    # A candidate rejected for wrong answers is not built on.
+    wrong = make_version(registry)
+    registry.set_status(wrong, "rejected", "accepted answers' error bound 0.2 > 0.03")
+    assert _weak_candidate(registry) is None
