@@ -116,8 +116,8 @@ class Pipeline:
         if answer.reason in _DECIDED:
             accepted = answer.reason == Reason.CONFIDENT
             self.observer.decided(runtime.task.name, deciding.version_label, accepted)
-        shadow = trial is not None and trial.stage == "shadow" and runtime.teacher is not None
-        if trial is not None and shadow and self._rng.random() < trial.share:
+        shadows = trial is not None and trial.stage == "shadow" and runtime.teacher is not None
+        if shadows and trial is not None and self._rng.random() < trial.share:
             self._in_background(self._shadow(trial.runtime, gen), "shadow")
         return dataclasses.replace(answer, student_version=deciding.version_label)
 
