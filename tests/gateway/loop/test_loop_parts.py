@@ -292,3 +292,28 @@ def test_before_a_first_student_a_round_continues_the_last_too_weak_candidate(
     wrong = make_version(registry)
     registry.set_status(wrong, "rejected", "accepted answers' error bound 0.2 > 0.03")
     assert _weak_candidate(registry) is None
+
+
+def test_with_one_answer_or_too_little_data_no_round_runs_and_the_status_says_why(
+    tmp_path: Path,
+) -> None:
+    from gateway.loop.status import loop_status
+
+    t = task(tmp_path, min_pairs=10, min_new_pairs=1)
+    same = [captured(f"where is card {i}", "card_arrival") for i in range(40)]
+    report = asyncio.run(LoopWorker(t, History(same)).step())  # type: ignore[arg-type]
+    assert report is not None and report.outcome == "skipped"
+    assert report.reason == "the training data is all one answer"
+    few = [*same[:4], captured("what rate", "exchange_rate")]
+    t2 = task(tmp_path / "other", min_pairs=10)
+    report = asyncio.run(LoopWorker(t2, History(few)).step())  # type: ignore[arg-type]
+    assert report is None  # fewer than min_pairs captured, no labelled set: not even due
+    t3 = task(tmp_path / "third", min_pairs=10, min_new_pairs=1)
+    mixed = [captured(f"p{i}", LABELS[i % 2]) for i in range(12)]
+    worker = LoopWorker(t3, History(mixed))  # type: ignore[arg-type]
+    for _ in range(3):  # polled again and again: the reason is recorded once
+        report = asyncio.run(worker.step())
+    assert report is not None and report.reason.startswith("too little data")
+    rounds = loop_status(t3)["rounds"]
+    assert [r["reason"][:15] for r in rounds] == ["too little data"]
+    assert loop_status(t)["rounds"][-1]["reason"] == "the training data is all one answer"
