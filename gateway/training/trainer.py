@@ -243,6 +243,10 @@ def train_student(
     ema_params: list[torch.Tensor] = list(ema.parameters())
 
     best_acc, best_state = -1.0, copy.deepcopy(ema.state_dict())
+    if init_from is not None and held_enc:
+        # The student continued from is the first checkpoint: a continuation is never kept
+        # worse on the held-out set than what it started from.
+        best_acc = exact_match(ema, tokenizer, held_enc, max_prompt_tokens=cfg.max_prompt_tokens)
     step, started, last_eval = 0, time.monotonic(), time.monotonic()
     done = False
     while not done:
