@@ -243,10 +243,12 @@ def train_student(
     ema_params: list[torch.Tensor] = list(ema.parameters())
 
     best_acc, best_state = -1.0, copy.deepcopy(ema.state_dict())
+    parent: tuple[float, dict[str, torch.Tensor]] | None = None
     if init_from is not None and held_enc:
-        # The student continued from is the first checkpoint: a continuation is never kept
-        # worse on the held-out set than what it started from.
-        best_acc = exact_match(ema, tokenizer, held_enc, max_prompt_tokens=cfg.max_prompt_tokens)
+        # A continuation is never kept worse on the held-out set than the student it started
+        # from (a tie goes to the continuation, which has seen more data).
+        acc = exact_match(ema, tokenizer, held_enc, max_prompt_tokens=cfg.max_prompt_tokens)
+        parent = (acc, copy.deepcopy(ema.state_dict()))
     step, started, last_eval = 0, time.monotonic(), time.monotonic()
     done = False
     while not done:
@@ -295,6 +297,8 @@ def train_student(
     acc = exact_match(ema, tokenizer, held_enc, max_prompt_tokens=cfg.max_prompt_tokens)
     if acc > best_acc:
         best_acc, best_state = acc, ema.state_dict()
+    if parent is not None and best_acc < parent[0]:
+        best_acc, best_state = parent
     ema.load_state_dict(best_state)
     seconds = time.monotonic() - started
     _save(ema, tokenizer, Path(out_dir), cfg, steps=step, seconds=seconds, accuracy=best_acc)
