@@ -38,7 +38,7 @@ from gateway.metrics import DeploymentCollector, Metrics
 from gateway.pipeline.answer import Pipeline
 from gateway.pipeline.audit import AuditTracker
 from gateway.runtime.deployment import Deployment, build_deployment, retire
-from gateway.runtime.loop_processes import LoopProcesses, serving_threads
+from gateway.runtime.loop_processes import LoopProcesses
 from gateway.runtime.reloading import Reloader, reload_on_sighup
 from gateway.runtime.watcher import RegistryWatcher
 from gateway.settings import Settings
@@ -122,15 +122,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         def make_engine(task: Task) -> StudentEngine:
-            return engine_factory(task, engine_settings, metrics)
+            return engine_factory(task, settings, metrics)
 
         def current_tasks() -> Mapping[str, Task]:
             return served_tasks(load_tasks(settings.tasks_dir))
 
         tasks = current_tasks()
-        # The cores the loop's training leaves, when it runs beside serving.
-        threads = serving_threads(settings, list(tasks.values()))
-        engine_settings = settings.model_copy(update={"torch_threads": threads})
         metrics.prepare(tasks)
         policies = {name: task.capture for name, task in tasks.items()}
         recorder = _recorder(settings, policies, metrics)

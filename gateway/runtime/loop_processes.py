@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from gateway.settings import Settings
 from gateway.tasks import Task
 
-__all__ = ["LoopProcesses", "serving_threads"]
+__all__ = ["LoopProcesses"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,15 +58,3 @@ class LoopProcesses:
                 child.kill()
                 child.wait()
         self.children.clear()
-
-
-def serving_threads(settings: Settings, tasks: Sequence[Task]) -> int | None:
-    """The student's torch threads when the loop trains beside serving: the cores the
-    loop's threads leave (at least one), unless ``torch_threads`` is set. With torch's
-    default (every core) a busy trainer thread stalls each of the engine's parallel steps
-    until the scheduler hands its core back: on 2 cores that took a served answer from
-    tens of milliseconds to seconds (docs/benchmarks.md)."""
-    looped = [t.loop.train_threads for t in tasks if t.loop is not None]
-    if settings.torch_threads is not None or settings.loop != "in-process" or not looped:
-        return settings.torch_threads
-    return max(1, (os.cpu_count() or 1) - max(looped))

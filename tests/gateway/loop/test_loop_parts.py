@@ -317,19 +317,3 @@ def test_with_one_answer_or_too_little_data_no_round_runs_and_the_status_says_wh
     rounds = loop_status(t3)["rounds"]
     assert [r["reason"][:15] for r in rounds] == ["too little data"]
     assert loop_status(t)["rounds"][-1]["reason"] == "the training data is all one answer"
-
-
-def test_serving_leaves_the_loops_cores_to_it(tmp_path: Path, monkeypatch: object) -> None:
-    import os
-
-    from gateway.runtime.loop_processes import serving_threads
-    from gateway.settings import Settings
-
-    mp = monkeypatch
-    mp.setattr(os, "cpu_count", lambda: 2)  # type: ignore[attr-defined]
-    looped, plain = task(tmp_path), task(tmp_path).model_copy(update={"loop": None})
-    demo = Settings(tasks_dir=tmp_path, loop="in-process")
-    assert serving_threads(demo, [looped, plain]) == 1  # 2 cores, 1 training thread
-    assert serving_threads(demo, [plain]) is None  # no loop: torch's default
-    assert serving_threads(Settings(tasks_dir=tmp_path, loop="off"), [looped]) is None
-    assert serving_threads(Settings(tasks_dir=tmp_path, torch_threads=2), [looped]) == 2
