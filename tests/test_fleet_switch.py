@@ -4,26 +4,17 @@ under load is served by every one of them within seconds, and no request fails."
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from pathlib import Path
 
 import httpx
 
 from gateway.loop.notify import publish_serving
-from gateway.loop.registry import Manifest, Registry
-from tests.conftest import TinyStudent, free_port, serve_process, write_calibrator, write_task
+from gateway.loop.registry import Registry
+from tests.conftest import TinyStudent
+from tests.loop_fleet import add_version, loop_gateways, loop_task, stop
 from tests.redis_server import RedisServer
 from tests.traffic import Traffic
-
-
-def add_version(registry: Registry, student: Path) -> str:
-    version = registry.next_version()
-    staged = registry.staging(version)
-    shutil.copytree(student, staged / "student")
-    write_calibrator(staged / "calibration.json", staged / "student")
-    registry.add(Manifest(version, None, "2026-12-02T00:00:00+00:00", "rejected"))
-    return version
 
 
 def test_three_gateways_switch_to_a_promoted_version_under_load(
@@ -32,23 +23,8 @@ def test_three_gateways_switch_to_a_promoted_version_under_load(
     registry = Registry(tmp_path / "registry", "banking77")
     v1 = add_version(registry, tiny_student.path)
     registry.promote(v1)
-    write_task(
-        tmp_path / "tasks",
-        tmp_path / "no-student",
-        extra=f'[loop]\nregistry = "{tmp_path / "registry"}"\n',
-    )
-    env = {"DISTILLGATE_LOOP": "off", "DISTILLGATE_REGISTRY_POLL_S": "5"}
-    ports = [free_port() for _ in range(3)]
-    procs = [
-        serve_process(
-            tmp_path,
-            redis_server,
-            port,
-            env={**env, "DISTILLGATE_SPOOL_DIR": str(tmp_path / f"spool{port}")},
-        )
-        for port in ports
-    ]
-    urls = [f"http://127.0.0.1:{port}" for port in ports]
+    loop_task(tmp_path)
+    procs, urls = loop_gateways(tmp_path, redis_server, 3, poll_s=5)
     prompts = [e.prompt or "" for e in tiny_student.test]
     try:
         with Traffic(urls, prompts) as traffic:
@@ -68,9 +44,7 @@ def test_three_gateways_switch_to_a_promoted_version_under_load(
                 time.sleep(0.1)
             time.sleep(2)  # traffic on the new version too
     finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(timeout=30)
+        stop(procs)
     seen = {url: set(versions) for url, versions in traffic.seen.items()}
     print({"switch_seconds": switched, "versions_seen": {u: sorted(v) for u, v in seen.items()}})
     assert traffic.failures == []
@@ -89,23 +63,8 @@ def test_with_redis_down_a_promotion_still_reaches_every_replica_and_messages_re
     registry = Registry(tmp_path / "registry", "banking77")
     v1 = add_version(registry, tiny_student.path)
     registry.promote(v1)
-    write_task(
-        tmp_path / "tasks",
-        tmp_path / "no-student",
-        extra=f'[loop]\nregistry = "{tmp_path / "registry"}"\n',
-    )
-    env = {"DISTILLGATE_LOOP": "off", "DISTILLGATE_REGISTRY_POLL_S": str(poll_s)}
-    ports = [free_port() for _ in range(2)]
-    procs = [
-        serve_process(
-            tmp_path,
-            redis_server,
-            port,
-            env={**env, "DISTILLGATE_SPOOL_DIR": str(tmp_path / f"spool{port}")},
-        )
-        for port in ports
-    ]
-    urls = [f"http://127.0.0.1:{port}" for port in ports]
+    loop_task(tmp_path)
+    procs, urls = loop_gateways(tmp_path, redis_server, 2, poll_s=poll_s)
 
     def promote_and_time(version: str) -> dict[str, float]:
         registry.promote(version)
@@ -133,9 +92,7 @@ def test_with_redis_down_a_promotion_still_reaches_every_replica_and_messages_re
             by_message = promote_and_time(v3)
             time.sleep(1)
     finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(timeout=30)
+        stop(procs)
     print({"redis_down_switch_s": by_poll, "redis_back_switch_s": by_message})
     assert traffic.failures == []
     assert len(by_poll) == 2 and max(by_poll.values()) < poll_s + 4

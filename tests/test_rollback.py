@@ -16,18 +16,15 @@ from gateway.loop.registry import Registry
 from gateway.loop.source import CaptureHistory
 from gateway.loop.worker import LoopWorker
 from gateway.tasks import load_tasks
-from gateway.training.examples import Example, write_examples
+from gateway.training.examples import Example
 from gateway.training.trainer import train_student
 from tests.conftest import (
     TINY,
     TinyStudent,
-    free_port,
-    serve_process,
     write_calibrator,
-    write_task,
 )
+from tests.loop_fleet import add_version, loop_gateways, loop_task, stop
 from tests.redis_server import RedisServer
-from tests.test_fleet_switch import add_version
 
 
 def test_a_bad_version_forced_into_service_is_rolled_back_by_its_audits(
@@ -45,24 +42,13 @@ def test_a_bad_version_forced_into_service_is_rolled_back_by_its_audits(
     bad = add_version(registry, tmp_path / "wrong")
     write_calibrator(registry.calibrator(bad), registry.student_dir(bad), threshold=0.0)
     registry.promote(bad)
-    known = tmp_path / "teacher-knows.jsonl"
-    write_examples(known, [*tiny_student.train, *tiny_student.test])
-    tasks = tmp_path / "tasks"
-    write_task(
-        tasks,
-        tmp_path / "no-student",
-        extra=(
-            f'[loop]\nregistry = "{tmp_path / "registry"}"\nmin_pairs = 100000\n'
-            "min_new_pairs = 100000\n"
-            "[routing]\ntarget_accuracy = 0.97\n"
-            f'[teacher]\napi_key_env = "DISTILLGATE_TEST_UNSET"\nsimulator_data = ["{known}"]\n'
-            "[capture]\naudit_rate = 1.0\n"
-        ),
+    tasks = loop_task(
+        tmp_path,
+        loop="min_pairs = 100000\nmin_new_pairs = 100000\n",
+        teacher=tiny_student,
+        extra="[routing]\ntarget_accuracy = 0.97\n[capture]\naudit_rate = 1.0\n",
     )
-    port = free_port()
-    env = {"DISTILLGATE_LOOP": "off", "DISTILLGATE_REGISTRY_POLL_S": "1"}
-    proc = serve_process(tmp_path, redis_server, port, env=env)
-    url = f"http://127.0.0.1:{port}"
+    procs, (url,) = loop_gateways(tmp_path, redis_server, 1, poll_s=1)
     (task,) = load_tasks(tasks).values()
     try:
         with httpx.Client(base_url=url, timeout=30) as client:
@@ -99,6 +85,5 @@ def test_a_bad_version_forced_into_service_is_rolled_back_by_its_audits(
                 assert time.monotonic() < deadline, "the gateway did not switch back"
                 time.sleep(0.2)
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop(procs)
     print({"audits": len(audits), "agreement": round(agreement, 3), "reason": manifest.reason})

@@ -15,10 +15,9 @@ from gateway.jobs.export import stream_records
 from gateway.loop.notify import publish_serving
 from gateway.loop.registry import Registry, TrialState
 from gateway.tasks import load_tasks
-from gateway.training.examples import write_examples
-from tests.conftest import TinyStudent, free_port, serve_process, write_task
+from tests.conftest import TinyStudent
+from tests.loop_fleet import add_version, loop_gateways, loop_task, stop
 from tests.redis_server import RedisServer
-from tests.test_fleet_switch import add_version
 from tests.traffic import Traffic
 
 
@@ -39,22 +38,13 @@ def test_a_canary_serves_its_share_and_a_shadow_is_captured_beside_live_traffic(
     v1 = add_version(registry, tiny_student.path)
     v2 = add_version(registry, tiny_student.path)
     registry.promote(v1)
-    known = tmp_path / "teacher-knows.jsonl"
-    write_examples(known, [*tiny_student.train, *tiny_student.test])
-    tasks = tmp_path / "tasks"
-    write_task(
-        tasks,
-        tmp_path / "no-student",
-        extra=(
-            f'[loop]\nregistry = "{tmp_path / "registry"}"\ncanary_steps = [0.5]\n'
-            f'[teacher]\napi_key_env = "DISTILLGATE_TEST_UNSET"\nsimulator_data = ["{known}"]\n'
-            "[capture]\naudit_rate = 0.0\n"
-        ),
+    tasks = loop_task(
+        tmp_path,
+        loop="canary_steps = [0.5]\n",
+        teacher=tiny_student,
+        extra="[capture]\naudit_rate = 0.0\n",
     )
-    port = free_port()
-    env = {"DISTILLGATE_LOOP": "off", "DISTILLGATE_REGISTRY_POLL_S": "5"}
-    proc = serve_process(tmp_path, redis_server, port, env=env)
-    url = f"http://127.0.0.1:{port}"
+    procs, (url,) = loop_gateways(tmp_path, redis_server, 1, poll_s=5)
     prompts = [e.prompt or "" for e in tiny_student.test]
 
     def stage(traffic: Traffic, trial: TrialState) -> list[str]:
@@ -76,8 +66,7 @@ def test_a_canary_serves_its_share_and_a_shadow_is_captured_beside_live_traffic(
             wait_for(url, None)
             time.sleep(1)
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop(procs)
     print({"canary": {v: canary.count(v) for v in (v1, v2)}, "shadowed": len(shadowed)})
     assert traffic.failures == []
     assert len(canary) > 40 and 0.3 < canary.count(v2) / len(canary) < 0.7
