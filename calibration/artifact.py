@@ -26,21 +26,46 @@ __all__ = [
 ]
 
 ARTIFACT_VERSION = 1
-_FINGERPRINTED = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
 def student_fingerprint(student_dir: str | Path) -> str:
-    """sha256 over the files that decide the student's outputs."""
+    """sha256 over the files that decide the student's outputs: a whole model's config,
+    weights (one file or shards) and tokenizer; for a LoRA adapter, its own configuration
+    (less the base's path, so moving the folders keeps it), weights and tokenizer, and its
+    base's fingerprint."""
+    folder = Path(student_dir)
     digest = hashlib.sha256()
-    for name in _FINGERPRINTED:
-        path = Path(student_dir) / name
+    adapter = folder / "adapter_config.json"
+    if adapter.is_file():
+        config = json.loads(adapter.read_text())
+        named = Path(config.pop("base_model_name_or_path", "") or ".")
+        base = named if named.is_absolute() else (folder / named).resolve()
+        digest.update(b"adapter_config.json" + json.dumps(config, sort_keys=True).encode())
+        own = [n for n in _TOKENIZER_FILES if (folder / n).is_file()]  # else the base's
+        _hash_files(digest, folder, ["adapter_model.safetensors", *own])
+        digest.update(student_fingerprint(base).encode())
+    else:
+        _hash_files(digest, folder, ["config.json", *_weight_files(folder), *_TOKENIZER_FILES])
+    return "sha256:" + digest.hexdigest()
+
+
+def _weight_files(folder: Path) -> list[str]:
+    if (folder / "model.safetensors").is_file() or not (folder / "config.json").is_file():
+        return ["model.safetensors"]
+    shards = sorted(p.name for p in folder.glob("model-*-of-*.safetensors"))
+    return shards or ["model.safetensors"]
+
+
+def _hash_files(digest: Any, folder: Path, names: Sequence[str]) -> None:
+    for name in names:
+        path = folder / name
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing: not a student folder")
         digest.update(name.encode())
         with path.open("rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
-    return "sha256:" + digest.hexdigest()
 
 
 @dataclass(frozen=True)

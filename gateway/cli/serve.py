@@ -8,6 +8,7 @@ import argparse
 
 from gateway.cli.calibrate import calibrate_task
 from gateway.cli.student import build_student
+from gateway.engines.student_folder import is_student
 from gateway.settings import Settings
 from gateway.tasks import load_tasks
 
@@ -26,7 +27,7 @@ def serve(settings: Settings) -> None:
             raise SystemExit(problem)
         if task.loop is not None:
             continue  # its loop trains and calibrates it in the background; the teacher answers
-        if not (task.student / "config.json").is_file():
+        if not is_student(task.student):
             if not settings.build_missing_students or task.build is None:
                 raise SystemExit(f"task {task.name!r}: no student at {task.student}")
             print(f"task {task.name!r} has no student yet; building it first (one time).")

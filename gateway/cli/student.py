@@ -1,18 +1,25 @@
-"""``distillgate student train|build|evaluate``: a from-scratch student, and its exact match."""
+"""``distillgate student train|build|evaluate|import-gguf``: a student from scratch or
+fine-tuned from a pretrained base, its exact match, and a GGUF base made a model folder."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.cli.resolve import task_named
 from gateway.settings import Settings
-from gateway.tasks import PromptFormat, Task
+from gateway.tasks import BuildRecipe, PromptFormat, Task
+
+if TYPE_CHECKING:
+    from gateway.training.examples import Example
+    from gateway.training.finetune import FinetuneConfig
 
 __all__ = [
     "answer_budget",
@@ -20,44 +27,19 @@ __all__ = [
     "build_student",
     "evaluate",
     "exact_match",
+    "finetune_from_files",
+    "import_gguf",
     "task_for_student",
     "train",
     "train_student_from_files",
 ]
 
 
-def train_student_from_files(
-    data: Sequence[Path],
-    held_out: Path | None,
-    out: Path,
-    *,
-    budget: float,
-    max_steps: int | None,
-    lowercase: bool | None = None,
-    seed: int = 0,
-    threads: int | None = None,
-    init_from: Path | None = None,
-    answers: Sequence[str] = (),
-) -> None:
-    """Long because it reports progress for a terminal and for a log file."""
+@contextlib.contextmanager
+def _progress_report() -> Iterator[Callable[[float, dict[str, float]], None]]:
+    """A live bar on a terminal; a line every 30 s in a log file, not thousands of \r."""
     from tqdm import tqdm
 
-    from gateway.training.examples import read_examples, stratified_split
-    from gateway.training.trainer import TrainConfig, train_student
-
-    train = [ex for path in data for ex in read_examples(path)]
-    if held_out is not None:
-        dev = read_examples(held_out)
-    else:
-        train, dev = stratified_split(train, fraction=0.05, seed=seed)
-    cfg = TrainConfig(
-        time_budget_s=budget, max_steps=max_steps, lowercase=lowercase, seed=seed, threads=threads
-    )
-    print(
-        f"training a student on {len(train)} examples ({len(dev)} held out), "
-        f"budget {budget:.0f}s -> {out}"
-    )
-    # A terminal gets a live bar; a log file a line every 30 s, not thousands of \r updates.
     terminal = sys.stderr.isatty()
     last_line = [time.monotonic()]
     with tqdm(
@@ -85,6 +67,45 @@ def train_student_from_files(
             )
             bar.refresh()
 
+        yield progress
+
+
+def _read_data(
+    data: Sequence[Path], held_out: Path | None, seed: int
+) -> tuple[list[Example], list[Example]]:
+    from gateway.training.examples import read_examples, stratified_split
+
+    train = [ex for path in data for ex in read_examples(path)]
+    if held_out is not None:
+        return train, read_examples(held_out)
+    return stratified_split(train, fraction=0.05, seed=seed)
+
+
+def train_student_from_files(
+    data: Sequence[Path],
+    held_out: Path | None,
+    out: Path,
+    *,
+    budget: float,
+    max_steps: int | None,
+    lowercase: bool | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+    init_from: Path | None = None,
+    answers: Sequence[str] = (),
+) -> None:
+    """The from-scratch student (the CPU default)."""
+    from gateway.training.trainer import TrainConfig, train_student
+
+    train, dev = _read_data(data, held_out, seed)
+    cfg = TrainConfig(
+        time_budget_s=budget, max_steps=max_steps, lowercase=lowercase, seed=seed, threads=threads
+    )
+    print(
+        f"training a student on {len(train)} examples ({len(dev)} held out), "
+        f"budget {budget:.0f}s -> {out}"
+    )
+    with _progress_report() as progress:
         result = train_student(
             train, dev, out, cfg, progress=progress, init_from=init_from, answers=answers
         )
@@ -95,11 +116,51 @@ def train_student_from_files(
     )
 
 
+def finetune_from_files(
+    base: Path,
+    data: Sequence[Path],
+    held_out: Path | None,
+    out: Path,
+    cfg: FinetuneConfig,
+    *,
+    policy: PromptFormat | None = None,
+    init_from: Path | None = None,
+) -> None:
+    """A pretrained base fine-tuned (LoRA or every weight) on the same data."""
+    from gateway.training.finetune import finetune
+
+    train, dev = _read_data(data, held_out, cfg.seed)
+    print(
+        f"fine-tuning {base} ({cfg.method}) on {len(train)} examples "
+        f"({min(len(dev), cfg.eval_limit)} held out), budget {cfg.time_budget_s:.0f}s -> {out}"
+    )
+    with _progress_report() as progress:
+        result = finetune(
+            base, train, dev, out, cfg, policy=policy, init_from=init_from, progress=progress
+        )
+    print(
+        f"done: {result.steps} steps in {result.seconds:.0f}s, "
+        f"{result.trainable / 1e6:.2f}M of {result.parameters / 1e6:.1f}M parameters trained, "
+        f"held-out loss {result.first_eval_loss:.3f} -> {result.best_eval_loss:.3f}, "
+        f"exact match {result.best_eval_accuracy:.4f}"
+    )
+
+
 def build_student(task: Task) -> None:
     if task.build is None:
         raise SystemExit(
             f"task {task.name!r} has no [build] recipe and no student at {task.student}"
         )
+    if task.build.base is not None:
+        finetune_from_files(
+            task.build.base,
+            [task.build.train],
+            task.build.held_out,
+            task.student,
+            _recipe_config(task.build),
+            policy=task.prompt,
+        )
+        return
     train_student_from_files(
         [task.build.train],
         task.build.held_out,
@@ -161,7 +222,51 @@ def task_for_student(student: Path, calibrator: Path | None, data: Path) -> Task
     )
 
 
+def _recipe_config(recipe: BuildRecipe) -> FinetuneConfig:
+    from gateway.training.finetune import FinetuneConfig
+
+    return FinetuneConfig(
+        method=recipe.method,
+        lora_rank=recipe.lora_rank,
+        lora_alpha=2 * recipe.lora_rank,
+        lr=recipe.lr,
+        time_budget_s=recipe.time_budget_s,
+        max_steps=recipe.max_steps,
+    )
+
+
 def train(args: argparse.Namespace, settings: Settings) -> None:
+    if args.base is not None:
+        from gateway.training.finetune import FinetuneConfig
+
+        task = task_named(settings, args.task) if args.task else None
+        cfg = FinetuneConfig(
+            method=args.method,
+            lora_rank=args.lora_rank,
+            lora_alpha=args.lora_alpha or 2 * args.lora_rank,
+            lora_dropout=args.lora_dropout,
+            target_modules=args.target_modules,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            time_budget_s=args.time_budget,
+            max_steps=args.max_steps,
+            eval_every_s=args.eval_every,
+            eval_limit=args.eval_limit,
+            merge=args.merge,
+            seed=args.seed,
+            threads=args.threads,
+        )
+        policy = task.prompt if task else PromptFormat(system=args.system)
+        finetune_from_files(
+            args.base,
+            args.data,
+            args.held_out,
+            args.out,
+            cfg,
+            policy=policy,
+            init_from=args.init_from,
+        )
+        return
     train_student_from_files(
         args.data,
         args.held_out,
@@ -190,3 +295,16 @@ def evaluate(args: argparse.Namespace, settings: Settings) -> None:
     task = task_named(settings, args.task) if args.task else None
     student = task.student if task else args.student
     print(json.dumps(asyncio.run(exact_match(student, args.data, task)), indent=2))
+
+
+def import_gguf(args: argparse.Namespace, settings: Settings) -> None:
+    from gateway.training.gguf import gguf_in_package
+    from gateway.training.gguf import import_gguf as convert
+
+    source = args.file if args.file is not None else gguf_in_package(args.package)
+    model = convert(source, args.out)
+    print(
+        f"{source.name} -> {model.out}: {model.architecture}, {model.parameters / 1e6:.1f}M "
+        f"parameters, vocabulary {model.vocab_size}, "
+        f"chat template {'kept' if model.chat_template else 'absent (the file had none)'}"
+    )

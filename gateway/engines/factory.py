@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from gateway.engines.admission import GatedEngine
 from gateway.engines.base import StudentEngine
+from gateway.engines.student_folder import is_student
 from gateway.settings import Settings
 from gateway.tasks import RemoteEngineConfig, Task, VLLMEngineConfig
 
@@ -75,7 +76,7 @@ def open_engine(
         return _gated(vllm, config, config.max_num_seqs, settings)
     from gateway.engines.transformers import TransformersEngine
 
-    if not (task.student / "config.json").is_file():
+    if not is_student(task.student):
         raise RuntimeError(
             f"task {task.name!r}: no student at {task.student}; build it with "
             f"`distillgate student build --task {task.name}`"

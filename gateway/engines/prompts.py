@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 from gateway.engines.base import GenerationRequest
 from gateway.errors import InvalidRequest
 
-__all__ = ["check_prompt_tokens", "prompt_ids", "room_after", "split_text", "trained_prompt_limit"]
+__all__ = [
+    "answer_ids",
+    "check_prompt_tokens",
+    "prompt_ids",
+    "room_after",
+    "split_text",
+    "trained_prompt_limit",
+]
 
 
 def trained_prompt_limit(model_dir: Path) -> int | None:
@@ -31,15 +39,51 @@ def trained_prompt_limit(model_dir: Path) -> int | None:
 def prompt_ids(tokenizer: Any, request: GenerationRequest, user_limit: int | None) -> list[int]:
     if request.prompt is not None:
         return list(tokenizer.encode(request.prompt, add_special_tokens=False))
+    ids = tokenizer.apply_chat_template(
+        _chat(tokenizer, request, user_limit),
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=False,
+    )
+    return list(ids)
+
+
+def answer_ids(
+    tokenizer: Any,
+    request: GenerationRequest,
+    answer: str,
+    stops: Collection[int],
+    user_limit: int | None,
+) -> list[int]:
+    """The ids a student must generate to give ``answer`` to ``request``, through the id
+    that ends it: the assistant turn as the chat template renders it after the prompt, up
+    to its first end-of-turn id (``<|im_end|>``, ``<|eot_id|>``, ``<|end|>``). What training
+    teaches and calibration scores, so both see the tokens serving generates."""
+    plain = list(tokenizer.encode(answer, add_special_tokens=False))
+    end = tokenizer.eos_token_id
+    if request.prompt is None:
+        chat = _chat(tokenizer, request, user_limit)
+        prompt = prompt_ids(tokenizer, request, user_limit)
+        whole = tokenizer.apply_chat_template(
+            [*chat, {"role": "assistant", "content": answer}], tokenize=True, return_dict=False
+        )
+        turn = list(whole)[len(prompt) :] if list(whole)[: len(prompt)] == prompt else []
+        ends = [i for i, t in enumerate(turn) if t in stops]
+        if ends:
+            return turn[: ends[0] + 1]
+    return [*plain, end]
+
+
+def _chat(
+    tokenizer: Any, request: GenerationRequest, user_limit: int | None
+) -> list[dict[str, str]]:
+    """The request's turns for the chat template, the last user turn cut as in training."""
     chat = [{"role": m.role, "content": m.content} for m in request.messages]
     if user_limit and chat[-1]["role"] == "user":
         text_ids = tokenizer.encode(chat[-1]["content"], add_special_tokens=False)
         if len(text_ids) > user_limit:
             chat[-1]["content"] = str(tokenizer.decode(text_ids[:user_limit]))
-    ids = tokenizer.apply_chat_template(
-        chat, add_generation_prompt=True, tokenize=True, return_dict=False
-    )
-    return list(ids)
+    return chat
 
 
 def room_after(ids: list[int], context: int, request: GenerationRequest) -> int:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+from transformers import AutoTokenizer, DynamicCache
 
 from gateway.engines.base import (
     FinishReason,
@@ -32,7 +32,14 @@ from gateway.engines.base import (
 )
 from gateway.engines.batch import RunningBatch, left_pad
 from gateway.engines.detokenizer import IncrementalDetokenizer
-from gateway.engines.prompts import prompt_ids, room_after, split_text, trained_prompt_limit
+from gateway.engines.prompts import (
+    answer_ids,
+    prompt_ids,
+    room_after,
+    split_text,
+    trained_prompt_limit,
+)
+from gateway.engines.student_folder import open_student
 from gateway.errors import EngineUnavailable, GatewayError, InvalidRequest, Overloaded
 
 __all__ = ["TransformersEngine"]
@@ -78,7 +85,7 @@ class TransformersEngine:
 
     Parameters
     ----------
-    model_dir : folder with config.json, model.safetensors, tokenizer files, chat template.
+    model_dir : a student folder (``student_folder``): a whole model, or an adapter and its base.
     max_batch_size : rows advanced together per forward pass; 1 disables batching.
     max_waiting : requests allowed to queue for a batch slot before new ones get 429.
     admit_every : while a batch runs, decode steps between admissions of a few newcomers.
@@ -108,15 +115,15 @@ class TransformersEngine:
         self.admit_every = admit_every
         self.device = torch.device(device)
         self._on_step = on_step
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        model = AutoModelForCausalLM.from_pretrained(self.model_dir)
-        self.model = model.to(self.device).eval()  # type: ignore[arg-type]  # transformers' stub
+        student = open_student(self.model_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(student.tokenizer)
+        self.model = student.load_model().to(self.device)
         # Logprobs name every token; decode each id once, not once per generated token.
         self._token_texts = [
             str(self.tokenizer.decode([i], skip_special_tokens=False))
             for i in range(len(self.tokenizer))
         ]
-        self._eos = {self.tokenizer.eos_token_id}
+        self._eos = student.stop_ids(self.tokenizer)
         # Never offered as alternatives: a client's logprobs spell text, not control tokens.
         self._special = frozenset(self.tokenizer.all_special_ids) | self._eos
         self._max_user_tokens = trained_prompt_limit(self.model_dir)
@@ -167,6 +174,10 @@ class TransformersEngine:
     # -- requests ----------------------------------------------------------------------
     def encode(self, request: GenerationRequest) -> list[int]:
         return prompt_ids(self.tokenizer, request, self._max_user_tokens)
+
+    def encode_answer(self, request: GenerationRequest, answer: str) -> list[int]:
+        """The ids this student generates to give ``answer``, its end-of-turn id included."""
+        return answer_ids(self.tokenizer, request, answer, self._eos, self._max_user_tokens)
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[TokenDelta, None]:
         """Long because admission, the queue wait and detokenisation run inline on the hot path."""

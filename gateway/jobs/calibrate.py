@@ -112,8 +112,9 @@ async def score_set(
         await engine.aclose()
     tok = engine.tokenizer
     sampling = SamplingParams(max_tokens=1)
-    prompts = [engine.encode(example_request(prompt, e, "encode", sampling)) for e in examples]
-    refs = [[*tok.encode(e.answer, add_special_tokens=False), tok.eos_token_id] for e in examples]
+    requests = [example_request(prompt, e, "encode", sampling) for e in examples]
+    prompts = [engine.encode(r) for r in requests]
+    refs = [engine.encode_answer(r, e.answer) for r, e in zip(requests, examples, strict=True)]
     pad = tok.pad_token_id or 0
     references = score_answers(engine.model, prompts, refs, pad_id=pad)
     greedy = score_answers(engine.model, prompts, [list(a.token_ids) for a in answers], pad_id=pad)

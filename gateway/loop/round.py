@@ -28,6 +28,7 @@ from calibration import (
     student_fingerprint,
 )
 from gateway.capture.base import CaptureRecord
+from gateway.engines.student_folder import is_student
 from gateway.engines.transformers import TransformersEngine
 from gateway.jobs.calibrate import MIN_EXAMPLES, fit_calibration, score_set
 from gateway.jobs.replay import replay
@@ -254,7 +255,7 @@ def _weak_candidate(registry: Registry) -> Path | None:
     if not manifests or manifests[-1].reason != NOTHING_ACCEPTED:
         return None
     student = registry.student_dir(manifests[-1].version)
-    return student if (student / "config.json").is_file() else None
+    return student if is_student(student) else None
 
 
 def _current(task: Task, registry: Registry, parent: str | None) -> tuple[Path | None, Path | None]:
@@ -262,7 +263,7 @@ def _current(task: Task, registry: Registry, parent: str | None) -> tuple[Path |
     own folder (its calibrator, if it has one), else none (a first student)."""
     if parent is not None:
         return registry.student_dir(parent), registry.calibrator(parent)
-    if (task.student / "config.json").is_file():
+    if is_student(task.student):
         calibrator = task.calibrator_path
         return task.student, calibrator if calibrator.is_file() else None
     return None, None

@@ -4,9 +4,9 @@ The loop only orchestrates. ``BuiltinTrainer`` runs ``distillgate student train`
 from-scratch CPU recipe) in a child process at a lower priority with its own thread budget,
 so serving keeps the cores it needs. ``CommandTrainer`` runs a team's own command (their
 GPUs, ``accelerate launch`` or ``torchrun``, a script that submits a Kubernetes Job and
-waits), given the data paths; it must leave a Hugging Face folder at ``{out}``.
-Either way a crash, a non-zero exit, a timeout or a folder without ``config.json`` fails the
-round, and the serving student is untouched.
+waits), given the data paths; it must leave a student folder (a Hugging Face model, or an
+adapter on a base: ``engines/student_folder``) at ``{out}``. Either way a crash, a non-zero
+exit, a timeout or no student folder fails the round, and the serving student is untouched.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from gateway.tasks import LoopPolicy
+from gateway.engines.student_folder import is_student
+from gateway.tasks import BuildRecipe, LoopPolicy, PromptFormat, Task
 
 __all__ = [
     "BuiltinTrainer",
@@ -69,14 +70,24 @@ async def _run(argv: list[str], log: Path, timeout_s: float, env: dict[str, str]
 
 
 def _check_folder(out: Path) -> Path:
-    if not (out / "config.json").is_file():
-        raise TrainerFailed(f"the trainer wrote no model folder at {out} (no config.json)")
+    if not is_student(out):
+        raise TrainerFailed(
+            f"the trainer wrote no model folder at {out} (no config.json or adapter_config.json)"
+        )
     return out
 
 
 class BuiltinTrainer:
-    def __init__(self, policy: LoopPolicy) -> None:
-        self.policy = policy
+    """``distillgate student train``: from scratch, or, when the task's ``[build]`` names a
+    ``base``, a fine-tune of it (a parent adapter is continued)."""
+
+    def __init__(
+        self,
+        policy: LoopPolicy,
+        recipe: BuildRecipe | None = None,
+        prompt: PromptFormat | None = None,
+    ) -> None:
+        self.policy, self.recipe, self.prompt = policy, recipe, prompt or PromptFormat()
 
     def argv(self, job: TrainJob) -> list[str]:
         p = self.policy
@@ -88,6 +99,14 @@ class BuiltinTrainer:
             argv += ["--max-steps", str(p.train_max_steps)]
         if job.parent is not None:
             argv += ["--init-from", str(job.parent)]
+        recipe = self.recipe
+        if recipe is not None and recipe.base is not None:
+            argv += ["--base", str(recipe.base), "--method", recipe.method]
+            argv += ["--lora-rank", str(recipe.lora_rank)]
+            if recipe.lr is not None:
+                argv += ["--lr", str(recipe.lr)]
+            if self.prompt.system:
+                argv += ["--system", self.prompt.system]
         return argv
 
     async def train(self, job: TrainJob) -> Path:
@@ -123,7 +142,10 @@ class CommandTrainer:
         return _check_folder(job.out)
 
 
-def trainer_for(policy: LoopPolicy) -> Trainer:
+def trainer_for(task: Task) -> Trainer:
+    policy = task.loop
+    if policy is None:
+        raise ValueError(f"task {task.name!r} has no [loop] section")
     if policy.trainer == "builtin":
-        return BuiltinTrainer(policy)
+        return BuiltinTrainer(policy, task.build, task.prompt)
     return CommandTrainer(policy.trainer, policy)

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 
 from calibration import load_calibration
 from gateway.capture.base import CaptureRecord
+from gateway.engines.student_folder import is_student
 from gateway.loop.lease import Lease
 from gateway.loop.notify import publish_serving
 from gateway.loop.registry import Registry, TrialState, now
@@ -60,7 +61,7 @@ class LoopWorker:
         self.task, self.policy = task, task.loop
         self.history = history
         self.registry = Registry(task.loop.registry, task.name)
-        self.trainer = trainer or trainer_for(task.loop)
+        self.trainer = trainer or trainer_for(task)
         self.redis_url = redis_url
         self.clock = clock
         self.last_status = ""
@@ -80,7 +81,7 @@ class LoopWorker:
         last = self._last_trained()
         seen = int(last["records_seen"]) if last else 0  # type: ignore[call-overload]
         new = len(records) - seen
-        no_student = not (self.task.student / "config.json").is_file()
+        no_student = not is_student(self.task.student)
         if self.registry.serving() is None and last is None and no_student:
             if self.task.build is not None or new >= self.policy.min_pairs:
                 return "first student"

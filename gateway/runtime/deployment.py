@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from calibration import Calibration, load_calibration, student_fingerprint
 from gateway.capture import Redactor
 from gateway.engines.base import StudentEngine
+from gateway.engines.student_folder import is_student
 from gateway.tasks import Task, TeacherConfig
 from gateway.teachers.base import Teacher
 from gateway.teachers.factory import OpenedTeacher, open_teacher
@@ -159,7 +160,7 @@ async def build_deployment(
             redactor = None
             if task.capture.redact:
                 redactor = Redactor.with_builtins(task.capture.redact_patterns)
-            if task.loop is not None and not (task.student / "config.json").is_file():
+            if task.loop is not None and not is_student(task.student):
                 logger.warning("task %s has no student yet: the teacher answers", task.name)
                 runtime = TaskRuntime(task, None, redactor=redactor)
             else:

@@ -29,7 +29,15 @@ from gateway.training.examples import Example
 from gateway.training.model import StudentShape, add_training_dropout, new_student
 from gateway.training.tokenizer import ASSISTANT, USER, build_tokenizer, check_round_trip
 
-__all__ = ["EncodedExample", "TrainConfig", "TrainResult", "encode", "exact_match", "train_student"]
+__all__ = [
+    "EncodedExample",
+    "TrainConfig",
+    "TrainResult",
+    "encode",
+    "exact_match",
+    "lr_factor",
+    "train_student",
+]
 
 
 @dataclass(frozen=True)
@@ -161,12 +169,12 @@ def _answer_loss(
     return nn.functional.cross_entropy(logits, target[keep])
 
 
-def _lr_factor(progress: float, cfg: TrainConfig) -> float:
-    if progress < cfg.warmup_fraction:
-        return max(progress / cfg.warmup_fraction, 1e-3)
-    t = min((progress - cfg.warmup_fraction) / (1.0 - cfg.warmup_fraction), 1.0)
-    lo = cfg.final_lr_fraction
-    return lo + (1.0 - lo) * 0.5 * (1.0 + math.cos(math.pi * t))
+def lr_factor(progress: float, warmup_fraction: float, final_fraction: float) -> float:
+    """Linear warm-up, then cosine down to ``final_fraction`` of the peak at progress 1."""
+    if progress < warmup_fraction:
+        return max(progress / warmup_fraction, 1e-3)
+    t = min((progress - warmup_fraction) / (1.0 - warmup_fraction), 1.0)
+    return final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
 def _batches(
@@ -261,7 +269,7 @@ def train_student(
                 done = True
                 break
             for group in opt.param_groups:
-                group["lr"] = cfg.lr * _lr_factor(prog, cfg)
+                group["lr"] = cfg.lr * lr_factor(prog, cfg.warmup_fraction, cfg.final_lr_fraction)
 
             texts = [_drop_words(train_enc[i].text, cfg.word_dropout, rng) for i in batch_idx]
             text_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]

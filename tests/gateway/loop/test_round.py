@@ -49,7 +49,7 @@ def teacher_right(start: int, stop: int) -> list:  # type: ignore[type-arg]
 def round_of(task: Task, records: list) -> object:  # type: ignore[type-arg]
     assert task.loop is not None
     registry = Registry(task.loop.registry, task.name)
-    return asyncio.run(run_round(task, registry, records, trainer_for(task.loop), trigger="test"))
+    return asyncio.run(run_round(task, registry, records, trainer_for(task), trigger="test"))
 
 
 def test_a_poisoned_round_is_rejected_and_changes_nothing(tmp_path: Path) -> None:

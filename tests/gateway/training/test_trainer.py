@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from gateway.engines.base import GenerationRequest, Message, SamplingParams
 from gateway.engines.transformers import TransformersEngine
-from gateway.training.trainer import TrainConfig, _lr_factor, encode, exact_match
+from gateway.training.trainer import TrainConfig, encode, exact_match, lr_factor
 
 
 def test_the_folder_loads_in_transformers(tiny_student) -> None:  # type: ignore[no-untyped-def]
@@ -56,8 +56,10 @@ def test_it_learned_and_teacher_forcing_equals_greedy_decoding(tiny_student) -> 
 
 def test_schedule_warms_up_then_decays_to_the_floor() -> None:
     cfg = TrainConfig(warmup_fraction=0.1, final_lr_fraction=0.05)
-    assert _lr_factor(0.05, cfg) == pytest.approx(0.5)
-    assert _lr_factor(0.1, cfg) == pytest.approx(1.0)
-    assert _lr_factor(1.0, cfg) == pytest.approx(0.05)
-    values = [_lr_factor(p / 100, cfg) for p in range(10, 101)]
+    assert lr_factor(0.05, cfg.warmup_fraction, cfg.final_lr_fraction) == pytest.approx(0.5)
+    assert lr_factor(0.1, cfg.warmup_fraction, cfg.final_lr_fraction) == pytest.approx(1.0)
+    assert lr_factor(1.0, cfg.warmup_fraction, cfg.final_lr_fraction) == pytest.approx(0.05)
+    values = [
+        lr_factor(p / 100, cfg.warmup_fraction, cfg.final_lr_fraction) for p in range(10, 101)
+    ]
     assert values == sorted(values, reverse=True)
