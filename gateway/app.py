@@ -32,6 +32,7 @@ from gateway.capture import CaptureRecorder, Spool
 from gateway.capture.redis import RedisCaptureSink, default_stream_name
 from gateway.engines.base import StudentEngine
 from gateway.engines.factory import open_engine
+from gateway.engines.vllm import SharedBases
 from gateway.errors import GatewayError
 from gateway.loop.registry import served_tasks
 from gateway.metrics import DeploymentCollector, Metrics
@@ -44,15 +45,22 @@ from gateway.runtime.watcher import RegistryWatcher
 from gateway.settings import Settings
 from gateway.tasks import CapturePolicy, Task, load_tasks
 
-__all__ = ["EngineFactory", "create_app"]
+__all__ = ["DefaultEngines", "EngineFactory", "create_app"]
 
 logger = logging.getLogger("gateway")
 
 EngineFactory = Callable[[Task, Settings, Metrics], StudentEngine]
 
 
-def default_engine(task: Task, settings: Settings, metrics: Metrics) -> StudentEngine:
-    return open_engine(task, settings, on_step=metrics.batch_size.labels(task=task.name).observe)
+class DefaultEngines:
+    """The engines tasks ask for; adapters on one base share one vLLM engine (per app)."""
+
+    def __init__(self) -> None:
+        self.bases = SharedBases()
+
+    def __call__(self, task: Task, settings: Settings, metrics: Metrics) -> StudentEngine:
+        on_step = metrics.batch_size.labels(task=task.name).observe
+        return open_engine(task, settings, on_step=on_step, bases=self.bases)
 
 
 def _recorder(
@@ -108,11 +116,12 @@ _YOUNG_GENERATION = 20_000  # container allocations between collections; CPython
 
 
 def create_app(
-    settings: Settings | None = None, *, engine_factory: EngineFactory = default_engine
+    settings: Settings | None = None, *, engine_factory: EngineFactory | None = None
 ) -> FastAPI:
     """Long because it is the assembly: lifespan, error handlers and the middleware stack in the
     order they wrap, read top to bottom in one place."""
     settings = settings or Settings()
+    engine_factory = engine_factory or DefaultEngines()
     metrics = Metrics()
     for name, access in (("metrics", settings.metrics_access), ("health", settings.health_access)):
         if access == "admin" and settings.admin_key is None:

@@ -119,6 +119,10 @@ class VLLMEngineConfig(_EngineSection):
     tensor_parallel_size: int = Field(1, ge=1)
     max_logprobs: int = Field(20, ge=1)
     confidence_top_k: int = Field(20, ge=1)
+    # A student that is a LoRA adapter: its base runs with LoRA enabled, shared by every
+    # task whose adapter applies to the same base with the same settings.
+    max_loras: int = Field(4, ge=1)  # adapters in one batch
+    max_lora_rank: int = Field(64, ge=1)  # the largest adapter rank the engine accepts
 
 
 EngineConfig = Annotated[

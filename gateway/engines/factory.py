@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from gateway.engines.admission import GatedEngine
 from gateway.engines.base import StudentEngine
-from gateway.engines.student_folder import is_student
+from gateway.engines.student_folder import is_student, open_student
 from gateway.settings import Settings
 from gateway.tasks import RemoteEngineConfig, Task, VLLMEngineConfig
+
+if TYPE_CHECKING:
+    from gateway.engines.vllm import SharedBases
 
 __all__ = ["missing_dependency", "open_engine"]
 
@@ -33,9 +37,14 @@ def missing_dependency(task: Task) -> str | None:
 
 
 def open_engine(
-    task: Task, settings: Settings, on_step: Callable[[int], None] | None = None
+    task: Task,
+    settings: Settings,
+    on_step: Callable[[int], None] | None = None,
+    bases: SharedBases | None = None,
 ) -> StudentEngine:
-    """``on_step``: called with each decode step's batch size, by engines that batch."""
+    """``on_step``: called with each decode step's batch size, by engines that batch.
+    ``bases``: where a vLLM task whose student is an adapter finds the engine of its base,
+    shared with the other adapters on it (without: an engine of its own)."""
     config = task.engine
     if isinstance(config, RemoteEngineConfig):
         from gateway.engines.remote import RemoteEngine
@@ -62,18 +71,11 @@ def open_engine(
     if isinstance(config, VLLMEngineConfig):
         from gateway.engines.vllm import VLLMEngine
 
-        vllm = VLLMEngine(
-            task.student,
-            dtype=config.dtype,
-            gpu_memory_utilization=config.gpu_memory_utilization,
-            max_model_len=config.max_model_len,
-            max_num_seqs=config.max_num_seqs,
-            enforce_eager=config.enforce_eager,
-            tensor_parallel_size=config.tensor_parallel_size,
-            max_logprobs=config.max_logprobs,
-            confidence_top_k=config.confidence_top_k,
-        )
-        return _gated(vllm, config, config.max_num_seqs, settings)
+        arguments = config.model_dump(exclude={"kind", "max_concurrency", "max_queue"})
+        if bases is not None and open_student(task.student).is_adapter:
+            adapter = bases.adapter(task.student, arguments)
+            return _gated(adapter, config, config.max_num_seqs, settings)
+        return _gated(VLLMEngine(task.student, **arguments), config, config.max_num_seqs, settings)
     from gateway.engines.transformers import TransformersEngine
 
     if not is_student(task.student):

@@ -15,6 +15,11 @@ logprob renormalised over those k at the calibrator's T (``renormalized_logprob`
 
 Aborts: cancelling or closing the consumer of ``generate`` makes vLLM's own generator
 abort the request (it catches the cancellation and calls ``abort``).
+
+Adapters: a student folder that is a LoRA adapter runs on its base with LoRA enabled, each
+request carrying the adapter's ``LoRARequest``. ``SharedBases`` keeps one engine per base
+model and engine settings, so several tasks (or a task and its next version) whose
+adapters share a base share one engine and one GPU; the base loads once.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +40,20 @@ from gateway.engines.base import (
     TokenLogprob,
 )
 from gateway.engines.prompts import prompt_ids, room_after, split_text, trained_prompt_limit
+from gateway.engines.student_folder import StudentFolder, open_student
 from gateway.errors import EngineError, InvalidRequest
 
-__all__ = ["VLLMEngine", "vllm_available"]
+__all__ = ["AdapterEngine", "SharedBases", "VLLMEngine", "vllm_available"]
 
 
 def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
+
+
+@dataclass(frozen=True)
+class _Served:
+    lora: Any  # vLLM's LoRARequest for an adapter; None for the engine's own whole model
+    user_limit: int | None  # the last user turn cut as this student was trained
 
 
 class VLLMEngine:
@@ -63,11 +76,14 @@ class VLLMEngine:
         tensor_parallel_size: int = 1,
         max_logprobs: int = 20,
         confidence_top_k: int = 20,
+        max_loras: int = 4,
+        max_lora_rank: int = 64,
     ) -> None:
         self.model_dir = Path(model_dir)
+        self.student = open_student(self.model_dir)
         self.engine_args: dict[str, Any] = {
-            "model": str(self.model_dir),
-            "tokenizer": str(self.model_dir),
+            "model": str(self.student.weights),
+            "tokenizer": str(self.student.tokenizer),
             "dtype": dtype,
             "gpu_memory_utilization": gpu_memory_utilization,
             "max_model_len": max_model_len,
@@ -77,13 +93,20 @@ class VLLMEngine:
             "max_logprobs": max_logprobs,
             "disable_log_stats": False,
         }
+        if self.student.is_adapter:
+            self.engine_args |= {
+                "enable_lora": True,
+                "max_loras": max_loras,
+                "max_lora_rank": max_lora_rank,
+            }
         self.confidence_top_k = min(confidence_top_k, max_logprobs)
         self._engine: Any = None
         self._tokenizer: Any = None
         self._eos: frozenset[int] = frozenset()
         self._special: frozenset[int] = frozenset()
         self._max_logprobs = max_logprobs
-        self._user_limit = trained_prompt_limit(self.model_dir)
+        self._own = _Served(None, trained_prompt_limit(self.model_dir))
+        self._lora_ids: dict[Path, int] = {}
         self._max_model_len = 0
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -101,10 +124,22 @@ class VLLMEngine:
             ) from None
         args = {k: v for k, v in self.engine_args.items() if v is not None}
         self._engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
-        self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        self._eos = frozenset([self._tokenizer.eos_token_id, *_generation_eos(self.model_dir)])
+        self._tokenizer = AutoTokenizer.from_pretrained(self.student.tokenizer)
+        self._eos = self.student.stop_ids(self._tokenizer)
         self._special = frozenset(self._tokenizer.all_special_ids) | self._eos
         self._max_model_len = int(self._engine.model_config.max_model_len)
+        if self.student.is_adapter:
+            self._own = self.served(self.student)
+
+    def served(self, student: StudentFolder) -> _Served:
+        """How requests for ``student`` (an adapter on this engine's base) are sent."""
+        from vllm.lora.request import LoRARequest
+
+        if not student.is_adapter or student.base != self.student.weights:
+            raise ValueError(f"{student.path} is not an adapter on {self.student.weights}")
+        lora_id = self._lora_ids.setdefault(student.path, len(self._lora_ids) + 1)
+        lora = LoRARequest(f"adapter-{lora_id}", lora_id, str(student.path))
+        return _Served(lora, trained_prompt_limit(student.path))
 
     async def aclose(self) -> None:
         if self._engine is not None:
@@ -124,17 +159,25 @@ class VLLMEngine:
             await self._engine.abort(request_id)
 
     # -- requests ----------------------------------------------------------------------
-    def encode(self, request: GenerationRequest) -> list[int]:
-        return prompt_ids(self._tokenizer, request, self._user_limit)
+    def encode(self, request: GenerationRequest, served: _Served | None = None) -> list[int]:
+        return prompt_ids(self._tokenizer, request, (served or self._own).user_limit)
 
-    async def generate(self, request: GenerationRequest) -> AsyncGenerator[TokenDelta, None]:
+    def generate(self, request: GenerationRequest) -> AsyncGenerator[TokenDelta, None]:
+        return self.generate_for(self._own, request)
+
+    async def score(self, request: GenerationRequest, text: str, *, logprobs: bool) -> ScoredText:
+        return await self.score_for(self._own, request, text, logprobs=logprobs)
+
+    async def generate_for(
+        self, served: _Served, request: GenerationRequest
+    ) -> AsyncGenerator[TokenDelta, None]:
         """Long because vLLM's outputs are translated to TokenDeltas inline, on the hot path,
         without per-token helper calls."""
         from vllm import SamplingParams, TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
         await self.check_health()
-        ids = self.encode(request)
+        ids = self.encode(request, served)
         room = room_after(ids, self._max_model_len, request)
         s = request.sampling
         k = s.top_logprobs
@@ -155,7 +198,10 @@ class VLLMEngine:
         t = request.confidence_temperature
         try:
             async for out in self._engine.generate(
-                TokensPrompt(prompt_token_ids=ids), params, request.request_id
+                TokensPrompt(prompt_token_ids=ids),
+                params,
+                request.request_id,
+                lora_request=served.lora,
             ):
                 comp = out.outputs[0]
                 new = list(comp.token_ids)
@@ -193,13 +239,15 @@ class VLLMEngine:
         except Exception as exc:  # EngineDeadError, EngineGenerateError: cancellation passes
             raise EngineError("the vLLM engine failed while generating") from exc
 
-    async def score(self, request: GenerationRequest, text: str, *, logprobs: bool) -> ScoredText:
+    async def score_for(
+        self, served: _Served, request: GenerationRequest, text: str, *, logprobs: bool
+    ) -> ScoredText:
         """Teacher forcing through vLLM's prompt logprobs: prompt and text go in as one
         prompt, one token is generated, and the text's positions are read back."""
         from vllm import SamplingParams, TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
-        prompt = self.encode(request)
+        prompt = self.encode(request, served)
         ids, pieces = split_text(self._tokenizer, text)
         scored: list[tuple[float, list[tuple[int, float]]]] = [(0.0, [])] * len(ids)
         k = request.sampling.top_logprobs
@@ -217,6 +265,7 @@ class VLLMEngine:
                     TokensPrompt(prompt_token_ids=[*prompt, *ids]),
                     params,
                     f"{request.request_id}-score",
+                    lora_request=served.lora,
                 ):
                     final = out
             except Exception as exc:
@@ -233,18 +282,85 @@ class VLLMEngine:
         return ScoredText.of(len(prompt), ids, pieces, scored, lambda t: str(decode([t])))
 
 
-def _generation_eos(model_dir: Path) -> list[int]:
-    """End-of-turn ids the model's generation config adds (Llama 3's ``<|eot_id|>``)."""
-    path = model_dir / "generation_config.json"
-    if not path.is_file():
-        return []
-    ids = json.loads(path.read_text()).get("eos_token_id")
-    return [int(i) for i in (ids if isinstance(ids, list) else [ids] if ids is not None else [])]
-
-
 def _finish(reason: str | None) -> FinishReason:
     if reason == "length":
         return "length"
     if reason == "stop":
         return "stop"
     raise EngineError(f"the vLLM engine ended the answer with {reason!r}")
+
+
+class AdapterEngine:
+    """``StudentEngine`` for one adapter, on a base engine it shares (``SharedBases``)."""
+
+    def __init__(self, bases: SharedBases, key: str, student: StudentFolder) -> None:
+        self._bases, self._key, self.student = bases, key, student
+        self._engine: VLLMEngine | None = None
+        self._served: _Served | None = None
+
+    def _parts(self) -> tuple[VLLMEngine, _Served]:
+        if self._engine is None or self._served is None:
+            raise EngineError("the vLLM adapter engine is not started")
+        return self._engine, self._served
+
+    async def start(self) -> None:
+        if self._engine is None:
+            engine = await self._bases.acquire(self._key)
+            self._engine, self._served = engine, engine.served(self.student)
+
+    async def aclose(self) -> None:
+        if self._engine is not None:
+            self._engine = self._served = None
+            await self._bases.release(self._key)
+
+    async def check_health(self) -> None:
+        await self._parts()[0].check_health()
+
+    async def abort(self, request_id: str) -> None:
+        await self._parts()[0].abort(request_id)
+
+    def encode(self, request: GenerationRequest) -> list[int]:
+        engine, served = self._parts()
+        return engine.encode(request, served)
+
+    def generate(self, request: GenerationRequest) -> AsyncGenerator[TokenDelta, None]:
+        engine, served = self._parts()
+        return engine.generate_for(served, request)
+
+    async def score(self, request: GenerationRequest, text: str, *, logprobs: bool) -> ScoredText:
+        engine, served = self._parts()
+        return await engine.score_for(served, request, text, logprobs=logprobs)
+
+
+class SharedBases:
+    """One vLLM engine per base model and engine settings, started by the first adapter
+    that needs it and shut down when the last one using it closes."""
+
+    def __init__(self) -> None:
+        self._engines: dict[str, tuple[VLLMEngine, int]] = {}
+        self._makers: dict[str, Any] = {}
+
+    def adapter(self, student_dir: Path, settings: dict[str, Any]) -> AdapterEngine:
+        """``settings``: the ``VLLMEngine`` keyword arguments (the task's ``[engine]``)."""
+        student = open_student(student_dir)
+        if not student.is_adapter:
+            raise ValueError(f"{student_dir} is not an adapter")
+        key = json.dumps([str(student.base), settings], sort_keys=True)
+        self._makers.setdefault(key, lambda: VLLMEngine(student.path, **settings))
+        return AdapterEngine(self, key, student)
+
+    async def acquire(self, key: str) -> VLLMEngine:
+        engine, users = self._engines.get(key) or (None, 0)
+        if engine is None:
+            engine = self._makers[key]()
+            await engine.start()
+        self._engines[key] = (engine, users + 1)
+        return engine
+
+    async def release(self, key: str) -> None:
+        engine, users = self._engines[key]
+        if users > 1:
+            self._engines[key] = (engine, users - 1)
+            return
+        del self._engines[key]
+        await engine.aclose()

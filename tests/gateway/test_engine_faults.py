@@ -14,7 +14,7 @@ import openai
 import pytest
 
 import gateway.engines.transformers as transformers_engine
-from gateway.app import create_app, default_engine
+from gateway.app import DefaultEngines, create_app
 from gateway.engines.base import GenerationRequest, Message, SamplingParams, StudentEngine
 from gateway.engines.transformers import TransformersEngine
 from gateway.errors import EngineUnavailable
@@ -115,9 +115,10 @@ def broken_gateway(tiny_student, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         f'calibrator = "{calibrator}"\n[routing]\non_student_failure = "teacher"\n{teacher}',
     )
     engines: list[StudentEngine] = []
+    opener = DefaultEngines()
 
     def keep(task: Task, settings: Settings, metrics: Metrics) -> StudentEngine:
-        engines.append(default_engine(task, settings, metrics))
+        engines.append(opener(task, settings, metrics))
         return engines[-1]
 
     served = serve_in_thread(

@@ -317,3 +317,31 @@ def test_with_one_answer_or_too_little_data_no_round_runs_and_the_status_says_wh
     rounds = loop_status(t3)["rounds"]
     assert [r["reason"][:15] for r in rounds] == ["too little data"]
     assert loop_status(t)["rounds"][-1]["reason"] == "the training data is all one answer"
+
+
+def test_the_builtin_trainer_fine_tunes_the_recipes_base_and_continues_the_parent(
+    tmp_path: Path,
+) -> None:
+    from gateway.loop.trainers import BuiltinTrainer, TrainJob, trainer_for
+    from gateway.tasks import BuildRecipe, PromptFormat
+
+    job = TrainJob(
+        train=tmp_path / "t.jsonl",
+        held_out=tmp_path / "h.jsonl",
+        out=tmp_path / "out",
+        parent=tmp_path / "v0001" / "student",
+        answers=tmp_path / "answers.json",
+        log=tmp_path / "log",
+    )
+    scratch = trainer_for(task(tmp_path))
+    assert isinstance(scratch, BuiltinTrainer) and "--base" not in scratch.argv(job)
+    recipe = BuildRecipe(train=tmp_path / "t.jsonl", base=tmp_path / "smollm2", lora_rank=8)
+    with_base = task(tmp_path).model_copy(
+        update={"build": recipe, "prompt": PromptFormat(system="Reply with a label.")}
+    )
+    argv = trainer_for(with_base).argv(job)  # type: ignore[attr-defined]
+    assert argv[argv.index("--base") + 1] == str(tmp_path / "smollm2")
+    assert argv[argv.index("--method") + 1] == "lora"
+    assert argv[argv.index("--lora-rank") + 1] == "8"
+    assert argv[argv.index("--init-from") + 1] == str(job.parent)
+    assert argv[argv.index("--system") + 1] == "Reply with a label."

@@ -106,3 +106,38 @@ def test_a_trainer_that_hangs_is_stopped_at_its_timeout(tmp_path: Path) -> None:
     ]
     report = round_of(task, records)
     assert report.outcome == "failed" and "ran past 1 s" in report.reason  # type: ignore[attr-defined]
+
+
+def test_a_round_fine_tunes_a_pretrained_base_when_the_recipe_names_one(
+    tiny_student, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """[build] base + method: the builtin trainer trains a LoRA adapter on that base, and
+    the adapter is calibrated, gated and promoted like any candidate; the next round
+    continues the serving adapter."""
+    from gateway.engines.student_folder import open_student
+    from gateway.tasks import BuildRecipe
+
+    seed = tmp_path / "seed.jsonl"
+    write_examples(seed, per_label(DATA / "train.jsonl", LABELS, 0, 20))
+    task = make_task(tmp_path, trainer="builtin")
+    assert task.loop is not None
+    task = task.model_copy(
+        update={
+            "build": BuildRecipe(
+                train=seed, base=tiny_student.path, method="lora", lora_rank=8, lr=3e-3
+            ),
+            "loop": task.loop.model_copy(
+                update={"train_max_steps": 15, "train_threads": 2, "train_nice": 0}
+            ),
+        }
+    )
+    registry = Registry(tmp_path / "registry", "banking77")
+    first = round_of(task, teacher_right(20, 90))
+    assert first.outcome == "promoted", first.reason  # type: ignore[attr-defined]
+    student = open_student(registry.student_dir(first.candidate))  # type: ignore[attr-defined]
+    assert student.is_adapter and student.base == tiny_student.path.resolve()
+
+    second = round_of(task, teacher_right(20, 90) + teacher_right(90, 130))
+    assert second.parent == first.candidate  # type: ignore[attr-defined]
+    assert second.outcome in {"promoted", "rejected"}, second.reason  # type: ignore[attr-defined]
+    assert open_student(registry.student_dir(second.candidate)).is_adapter  # type: ignore[attr-defined]
