@@ -151,6 +151,24 @@ def write_teacher_task(tmp_path: Path, student: Path, teacher_url: str) -> Path:
     return write_task(tmp_path / "tasks", student, extra=f'calibrator = "{calibrator}"\n{teacher}')
 
 
+def cli(
+    *args: str, cwd: Path, tasks: Path | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    """``distillgate ARGS`` as a user runs it, in ``cwd``; ``tasks``: its tasks folder. No
+    Redis unless a test's environment names one."""
+    env = {**os.environ, "DISTILLGATE_REDIS_URL": os.environ.get("DISTILLGATE_REDIS_URL", "")}
+    if tasks is not None:
+        env["DISTILLGATE_TASKS_DIR"] = str(tasks)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

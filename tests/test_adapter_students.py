@@ -9,11 +9,8 @@ the command line; its fingerprint covers the adapter and the base, and survives 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,22 +19,15 @@ from calibration import load_calibration, student_fingerprint
 from gateway.engines.student_folder import open_student
 from gateway.settings import Settings
 from gateway.training.examples import Example, read_examples, write_examples
-from tests.conftest import DATA, Gateway, TinyStudent, subset, write_calibrator, write_task
-
-
-def cli(*args: str, cwd: Path, tasks: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DISTILLGATE_REDIS_URL": ""}
-    if tasks is not None:
-        env["DISTILLGATE_TASKS_DIR"] = str(tasks)
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
-
+from tests.conftest import (
+    DATA,
+    Gateway,
+    TinyStudent,
+    cli,
+    subset,
+    write_calibrator,
+    write_task,
+)
 
 NEW = ("top_up_failed", "pin_blocked")  # intents the base never saw
 
@@ -53,10 +43,12 @@ def adapter(tiny_student: TinyStudent, tmp_path_factory: pytest.TempPathFactory)
     write_examples(
         root / "train.jsonl", tiny_student.train + _new_intents(DATA / "train.jsonl", 60)
     )
-    write_examples(root / "held.jsonl", tiny_student.test + _new_intents(DATA / "test.jsonl", 10))
+    # Held out: the new intents only, which the base cannot answer, so the checkpoint kept
+    # is the trained one whenever their loss falls (an old intent's slip cannot veto it).
+    write_examples(root / "held.jsonl", _new_intents(DATA / "test.jsonl", 10))
     done = cli(
         "student", "train", "--base", str(tiny_student.path), "--method", "lora",
-        "--lora-rank", "8", "--lr", "3e-3", "--max-steps", "25", "--data", "train.jsonl",
+        "--lora-rank", "8", "--lr", "3e-3", "--max-steps", "40", "--data", "train.jsonl",
         "--held-out", "held.jsonl", "--out", "lora", cwd=root,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -170,3 +162,33 @@ def test_the_fingerprint_covers_the_base_and_survives_a_move(
     blob[-1] ^= 0xFF  # one byte of the base's weights
     weights.write_bytes(bytes(blob))
     assert student_fingerprint(adapter_copy) != student_fingerprint(adapter)
+
+
+def test_a_remote_fleet_serves_the_adapter_by_its_name(
+    tiny_student: TinyStudent, adapter: Path, run_gateway, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """The fleet (a second gateway, as `vllm serve --lora-modules` would) serves the adapter
+    under a name; the task names it in [engine] model and keeps the adapter folder as its
+    student, whose fingerprint (adapter and base) binds the calibrator."""
+    fleet_tasks, tasks = tmp_path / "fleet", tmp_path / "tasks"
+    fleet_tasks.mkdir()
+    (fleet_tasks / "intents-lora.toml").write_text(
+        f'student = "{adapter}"\n[prompt]\ninput = "conversation"\n[generation]\nmax_tokens = 24\n'
+    )
+    fleet: Gateway = run_gateway(Settings(tasks_dir=fleet_tasks, redis_url=""))
+    calibrator = write_calibrator(tmp_path / "c.json", adapter, threshold=0.0)
+    engine = f'[engine]\nkind = "remote"\nbase_url = "{fleet.url}/v1"\nmodel = "intents-lora"\n'
+    write_task(tasks, adapter, "remote", extra=f'calibrator = "{calibrator}"\n{engine}')
+    write_task(tasks, adapter, "local", extra=f'calibrator = "{calibrator}"\n')
+    gw: Gateway = run_gateway(Settings(tasks_dir=tasks, redis_url=""))
+    for example in tiny_student.test[:6]:
+        texts = [
+            gw.client()
+            .chat.completions.create(
+                model=task, messages=[{"role": "user", "content": example.prompt}]
+            )
+            .choices[0]
+            .message.content
+            for task in ("remote", "local")
+        ]
+        assert texts[0] == texts[1]

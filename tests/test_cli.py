@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,16 +12,7 @@ from gateway.engines.transformers import TransformersEngine
 from gateway.jobs.replay import replay
 from gateway.tasks import PromptFormat
 from gateway.training.examples import read_examples
-
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+from tests.conftest import cli
 
 
 def test_import_train_and_evaluate(tmp_path: Path) -> None:
@@ -116,9 +105,14 @@ def test_calibrate_and_evaluate_a_student(tiny_student, tmp_path: Path) -> None:
     report = json.loads((tmp_path / "report.json").read_text())
     fractions = [
         *("student_accuracy", "teacher_accuracy", "routed_accuracy", "escalation_rate"),
-        *("ece_before", "ece_after", "aurc", "apgr", "cpt50", "cpt80"),
+        *("ece_before", "ece_after", "aurc"),
     ]
     assert all(0.0 <= report[k] <= 1.0 for k in fractions)
+    # Routing metrics divide by the gap the teacher can recover: none when there is none
+    # (a tiny student trained against the clock can score every test example).
+    gap = report["teacher_accuracy"] > report["student_accuracy"]
+    for k in ("apgr", "cpt50", "cpt80"):
+        assert (0.0 <= report[k] <= 1.0) if gap else report[k] is None
     assert report["teacher_accuracy"] == 1.0 and report["n"] == len(tiny_student.test)
     assert report["routed_accuracy"] >= report["student_accuracy"]
     assert report["cost_per_1k_routed"] <= report["cost_per_1k_teacher"]

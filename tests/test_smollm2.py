@@ -4,9 +4,6 @@ import the GGUF, a short LoRA run, and the adapter served through the gateway.""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,18 +11,7 @@ import pytest
 from gateway.engines.student_folder import open_student
 from gateway.settings import Settings
 from gateway.training.examples import write_examples
-from tests.conftest import DATA, Gateway, subset
-
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "DISTILLGATE_REDIS_URL": ""},
-    )
+from tests.conftest import DATA, Gateway, cli, subset
 
 
 @pytest.fixture(scope="module")
