@@ -7,8 +7,11 @@ The first wave (120 requests, four intents) is answered by the teacher and captu
 loop trains, calibrates and gates a first student, which takes traffic without a restart.
 It escalates what it is unsure of; the next wave brings as much again, and the next
 round's student, trained on both, accepts significantly more of the same prompts at the
-same guarantee. Measured twice: escalation on the frozen probes 1.0 -> 0.26 -> 0.065 and
-0.087, accepted accuracy 0.94 -> 0.95 (target 0.85).
+same guarantee. Measured three times (once beside the fast tier): escalation on the 134
+frozen probes 1.0 -> 0.17 -> 0.04 to 0.07, accepted accuracy 0.96 -> 0.97 (target 0.85).
+The first round always trains on the whole first wave (``min_pairs``), in the same order
+(``loop/data.py``), so its student is the same on every run; later rounds see whatever
+the waves had brought when they triggered.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import json
 import random
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -30,7 +34,6 @@ from gateway.settings import Settings
 from gateway.training.examples import Example, read_examples, write_examples
 from tests.conftest import DATA, LABELS, ROOT, serve_in_thread
 from tests.redis_server import RedisServer
-from tests.test_loop import per_label
 
 TARGET = 0.85
 HOLDOUT, EVAL_SHARE = 0.5, 0.4
@@ -56,23 +59,24 @@ def in_gate_part(example: Example) -> bool:
 
 
 def ask(url: str, examples: list[Example]) -> list[tuple[str, str, str]]:
-    """(route, version, answer) of each prompt, over real HTTP."""
-    out = []
+    """(route, version, answer) of each prompt, over real HTTP, from eight clients at once: a
+    wave lands in about a second, so the loop (polling each second) mostly sees whole waves."""
     with httpx.Client(base_url=url, timeout=60) as client:
-        for ex in examples:
+
+        def one(ex: Example) -> tuple[str, str, str]:
             r = client.post(
                 "/v1/chat/completions",
                 json={"model": "banking77", "messages": [{"role": "user", "content": ex.prompt}]},
             )
             assert r.status_code == 200, r.text
-            out.append(
-                (
-                    r.headers["x-distillgate-route"],
-                    r.headers["x-distillgate-student"],
-                    r.json()["choices"][0]["message"]["content"],
-                )
+            return (
+                r.headers["x-distillgate-route"],
+                r.headers["x-distillgate-student"],
+                r.json()["choices"][0]["message"]["content"],
             )
-    return out
+
+        with ThreadPoolExecutor(8) as pool:
+            return list(pool.map(one, examples))
 
 
 def probe(url: str, probes: list[Example]) -> dict[str, float | str]:
@@ -102,11 +106,14 @@ def test_from_no_student_to_promotions_with_no_human_action(
     stream = traffic()
     # The probes are prompts the hash puts in the frozen evaluation part: however often
     # they are asked (and captured), no round trains or calibrates on them.
-    labelled = [
-        *per_label(DATA / "test.jsonl", INTENTS, 0, 40),
-        *per_label(DATA / "calibration.jsonl", INTENTS, 0, 40),
+    # All of them (134), the gate's set as well: its paired test has the power to see a
+    # student that accepts more, and the probes measure what the gate decided on.
+    probes = [
+        e
+        for name in ("train", "test", "calibration")
+        for e in read_examples(DATA / f"{name}.jsonl")
+        if e.answer in INTENTS and in_gate_part(e)
     ]
-    probes = [e for e in labelled if in_gate_part(e)]
     gate_set = tmp_path / "gate.jsonl"
     write_examples(gate_set, probes)
     known = tmp_path / "teacher-knows.jsonl"
@@ -124,7 +131,7 @@ def test_from_no_student_to_promotions_with_no_human_action(
             f"[routing]\ntarget_accuracy = {TARGET}\ndelta = 0.1\n"
             f'[teacher]\napi_key_env = "DISTILLGATE_TEST_UNSET"\nsimulator_data = ["{known}"]\n'
             f"[capture]\naudit_rate = 0.05\nholdout_share = {HOLDOUT}\n"
-            f'[loop]\nregistry = "{tmp_path / "registry"}"\nmin_pairs = 60\n'
+            f'[loop]\nregistry = "{tmp_path / "registry"}"\nmin_pairs = {FIRST_WAVE}\n'
             f'min_new_pairs = 40\npoll_s = 1\ntrainer = "{trainer}"\ntrain_nice = 0\n'
             f"eval_share = {EVAL_SHARE}\n"
             f'eval_data = "{gate_set}"\n'
@@ -156,7 +163,7 @@ def test_from_no_student_to_promotions_with_no_human_action(
 
         sent = 0
         after_first = 0  # waves since the first promotion
-        while sent < len(stream) and len(versions) < 3 and after_first < 3:
+        while sent < len(stream) and len(versions) < 3 and after_first < 4:
             # Traffic arrives in waves; between them the loop works alone.
             size = FIRST_WAVE if sent == 0 else WAVE
             done = trained_rounds()

@@ -11,10 +11,15 @@ Quality gates: export's (``jobs/export.drop_reason``: teacher errors, empty or c
 answers outside the answer set), and one more the loop needs because it reads the whole
 history: the same prompt captured with different teacher answers is decided by a strict
 majority of them, or dropped when there is none.
+
+Each part comes in a fixed pseudo-random order of its prompts (a hash), not in the order
+they were captured: concurrent requests land in the stream in any order, and a round must
+train the same student from the same pairs however they arrived.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -72,7 +77,8 @@ def round_data(records: Iterable[CaptureRecord], task: Task, *, eval_share: floa
         key = normalise_prompt(example.chat()[-1]["content"])
         votes.setdefault(key, Counter())[example.answer] += 1
         first.setdefault(key, example)
-    for key, counted in votes.items():
+    for key in sorted(votes, key=_fixed_order):
+        counted = votes[key]
         top, n = counted.most_common(1)[0]
         total = sum(counted.values())
         if len(counted) > 1:
@@ -91,6 +97,10 @@ def round_data(records: Iterable[CaptureRecord], task: Task, *, eval_share: floa
         else:
             data.calibrate.append(example)
     return data
+
+
+def _fixed_order(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
 
 
 def with_labelled(

@@ -54,13 +54,14 @@ def test_disagreeing_teacher_answers_are_voted_or_dropped(tmp_path: Path) -> Non
     }
 
 
-def test_the_three_parts_are_fixed_by_the_prompt(tmp_path: Path) -> None:
+def test_the_three_parts_and_their_order_are_fixed_by_the_prompts(tmp_path: Path) -> None:
     prompts = [f"prompt number {i}" for i in range(400)]
     records = [captured(p, LABELS[i % 2]) for i, p in enumerate(prompts)]
     t = task(tmp_path)
     data = round_data(records, t, eval_share=0.5)
     again = round_data(list(reversed(records)), t, eval_share=0.5)
-    assert {e.prompt for e in data.evaluate} == {e.prompt for e in again.evaluate}
+    for part in ("train", "calibrate", "evaluate"):  # the same parts in the same order
+        assert [e.prompt for e in getattr(data, part)] == [e.prompt for e in getattr(again, part)]
     for e in data.train:
         assert not is_held_out(normalise_prompt(e.prompt or ""), 0.5)
     assert 150 < len(data.train) < 250 and 50 < len(data.evaluate) < 150
