@@ -16,7 +16,11 @@ from gateway.tasks import Task
 __all__ = ["evaluate_routing", "run"]
 
 
-def evaluate_routing(task: Task, data: Path, out: Path, max_tokens: int | None = None) -> None:
+def evaluate_routing(
+    task: Task, data: Path, out: Path, max_tokens: int | None = None, concurrency: int = 64
+) -> None:
+    """``concurrency``: the replay's clients; the engine batches as many, so no request waits
+    in its queue while the task's deadline runs (what a slow student would otherwise hit)."""
     from calibration import load_calibration
     from calibration.plots import quality_cost_figure
     from gateway.engines.transformers import TransformersEngine
@@ -33,7 +37,9 @@ def evaluate_routing(task: Task, data: Path, out: Path, max_tokens: int | None =
     calibration = load_calibration(task.calibrator, student_dir=task.student)
 
     async def run() -> dict[str, Any]:
-        engine = TransformersEngine(task.student, max_batch_size=64, max_waiting=len(examples))
+        engine = TransformersEngine(
+            task.student, max_batch_size=concurrency, max_waiting=len(examples)
+        )
         await engine.start()
         opened = await open_teacher(task.name, task.teacher, task.answers, known=examples)
         try:
@@ -41,6 +47,7 @@ def evaluate_routing(task: Task, data: Path, out: Path, max_tokens: int | None =
                 TaskRuntime(task, engine, calibration, opened.teacher, opened.label),
                 examples,
                 max_tokens=max_tokens,
+                concurrency=concurrency,
             )
         finally:
             await engine.aclose()
@@ -70,4 +77,4 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
             task = task.model_copy(update={"calibrator": args.calibrator})
     else:
         task = task_for_student(args.student, args.calibrator, args.data)
-    evaluate_routing(task, args.data, args.out, args.max_tokens)
+    evaluate_routing(task, args.data, args.out, args.max_tokens, args.concurrency)

@@ -127,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", type=Path, required=True)
     ev.add_argument("--out", type=Path, required=True)
     ev.add_argument("--max-tokens", type=int, help="replay as if every client sent this max_tokens")
+    ev.add_argument(
+        "--concurrency",
+        type=int,
+        default=64,
+        help="requests in flight (default 64, one engine batch: none waits in the queue while the "
+        "task's deadline runs; lower it for a slow student on a CPU)",
+    )
 
     exp = sub.add_parser("export", help="captured pairs -> training files (a consumer group)")
     exp.add_argument("--task", required=True)

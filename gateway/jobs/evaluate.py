@@ -64,12 +64,13 @@ async def evaluate(
     examples: Sequence[Example],
     *,
     max_tokens: int | None = None,
-    concurrency: int = 128,
+    concurrency: int = 64,
 ) -> Evaluation:
     """``max_tokens``: replay as if every client sent it (the routing decision must not
     change: it is made on the student's whole answer, and only the served text is cut).
     ``concurrency``: requests in flight at once, like that many clients, so each meets the
-    task's deadline on its own time rather than behind thousands queued at once.
+    task's deadline on its own time rather than behind thousands queued at once; at most
+    the engine's batch, or the rest wait in its queue on the deadline's time.
 
     Long because the report's twenty figures are computed and named in one place.
     """

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncGenerator
 
 from calibration import Calibration, student_fingerprint
+from gateway.engines.base import GenerationRequest, TokenDelta
 from gateway.engines.transformers import TransformersEngine
 from gateway.jobs.evaluate import evaluate
 from gateway.runtime.deployment import TaskRuntime
@@ -13,14 +15,32 @@ from gateway.testing.sim import SimulatedAnswers, SimulatedTeacher
 from tests.conftest import LABELS
 
 
+class CountingEngine(TransformersEngine):
+    """The real engine, counting the requests it holds at once."""
+
+    now = peak = 0
+
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[TokenDelta, None]:
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+        try:
+            async for delta in super().generate(request):
+                yield delta
+        finally:
+            self.now -= 1
+
+
 def run(  # type: ignore[no-untyped-def]
     tiny_student,
     accuracy: float,
     calibration: Calibration | None = None,
     max_tokens: int | None = None,
+    engine: TransformersEngine | None = None,
+    concurrency: int = 64,
 ) -> dict:  # type: ignore[type-arg]
     async def go() -> dict:  # type: ignore[type-arg]
-        engine = TransformersEngine(tiny_student.path)
+        nonlocal engine
+        engine = engine or TransformersEngine(tiny_student.path)
         await engine.start()
         answers = SimulatedAnswers.from_examples(tiny_student.test, accuracy=accuracy)
         task = Task(name="t", student=tiny_student.path, answers=LABELS)
@@ -29,6 +49,7 @@ def run(  # type: ignore[no-untyped-def]
                 TaskRuntime(task, engine, calibration, SimulatedTeacher(answers)),
                 tiny_student.test,
                 max_tokens=max_tokens,
+                concurrency=concurrency,
             )
         finally:
             await engine.aclose()
@@ -61,3 +82,11 @@ def test_a_clients_max_tokens_changes_no_routing_decision(tiny_student) -> None:
     assert cut["escalation_rate"] == free["escalation_rate"]
     assert cut["student_accuracy"] == free["student_accuracy"]
     assert cut["routed_accuracy"] < free["routed_accuracy"]  # the served text was cut
+
+
+def test_the_replay_holds_no_more_requests_than_its_concurrency(tiny_student) -> None:  # type: ignore[no-untyped-def]
+    """A slow student (SmolLM2 on a CPU) must not see its queued requests run out the task's
+    deadline: the replay keeps ``concurrency`` in flight, not the whole file."""
+    engine = CountingEngine(tiny_student.path)
+    run(tiny_student, 1.0, engine=engine, concurrency=3)
+    assert len(tiny_student.test) > 3 and engine.peak == 3
