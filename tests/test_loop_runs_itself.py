@@ -5,13 +5,14 @@ command (``tests/loop_trainer.py``, the tiny shape). Nobody acts but the traffic
 
 The first wave (120 requests, four intents) is answered by the teacher and captured; the
 loop trains, calibrates and gates a first student, which takes traffic without a restart.
-It escalates what it is unsure of; the next wave brings as much again, and the next
-round's student, trained on both, accepts significantly more of the same prompts at the
-same guarantee. Measured three times (once beside the fast tier): escalation on the 134
-frozen probes 1.0 -> 0.17 -> 0.04 to 0.07, accepted accuracy 0.96 -> 0.97 (target 0.85).
-The first round always trains on the whole first wave (``min_pairs``), in the same order
-(``loop/data.py``), so its student is the same on every run; later rounds see whatever
-the waves had brought when they triggered.
+It escalates what it is unsure of; the next wave (240 requests) brings the hard cases, and
+the next round's student, trained on both, accepts significantly more of the same prompts
+at the same guarantee. The first round always trains on the whole first wave
+(``min_pairs``), in the same order (``loop/data.py``), so its student is the same on every
+run; later rounds see whatever the waves had brought when they triggered. The target
+(0.8, delta 0.1) leaves a calibration set of ~40 room for an error or two. Measured twice
+(once beside the fast tier): escalation on the 134 frozen probes 1.0 -> 0.14 -> 0.01,
+accepted accuracy 0.94 -> 0.95 and 0.98.
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ from gateway.training.examples import Example, read_examples, write_examples
 from tests.conftest import DATA, LABELS, ROOT, serve_in_thread
 from tests.redis_server import RedisServer
 
-TARGET = 0.85
+TARGET = 0.8
 HOLDOUT, EVAL_SHARE = 0.5, 0.4
-FIRST_WAVE, WAVE = 120, 120  # requests; the traffic has ~620 distinct prompts
+FIRST_WAVE, WAVE = 120, 240  # requests; the traffic has 535 distinct prompts
 INTENTS = LABELS
 
 
@@ -132,7 +133,7 @@ def test_from_no_student_to_promotions_with_no_human_action(
             f'[teacher]\napi_key_env = "DISTILLGATE_TEST_UNSET"\nsimulator_data = ["{known}"]\n'
             f"[capture]\naudit_rate = 0.05\nholdout_share = {HOLDOUT}\n"
             f'[loop]\nregistry = "{tmp_path / "registry"}"\nmin_pairs = {FIRST_WAVE}\n'
-            f'min_new_pairs = 40\npoll_s = 1\ntrainer = "{trainer}"\ntrain_nice = 0\n'
+            f'min_new_pairs = 60\npoll_s = 1\ntrainer = "{trainer}"\ntrain_nice = 0\n'
             f"eval_share = {EVAL_SHARE}\n"
             f'eval_data = "{gate_set}"\n'
         )
