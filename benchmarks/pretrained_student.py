@@ -2,13 +2,15 @@
 
 Both train at once on Banking77's training split, one torch thread each (the same machine
 and the same minutes for both), selecting checkpoints on calibration.jsonl. Each is then
-calibrated on calibration.jsonl for 97 % accepted-answer accuracy and evaluated on the
-test split (or a stratified part of it, ``--test-limit``) by ``distillgate evaluate``;
+calibrated on calibration.jsonl (or a stratified part, ``--calibration-limit``) for 97 %
+accepted-answer accuracy and evaluated on the test split (or a stratified part of it,
+``--test-limit``) by ``distillgate evaluate`` (``--concurrency`` requests in flight);
 serving latency is the embedded engine answering one request at a time, both students
 measured in turn in the same run. Prints a markdown table; writes ``results.json``.
 
     python benchmarks/pretrained_student.py --base models/smollm2-135m --budget 1800 \\
-        --out reports/pretrained [--skip-training] [--test-limit 1000] [--lr 5e-4]
+        --out reports/pretrained [--skip-training] [--test-limit 1000] [--lr 5e-4] \\
+        [--calibration-limit 770] [--concurrency 16]
 """
 
 from __future__ import annotations
@@ -74,13 +76,15 @@ def stratified(path: Path, limit: int | None, out: Path) -> Path:
     return out
 
 
-def judge(student: Path, test: Path, log: Path) -> dict[str, float]:
+def judge(
+    student: Path, calibration: Path, test: Path, log: Path, concurrency: int
+) -> dict[str, float]:
     calibrator = student.with_name(student.name + ".calibration.json")
     report = student.with_name(student.name + ".report.json")
     started = time.monotonic()
     wait(
         cli(
-            "calibrate", "--student", str(student), "--data", str(DATA / "calibration.jsonl"),
+            "calibrate", "--student", str(student), "--data", str(calibration),
             "--target-accuracy", "0.97", "--out", str(calibrator), log=log,
         ),
         f"calibrating {student}",
@@ -89,7 +93,8 @@ def judge(student: Path, test: Path, log: Path) -> dict[str, float]:
     wait(
         cli(
             "evaluate", "--student", str(student), "--calibrator", str(calibrator),
-            "--data", str(test), "--out", str(report), log=log,
+            "--data", str(test), "--out", str(report), "--concurrency", str(concurrency),
+            log=log,
         ),
         f"evaluating {student}",
     )  # fmt: skip
@@ -121,14 +126,21 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--out", type=Path, default=ROOT / "reports" / "pretrained")
     p.add_argument("--test-limit", type=int)
+    p.add_argument("--calibration-limit", type=int)
+    p.add_argument("--concurrency", type=int, default=64, help="evaluate's requests in flight")
     p.add_argument("--skip-training", action="store_true", help="judge the folders in --out")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.skip_training:
         train_both(args.base, args.out, args.budget, args.lr)
     test = stratified(DATA / "test.jsonl", args.test_limit, args.out / "test.jsonl")
+    calibration = stratified(
+        DATA / "calibration.jsonl", args.calibration_limit, args.out / "calibration.jsonl"
+    )
     results = {
-        name: judge(args.out / name, test, args.out / f"{name}.judge.log")
+        name: judge(
+            args.out / name, calibration, test, args.out / f"{name}.judge.log", args.concurrency
+        )
         for name in ("scratch", "lora")
     }
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -142,7 +154,10 @@ def main() -> None:
         ("serving latency p50 / p95 (ms, one at a time)", None, ""),
     ]
     s, lo = results["scratch"], results["lora"]
-    print(f"test examples: {s['n_test']}; budget {args.budget:.0f} s each, run side by side\n")
+    print(
+        f"test examples: {s['n_test']}; calibration examples: {args.calibration_limit or 'all'}; "
+        f"budget {args.budget:.0f} s each, run side by side\n"
+    )
     print("| | from scratch (2.35M) | SmolLM2-135M + LoRA |\n| --- | --- | --- |")
     for label, key, fmt in rows:
         if key is None and label.startswith("ECE"):
