@@ -11,7 +11,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AnyHttpUrl,
@@ -22,6 +22,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from gateway.answers import AnswerCheck, SchemaProblem, answer_check, check_schema
 
 __all__ = [
     "BuildRecipe",
@@ -331,6 +333,9 @@ class Task(_Section):
     prompt: PromptFormat = PromptFormat()
     answers: tuple[str, ...] | None = None
     answers_file: Path | None = None
+    # A structured task: its answer is JSON fitting this JSON Schema (inline, or a file).
+    answer_schema: dict[str, Any] | None = None
+    answer_schema_file: Path | None = None
     generation: GenerationLimits = GenerationLimits()
     limits: RequestLimits = RequestLimits()
     build: BuildRecipe | None = None
@@ -352,9 +357,24 @@ class Task(_Section):
             raise ValueError("answers must be a non-empty list of non-empty strings")
         return v
 
+    @field_validator("answer_schema")
+    @classmethod
+    def _a_schema(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None:
+            try:
+                check_schema(v)
+            except SchemaProblem as exc:
+                raise ValueError(f"not a valid JSON Schema: {exc}") from None
+        return v
+
     @property
     def answer_set(self) -> frozenset[str] | None:
         return frozenset(self.answers) if self.answers is not None else None
+
+    @property
+    def answer_check(self) -> AnswerCheck:
+        """Whether an answer is valid and when two are the same (``gateway/answers.py``)."""
+        return answer_check(self.answer_set, self.answer_schema)
 
     @property
     def calibrator_path(self) -> Path:
@@ -401,6 +421,20 @@ def load_task(path: Path) -> Task:
         ):
             raise TaskConfigError(f"{path}: answers_file must hold a JSON list of strings")
         answers = tuple(loaded)
+    schema = task.answer_schema
+    schema_file = _resolve(base, task.answer_schema_file)
+    if schema_file is not None:
+        if schema is not None:
+            raise TaskConfigError(
+                f"{path}: set either answer_schema or answer_schema_file, not both"
+            )
+        try:
+            schema = json.loads(schema_file.read_text(encoding="utf-8"))
+            if not isinstance(schema, dict):
+                raise ValueError("a JSON Schema is a JSON object")
+            check_schema(schema)
+        except (OSError, ValueError) as exc:
+            raise TaskConfigError(f"{path}: answer_schema_file {schema_file}: {exc}") from None
     build = task.build
     if build is not None:
         build = build.model_copy(
@@ -432,6 +466,8 @@ def load_task(path: Path) -> Task:
             "student": _resolve(base, task.student),
             "answers": answers,
             "answers_file": answers_file,
+            "answer_schema": schema,
+            "answer_schema_file": schema_file,
             "build": build,
             "calibrator": _resolve(base, task.calibrator),
             "routing": routing,

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gateway.answers import AnswerCheck
 from gateway.cli.resolve import redis_client, task_named
 from gateway.cli.student import answer_budget
 from gateway.settings import Settings
@@ -27,6 +28,7 @@ def calibrate_student(
     delta: float,
     max_tokens: int,
     prompt: PromptFormat,
+    check: AnswerCheck | None = None,
 ) -> None:
     """Long because it prints the report a person reads: metrics before and after, the threshold
     and its guarantee."""
@@ -38,7 +40,9 @@ def calibrate_student(
 
     with tqdm(total=3, desc="calibrate", bar_format="{l_bar}{bar}| {n}/{total} {postfix}") as bar:
         bar.set_postfix_str(f"replaying {len(examples)} examples through the student")
-        scored = asyncio.run(score_set(student, examples, max_tokens=max_tokens, prompt=prompt))
+        scored = asyncio.run(
+            score_set(student, examples, max_tokens=max_tokens, prompt=prompt, check=check)
+        )
         bar.update()
         bar.set_postfix_str("fitting temperature and threshold")
         calibration, held = fit_calibration(
@@ -107,6 +111,7 @@ def _calibrate_for(task: Task, examples: Sequence[Example]) -> None:
         delta=task.routing.delta,
         max_tokens=task.generation.max_tokens,
         prompt=task.prompt,
+        check=task.answer_check,
     )
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gateway.answers import AnswerCheck
 from gateway.cli.resolve import task_named
 from gateway.settings import Settings
 from gateway.tasks import BuildRecipe, PromptFormat, Task
@@ -189,7 +190,8 @@ async def exact_match(student: Path, data: Path, task: Task | None) -> dict[str,
         )
     finally:
         await engine.aclose()
-    correct = sum(a.text == ex.answer for a, ex in zip(answers, examples, strict=True))
+    same = (task.answer_check if task else AnswerCheck()).same
+    correct = sum(same(a.text, ex.answer) for a, ex in zip(answers, examples, strict=True))
     return {
         "n": len(examples),
         "exact_match": correct / len(examples),

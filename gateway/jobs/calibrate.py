@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ from calibration import (
     student_fingerprint,
 )
 from calibration.temperature import log_softmax
+from gateway.answers import AnswerCheck
 from gateway.engines.base import SamplingParams
 from gateway.engines.transformers import TransformersEngine
 from gateway.jobs.replay import StudentAnswer, replay
@@ -62,11 +63,15 @@ class ScoredSet:
     references: list[ScoredAnswer]  # the reference answers, teacher-forced
     greedy: list[ScoredAnswer]  # the student's own answers, teacher-forced
     prompt_ids: list[list[int]]  # what the student read, exactly as serving encodes it
+    check: AnswerCheck = field(default_factory=AnswerCheck)  # when an answer is right
 
     @property
     def correct(self) -> NDArray[np.float64]:
         return np.array(
-            [a.text == e.answer for a, e in zip(self.answers, self.examples, strict=True)],
+            [
+                self.check.same(a.text, e.answer)
+                for a, e in zip(self.answers, self.examples, strict=True)
+            ],
             dtype=np.float64,
         )
 
@@ -77,6 +82,7 @@ class ScoredSet:
             [self.references[i] for i in idx],
             [self.greedy[i] for i in idx],
             [self.prompt_ids[i] for i in idx],
+            self.check,
         )
 
 
@@ -98,7 +104,12 @@ def sequence_confidence(scored: Sequence[ScoredAnswer], temperature: float) -> N
 
 
 async def score_set(
-    student_dir: Path, examples: Sequence[Example], *, max_tokens: int, prompt: PromptFormat
+    student_dir: Path,
+    examples: Sequence[Example],
+    *,
+    max_tokens: int,
+    prompt: PromptFormat,
+    check: AnswerCheck | None = None,
 ) -> ScoredSet:
     """Replay and score ``examples`` with the prompts serving builds (``prompt``: the task's
     policy), so the calibrator is fitted on the token ids it will judge."""
@@ -118,7 +129,7 @@ async def score_set(
     pad = tok.pad_token_id or 0
     references = score_answers(engine.model, prompts, refs, pad_id=pad)
     greedy = score_answers(engine.model, prompts, [list(a.token_ids) for a in answers], pad_id=pad)
-    return ScoredSet(list(examples), answers, references, greedy, prompts)
+    return ScoredSet(list(examples), answers, references, greedy, prompts, check or AnswerCheck())
 
 
 def calibration_metrics(

@@ -101,13 +101,16 @@ async def evaluate(
 
     results = await asyncio.gather(*(one(i) for i in range(len(examples))))
     gold = [ex.answer for ex in examples]
+    same = task.answer_check.same
     answers = [a for a, _ in results]
     teachers = [t for _, t in results]
     student_ok = np.array(
-        [a.student_text == g for a, g in zip(answers, gold, strict=True)], dtype=float
+        [same(a.student_text, g) for a, g in zip(answers, gold, strict=True)], dtype=float
     )
-    teacher_ok = np.array([t.text == g for t, g in zip(teachers, gold, strict=True)], dtype=float)
-    routed_ok = np.array([a.text == g for a, g in zip(answers, gold, strict=True)], dtype=float)
+    teacher_ok = np.array(
+        [same(t.text, g) for t, g in zip(teachers, gold, strict=True)], dtype=float
+    )
+    routed_ok = np.array([same(a.text, g) for a, g in zip(answers, gold, strict=True)], dtype=float)
     escalated = np.array([a.route != Route.STUDENT for a in answers])
     conf = np.array([a.confidence for a in answers])
     raw = np.array([a.raw_confidence for a in answers])

@@ -74,8 +74,11 @@ def drop_reason(record: CaptureRecord, task: Task) -> str | None:
         return "no teacher answer"
     if record.teacher_finish_reason == "length":
         return "teacher answer cut at max_tokens"
-    if task.answer_set is not None and record.teacher_answer not in task.answer_set:
+    check = task.answer_check
+    if check.labels is not None and record.teacher_answer not in check.labels:
         return "outside the answer set"
+    if check.structured and check.parse(record.teacher_answer) is None:
+        return "does not fit the answer schema"
     return None
 
 

@@ -100,9 +100,7 @@ async def judge(
         await engine.aclose()
     out = []
     for answer, example in zip(answers, examples, strict=True):
-        valid = answer.finish_reason == "stop" and (
-            task.answer_set is None or answer.text in task.answer_set
-        )
+        valid = answer.finish_reason == "stop" and task.answer_check.valid(answer.text)
         decision = decide(
             confidence=calibration.confidence(answer.scaled_logprobs),
             threshold=calibration.threshold,
@@ -110,7 +108,12 @@ async def judge(
             forced=None,
             has_teacher=True,
         )
-        out.append(Outcome(accepted=not decision.escalate, correct=answer.text == example.answer))
+        out.append(
+            Outcome(
+                accepted=not decision.escalate,
+                correct=task.answer_check.same(answer.text, example.answer),
+            )
+        )
     return out
 
 
@@ -189,7 +192,11 @@ async def run_round(
     routing = task.routing
     try:
         scored = await score_set(
-            student, calibrate, max_tokens=task.generation.max_tokens, prompt=task.prompt
+            student,
+            calibrate,
+            max_tokens=task.generation.max_tokens,
+            prompt=task.prompt,
+            check=task.answer_check,
         )
         calibration, _ = fit_calibration(
             scored,

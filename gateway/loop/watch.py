@@ -63,15 +63,16 @@ def _sprt(
     return Watch(version, examined, agreements / examined, verdict)
 
 
-def _agreements(records: Sequence[CaptureRecord]) -> list[bool]:
+def _agreements(task: Task, records: Sequence[CaptureRecord]) -> list[bool]:
     judged = [r for r in records if r.teacher_answer is not None and not r.teacher_error]
-    return [answers_agree(r.student_answer, r.teacher_answer or "") for r in judged]
+    check = task.answer_check
+    return [answers_agree(r.student_answer, r.teacher_answer or "", check) for r in judged]
 
 
 def watch_serving(task: Task, version: str | None, records: Sequence[CaptureRecord]) -> Watch:
     """The SPRT over the serving version's audits."""
     audits = [r for r in records if r.route == "audit" and r.student_version == version]
-    return _sprt(task, version, _agreements(audits), first=False)
+    return _sprt(task, version, _agreements(task, audits), first=False)
 
 
 def watch_trial(task: Task, trial: TrialState, records: Sequence[CaptureRecord]) -> Watch:
@@ -86,7 +87,7 @@ def watch_trial(task: Task, trial: TrialState, records: Sequence[CaptureRecord])
         and r.captured_at >= trial.since
         and (reasons is None or r.reason in reasons)
     ]
-    return _sprt(task, trial.version, _agreements(evidence), first=True)
+    return _sprt(task, trial.version, _agreements(task, evidence), first=True)
 
 
 ESCALATED = {"low_confidence", "invalid_answer"}

@@ -292,7 +292,7 @@ class Pipeline:
         except TeacherError as exc:
             logger.info("audit of %s skipped: the teacher failed: %s", gen.request_id, exc.message)
             return
-        agreed = answers_agree(answer.text, reply.text)
+        agreed = answers_agree(answer.text, reply.text, runtime.task.answer_check)
         if self.audits is not None:
             self.audits.observe(runtime.task.name, agreed)
         self.observer.audited(runtime.task.name, runtime.version_label, agreed)
@@ -300,10 +300,9 @@ class Pipeline:
 
 
 def _judge(runtime: TaskRuntime, turn: StudentTurn, forced: Forced) -> Decision:
-    """The serving rule on the student's whole answer: valid (complete, in the answer set)
-    and confident enough under the task's calibrator."""
-    answers = runtime.task.answer_set
-    valid = turn.finish_reason == "stop" and (answers is None or turn.text in answers)
+    """The serving rule on the student's whole answer: valid (complete, in the answer set or
+    fitting the schema) and confident enough under the task's calibrator."""
+    valid = turn.finish_reason == "stop" and runtime.task.answer_check.valid(turn.text)
     calibration = runtime.calibration
     return decide(
         confidence=turn.confidence,

@@ -15,14 +15,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from calibration.threshold import clopper_pearson_upper
+from gateway.answers import AnswerCheck
 
 __all__ = ["Agreement", "AuditTracker", "answers_agree"]
 
 
-def answers_agree(student: str, teacher: str) -> bool:
-    """Exact agreement after trimming: right for bounded answers (labels, fields). For free
-    text it undercounts, so the rate is a lower bound there."""
-    return student.strip() == teacher.strip()
+def answers_agree(student: str, teacher: str, check: AnswerCheck) -> bool:
+    """Exact agreement after trimming (a structured answer: the same JSON value): right for
+    bounded answers (labels, fields). For free text it undercounts, so the rate is a lower
+    bound there."""
+    return check.same(student.strip(), teacher.strip())
 
 
 @dataclass(frozen=True)

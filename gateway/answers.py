@@ -1,0 +1,114 @@
+"""What counts as a task's answer, and when two answers are the same one.
+
+A label task's answer is one of its labels, compared as text. A structured task's answer is
+a JSON value that validates against the task's JSON Schema, compared parsed, so key order
+and spacing do not matter (the student writes compact JSON, a teacher may not). A task with
+neither takes any text. One check serves routing (an invalid answer escalates), capture
+(only valid teacher answers become training data), the loop and ``evaluate``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["AnswerCheck", "SchemaProblem", "answer_check", "canonical_json", "check_schema"]
+
+
+class SchemaProblem(ValueError):
+    """A task's JSON Schema is not a valid schema."""
+
+
+def check_schema(schema: Mapping[str, Any]) -> None:
+    """Raise ``SchemaProblem`` naming what is wrong, at load time rather than per request."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+    from jsonschema.validators import validator_for
+
+    try:
+        validator_for(schema, default=Draft202012Validator).check_schema(dict(schema))
+    except SchemaError as exc:
+        where = "/".join(map(str, exc.path)) or "the root"
+        raise SchemaProblem(f"{exc.message} (at {where})") from None
+
+
+def canonical_json(value: object) -> str:
+    """One spelling of a JSON value: keys in a fixed order, no spaces, text as is."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+class AnswerCheck:
+    """``labels``: the closed answer set, or None. ``schema``: a JSON Schema, or None."""
+
+    def __init__(
+        self, labels: frozenset[str] | None = None, schema: Mapping[str, Any] | None = None
+    ) -> None:
+        self.labels = labels
+        self.schema = schema
+        self._validator = None
+        if schema is not None:  # jsonschema only for the tasks that have one
+            from jsonschema import Draft202012Validator
+            from jsonschema.validators import validator_for
+
+            self._validator = validator_for(schema, default=Draft202012Validator)(dict(schema))
+
+    @property
+    def structured(self) -> bool:
+        return self._validator is not None
+
+    def parse(self, text: str) -> object | None:
+        """The answer's JSON value when it parses and fits the schema, else None."""
+        if self._validator is None:
+            raise TypeError("only a task with a schema has structured answers")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return None
+        return value if self._validator.is_valid(value) else None
+
+    def problem(self, text: str) -> str | None:
+        """Why ``text`` is not a valid answer, or None when it is."""
+        if self.labels is not None and text not in self.labels:
+            return "outside the answer set"
+        if self._validator is not None:
+            try:
+                value = json.loads(text)
+            except ValueError:
+                return "not JSON"
+            error = next(iter(self._validator.iter_errors(value)), None)
+            if error is not None:
+                where = "/".join(map(str, error.absolute_path)) or "the answer"
+                return f"does not fit the schema at {where}: {error.message}"
+        return None
+
+    def valid(self, text: str) -> bool:
+        if self.labels is not None and text not in self.labels:
+            return False
+        return self._validator is None or self.parse(text) is not None
+
+    def key(self, text: str) -> str:
+        """What equal answers share: the canonical JSON of a structured answer that parses
+        (valid or not: a wrong answer is still compared by value), else the text."""
+        if self._validator is None:
+            return text
+        try:
+            return canonical_json(json.loads(text))
+        except ValueError:
+            return text
+
+    def same(self, a: str, b: str) -> bool:
+        return self.key(a) == self.key(b)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached(labels: frozenset[str] | None, schema_json: str | None) -> AnswerCheck:
+    return AnswerCheck(labels, None if schema_json is None else json.loads(schema_json))
+
+
+def answer_check(
+    labels: frozenset[str] | None, schema: Mapping[str, Any] | None = None
+) -> AnswerCheck:
+    """One compiled check per (labels, schema): the schema is compiled once, not per request."""
+    return _cached(labels, None if schema is None else canonical_json(schema))
