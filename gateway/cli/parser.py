@@ -93,6 +93,20 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--out", type=Path, required=True)
     imp.add_argument("--prompt-column", default="text")
     imp.add_argument("--answer-column", default="category")
+    snips = data.add_parser(
+        "import-snips", help="the SNIPS NLU files (train_*_full.json) -> structured JSONL"
+    )
+    snips.add_argument("folder", type=Path)
+    snips.add_argument("--out", type=Path, required=True, help="the training pairs")
+    snips.add_argument("--schema-out", type=Path, help="the answers' JSON Schema")
+    snips.add_argument("--calibration-out", type=Path, help="a held-out part, to calibrate on")
+    snips.add_argument("--test-out", type=Path, help="another held-out part, to test on")
+    snips.add_argument(
+        "--held-out-share",
+        type=float,
+        default=0.1,
+        help="of the queries, for each held-out file (default 0.1; by a hash of the query)",
+    )
     split = data.add_parser("split", help="stratified split of a JSONL file")
     split.add_argument("data", type=Path)
     split.add_argument("--fraction", type=float, required=True)
