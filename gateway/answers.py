@@ -101,6 +101,14 @@ class AnswerCheck:
     def same(self, a: str, b: str) -> bool:
         return self.key(a) == self.key(b)
 
+    def training_text(self, text: str) -> str:
+        """How a valid answer is written for the student to learn: a structured one compact,
+        keys in the order the answer gave them, so one spelling is learnt whatever the
+        teacher's spacing; other answers as they are."""
+        if self._validator is None:
+            return text
+        return json.dumps(json.loads(text), ensure_ascii=False, separators=(",", ":"))
+
 
 @functools.lru_cache(maxsize=64)
 def _cached(labels: frozenset[str] | None, schema_json: str | None) -> AnswerCheck:

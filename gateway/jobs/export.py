@@ -86,7 +86,7 @@ def to_example(record: CaptureRecord, task: Task) -> Example:
     """The teacher's answer as the reference, for the turns the student read (the record
     holds them as the prompt policy made them; the policy's own system prompt comes off,
     as it is added back wherever the example is replayed)."""
-    answer = record.teacher_answer or ""
+    answer = task.answer_check.training_text(record.teacher_answer or "")
     read = [Message(m["role"], m["content"]) for m in record.messages]
     turns = training_turns(task.prompt, read)
     if len(turns) == 1 and turns[0].role == "user":
@@ -96,13 +96,8 @@ def to_example(record: CaptureRecord, task: Task) -> Example:
     )
 
 
-def _chat_line(record: CaptureRecord) -> dict[str, Any]:
-    return {
-        "messages": [
-            *record.messages,
-            {"role": "assistant", "content": record.teacher_answer or ""},
-        ]
-    }
+def _chat_line(record: CaptureRecord, example: Example) -> dict[str, Any]:
+    return {"messages": [*record.messages, {"role": "assistant", "content": example.answer}]}
 
 
 @dataclass
@@ -204,7 +199,7 @@ def export(
                     stats.held_out += 1
                     continue
                 f_out.write(json.dumps(example.to_json(), ensure_ascii=False) + "\n")
-                f_chat.write(json.dumps(_chat_line(record), ensure_ascii=False) + "\n")
+                f_chat.write(json.dumps(_chat_line(record, example), ensure_ascii=False) + "\n")
                 stats.kept += 1
             for f in (f_out, f_chat):
                 f.flush()

@@ -66,6 +66,8 @@ def round_data(records: Iterable[CaptureRecord], task: Task, *, eval_share: floa
     data = RoundData()
     votes: dict[str, Counter[str]] = {}
     first: dict[str, Example] = {}
+    spelled: dict[str, str] = {}  # an answer's key -> its first spelling
+    same = task.answer_check.key  # a structured answer votes by its JSON value
     for record in records:
         data.records += 1
         data.last_captured_at = max(data.last_captured_at, record.captured_at)
@@ -75,7 +77,8 @@ def round_data(records: Iterable[CaptureRecord], task: Task, *, eval_share: floa
             continue
         example = to_example(record, task)
         key = normalise_prompt(example.chat()[-1]["content"])
-        votes.setdefault(key, Counter())[example.answer] += 1
+        votes.setdefault(key, Counter())[same(example.answer)] += 1
+        spelled.setdefault(same(example.answer), example.answer)
         first.setdefault(key, example)
     for key in sorted(votes, key=_fixed_order):
         counted = votes[key]
@@ -88,8 +91,9 @@ def round_data(records: Iterable[CaptureRecord], task: Task, *, eval_share: floa
             data.dropped["outvoted teacher answer"] += total - n
         data.dropped["duplicate prompt"] += n - 1
         example = first[key]
-        if example.answer != top:
-            example = Example(answer=top, prompt=example.prompt, messages=example.messages)
+        if same(example.answer) != top:
+            answer = spelled[top]
+            example = Example(answer=answer, prompt=example.prompt, messages=example.messages)
         if not is_held_out(key, task.capture.holdout_share):
             data.train.append(example)
         elif is_held_out("evaluate:" + key, eval_share):

@@ -54,6 +54,36 @@ def test_disagreeing_teacher_answers_are_voted_or_dropped(tmp_path: Path) -> Non
     }
 
 
+def test_structured_teacher_answers_vote_by_value_and_only_valid_ones_are_kept(
+    tmp_path: Path,
+) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"intent": {"enum": ["GetWeather"]}, "slots": {"type": "object"}},
+        "required": ["intent", "slots"],
+    }
+    t = task(tmp_path).model_copy(update={"answers": None, "answer_schema": schema})
+    paris = '{"intent": "GetWeather", "slots": {"city": "Paris"}}'
+    records = [
+        captured("weather in paris", paris),
+        captured("weather in paris", '{"slots":{"city":"Paris"},"intent":"GetWeather"}'),
+        captured("weather in paris", '{"intent":"GetWeather","slots":{"city":"Rome"}}'),
+        captured("book a table", '{"intent":"BookRestaurant","slots":{}}'),  # not the schema's
+        captured("cut short", '{"intent":"GetWeather",'),  # not JSON
+    ]
+    data = round_data(records, t, eval_share=0.5)
+    examples = [*data.train, *data.calibrate, *data.evaluate]
+    # Two of three agree on the value, spelled differently: one pair, written compactly.
+    assert [(e.prompt, e.answer) for e in examples] == [
+        ("weather in paris", '{"intent":"GetWeather","slots":{"city":"Paris"}}')
+    ]
+    assert data.dropped == {
+        "does not fit the answer schema": 2,
+        "outvoted teacher answer": 1,
+        "duplicate prompt": 1,
+    }
+
+
 def test_the_three_parts_and_their_order_are_fixed_by_the_prompts(tmp_path: Path) -> None:
     prompts = [f"prompt number {i}" for i in range(400)]
     records = [captured(p, LABELS[i % 2]) for i, p in enumerate(prompts)]

@@ -34,6 +34,20 @@ ANSWERS = {
     OFF_TASK: ("a_joke", 0.99),  # confident, but not an allowed answer
 }
 
+# A structured task's answers: JSON of this schema, each piece at 0.999 (confident).
+SCHEMA = {
+    "type": "object",
+    "properties": {"intent": {"enum": ["GetWeather"]}, "slots": {"type": "object"}},
+    "required": ["intent", "slots"],
+    "additionalProperties": False,
+}
+FITS, MISFITS, BROKEN = "weather in paris", "book a table", "cut short"
+STRUCTURED = {
+    FITS: ('{"intent":"GetWeather","slots":{"city":"paris"}}', 0.999),
+    MISFITS: ('{"intent":"BookRestaurant","slots":{}}', 0.999),  # not in the enum
+    BROKEN: ('{"intent":"GetWeather","slots":{', 0.999),  # not JSON
+}
+
 
 class Observed:
     def __init__(self) -> None:
@@ -65,14 +79,21 @@ class World:
     """A pipeline over one task, with its fakes, a recorder into memory and an observer."""
 
     def __init__(
-        self, tmp: Path, *, teacher: FakeTeacher | None, audit_rate: float = 0.0, **routing: Any
+        self,
+        tmp: Path,
+        *,
+        teacher: FakeTeacher | None,
+        audit_rate: float = 0.0,
+        schema: dict[str, Any] | None = None,
+        **routing: Any,
     ) -> None:
-        self.engine = FakeEngine(dict(ANSWERS))
+        self.engine = FakeEngine({**ANSWERS, **STRUCTURED})
         self.teacher = teacher
         self.task = Task(
             name="t",
             student=tmp / "s",
-            answers=LABELS,
+            answers=None if schema else LABELS,
+            answer_schema=schema,
             routing=RoutingPolicy(**routing),
             capture=CapturePolicy(audit_rate=audit_rate),
         )
@@ -139,6 +160,19 @@ def test_unsure_or_invalid_answers_go_to_the_teacher_and_are_captured(
     assert w.captured == [("teacher", reason.value)]
     assert ("escalated", reason.value) in w.observed.events
     assert any(e[0] == "teacher" and e[2] > 0 for e in w.observed.events)  # its cost
+
+
+def test_a_structured_answer_that_does_not_fit_the_schema_escalates(tmp_path: Path) -> None:
+    teacher = FakeTeacher('{"intent":"GetWeather","slots":{}}')
+    w = World(tmp_path, teacher=teacher, schema=SCHEMA)
+    fits = w.run(lambda w: w.ask(FITS))
+    assert (fits.route, fits.reason) == (Route.STUDENT, Reason.CONFIDENT)
+    for prompt in (MISFITS, BROKEN):
+        w = World(tmp_path / prompt, teacher=teacher, schema=SCHEMA)
+        answer = w.run(lambda w, prompt=prompt: w.ask(prompt))  # type: ignore[misc]
+        assert (answer.route, answer.reason) == (Route.TEACHER, Reason.INVALID_ANSWER)
+        assert answer.confidence > 0.9  # confident, and still not a valid answer
+        assert w.captured == [("teacher", "invalid_answer")]
 
 
 def test_a_failed_teacher_falls_back_to_the_student(tmp_path: Path) -> None:
