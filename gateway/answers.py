@@ -58,6 +58,11 @@ class AnswerCheck:
     def structured(self) -> bool:
         return self._validator is not None
 
+    @property
+    def schema_json(self) -> str | None:
+        """The schema as the engines take it, for constrained decoding."""
+        return None if self.schema is None else canonical_json(self.schema)
+
     def parse(self, text: str) -> object | None:
         """The answer's JSON value when it parses and fits the schema, else None."""
         if self._validator is None:

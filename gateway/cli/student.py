@@ -187,6 +187,7 @@ async def exact_match(student: Path, data: Path, task: Task | None) -> dict[str,
             examples,
             max_tokens=task.generation.max_tokens if task else 32,
             prompt=task.prompt if task else PromptFormat(),
+            json_schema=task.answer_check.schema_json if task else None,
         )
     finally:
         await engine.aclose()

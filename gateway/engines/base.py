@@ -41,6 +41,8 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     top_logprobs: int = 0  # alternatives to report per token, besides the chosen one
+    # Constrained decoding: the answer must be JSON of this JSON Schema (its text, canonical).
+    json_schema: str | None = None
 
 
 @dataclass(frozen=True)

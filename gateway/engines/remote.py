@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import dataclasses
+import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -168,6 +169,8 @@ class RemoteEngine:
             body["seed"] = s.seed
         if s.stop:
             body["stop"] = list(s.stop)
+        if s.json_schema is not None:  # vLLM's own structured outputs, on both endpoints
+            body["structured_outputs"] = {"json": json.loads(s.json_schema)}
         if self.stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}

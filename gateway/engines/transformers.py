@@ -14,6 +14,7 @@ import asyncio
 import collections
 import dataclasses
 import logging
+import math
 import threading
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from gateway.engines.base import (
 )
 from gateway.engines.batch import RunningBatch, left_pad
 from gateway.engines.detokenizer import IncrementalDetokenizer
+from gateway.engines.grammar import Constraint, JsonGrammars
 from gateway.engines.prompts import (
     answer_ids,
     prompt_ids,
@@ -78,6 +80,7 @@ class _Sequence:
     last_token: int = -1
     aborted: bool = False
     done: bool = False
+    constraint: Constraint | None = None  # the tokens its JSON Schema allows next
 
 
 class TransformersEngine:
@@ -134,6 +137,7 @@ class TransformersEngine:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._failure: BaseException | None = None
+        self._grammars: JsonGrammars | None = None  # built on the first structured request
 
     @property
     def max_context(self) -> int:
@@ -196,6 +200,8 @@ class TransformersEngine:
             queue,
             temperature=request.confidence_temperature,
         )
+        if sampling.json_schema is not None:
+            seq.constraint = await asyncio.to_thread(self._constraint, sampling.json_schema)
         if sampling.temperature >= _GREEDY_BELOW:
             seq.generator = torch.Generator(device="cpu")
             if sampling.seed is not None:
@@ -282,6 +288,15 @@ class TransformersEngine:
             [(t, lp) for t, lp in zip(row_ids, row_lp, strict=True) if t not in self._special][:k]
             for row_ids, row_lp in zip(ids.tolist(), values.tolist(), strict=True)
         ]
+
+    def _constraint(self, schema_json: str) -> Constraint:
+        if self._grammars is None:
+            vocab = int(self.model.get_output_embeddings().weight.shape[0])
+            self._grammars = JsonGrammars(self.tokenizer, vocab, self._eos)
+        try:
+            return self._grammars.constraint(schema_json)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
 
     def _decode(self, ids: list[int]) -> str:
         return str(self.tokenizer.decode(ids, skip_special_tokens=True))
@@ -409,16 +424,22 @@ class TransformersEngine:
 
     def _sample(self, seqs: list[_Sequence], logits: torch.Tensor) -> None:
         logits = logits.float()
+        # Logprobs are the model's own (as vLLM's raw logprobs): a constraint picks among
+        # the tokens its grammar allows, and the confidence still says what the model thought.
         logprobs = torch.log_softmax(logits, dim=-1)
         chosen = logprobs.argmax(dim=-1)
         broken: list[tuple[_Sequence, Item]] = []
         for i, seq in enumerate(seqs):
-            if seq.sampling.temperature >= _GREEDY_BELOW:
-                try:
-                    chosen[i] = _sample_row(logits[i], seq.sampling, seq.generator)
-                except Exception as exc:  # this row's sampling alone: fail this request only
-                    logger.error("sampling failed for %s: %r", seq.request_id, exc)
-                    broken.append((seq, exc))
+            row = logits[i]
+            try:
+                if seq.constraint is not None:
+                    row = row.masked_fill(~seq.constraint.allowed().to(row.device), -math.inf)
+                    chosen[i] = row.argmax()
+                if seq.sampling.temperature >= _GREEDY_BELOW:
+                    chosen[i] = _sample_row(row, seq.sampling, seq.generator)
+            except Exception as exc:  # this row's sampling alone: fail this request only
+                logger.error("sampling failed for %s: %r", seq.request_id, exc)
+                broken.append((seq, exc))
         k = max(s.sampling.top_logprobs for s in seqs)
         tops = self._top(logprobs, k)
         chosen_lp = logprobs.gather(1, chosen[:, None])[:, 0]
@@ -440,6 +461,8 @@ class TransformersEngine:
                 seq.done = True  # retired with this step, its place freed
                 continue
             token = chosen_l[i]
+            if seq.constraint is not None:
+                seq.constraint.advance(token)
             seq.generated += 1
             seq.last_token = token
             finish: FinishReason | None = None

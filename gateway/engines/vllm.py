@@ -92,6 +92,9 @@ class VLLMEngine:
             "tensor_parallel_size": tensor_parallel_size,
             "max_logprobs": max_logprobs,
             "disable_log_stats": False,
+            # Structured answers through llguidance, as the embedded engine constrains them,
+            # compact (no whitespace between tokens), as the students are trained to write.
+            "structured_outputs_config": {"backend": "guidance", "disable_any_whitespace": True},
         }
         if self.student.is_adapter:
             self.engine_args |= {
@@ -174,7 +177,7 @@ class VLLMEngine:
         """Long because vLLM's outputs are translated to TokenDeltas inline, on the hot path,
         without per-token helper calls."""
         from vllm import SamplingParams, TokensPrompt
-        from vllm.sampling_params import RequestOutputKind
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
         await self.check_health()
         ids = self.encode(request, served)
@@ -194,6 +197,9 @@ class VLLMEngine:
             stop=list(s.stop) or None,
             logprobs=asked,
             output_kind=RequestOutputKind.DELTA,
+            structured_outputs=None
+            if s.json_schema is None
+            else StructuredOutputsParams(json=s.json_schema),
         )
         t = request.confidence_temperature
         try:

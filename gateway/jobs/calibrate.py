@@ -117,7 +117,12 @@ async def score_set(
     await engine.start()
     try:
         answers = await replay(
-            engine, examples, max_tokens=max_tokens, prompt=prompt, prefix="calibrate"
+            engine,
+            examples,
+            max_tokens=max_tokens,
+            prompt=prompt,
+            prefix="calibrate",
+            json_schema=check.schema_json if check else None,
         )
     finally:
         await engine.aclose()

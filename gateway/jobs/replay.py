@@ -32,13 +32,14 @@ async def replay(
     prompt: PromptFormat,
     prefix: str = "replay",
     temperature: float | None = None,
+    json_schema: str | None = None,
 ) -> list[StudentAnswer]:
     """Greedy answers for every example, by the task's prompt policy, sent together so the
     engine batches them; ``temperature``: also each token's logprob at a calibrator's T, as
-    serving computes the confidence."""
+    serving computes the confidence; ``json_schema``: constrained to it, as serving is."""
 
     async def one(i: int) -> StudentAnswer:
-        sampling = SamplingParams(max_tokens=max_tokens)
+        sampling = SamplingParams(max_tokens=max_tokens, json_schema=json_schema)
         request = example_request(prompt, examples[i], f"{prefix}-{i}", sampling)
         if temperature is not None:
             request = dataclasses.replace(request, confidence_temperature=temperature)

@@ -95,6 +95,7 @@ async def judge(
             prompt=task.prompt,
             prefix="gate",
             temperature=calibration.temperature,
+            json_schema=task.answer_check.schema_json,
         )
     finally:
         await engine.aclose()

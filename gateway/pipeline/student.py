@@ -42,6 +42,11 @@ async def run_student(runtime: TaskRuntime, gen: GenerationRequest, deadline: fl
     task, calibration = runtime.task, runtime.calibration
     if calibration is not None:
         gen = dataclasses.replace(gen, confidence_temperature=calibration.temperature)
+    schema = task.answer_check.schema_json
+    if schema is not None:  # a structured task's student writes only JSON of its schema
+        gen = dataclasses.replace(
+            gen, sampling=dataclasses.replace(gen.sampling, json_schema=schema)
+        )
     engine = runtime.engine
     if engine is None:
         raise EngineUnavailable(f"Task {task.name!r} has no student yet.")
