@@ -16,6 +16,7 @@ from gateway.answers import AnswerCheck, canonical_json
 from gateway.engines.base import GenerationRequest, Message, SamplingParams, TokenDelta
 from gateway.engines.transformers import TransformersEngine
 from gateway.errors import InvalidRequest
+from tests.gateway.engines.test_transformers_engine import run_engine
 
 SCHEMA = {
     "type": "object",
@@ -37,18 +38,6 @@ def fuzzed_prompts(n: int) -> list[str]:
     rng = random.Random(7)
     alphabet = string.ascii_letters + string.digits + string.punctuation + " éü€{}\"'\\\n"
     return ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 80))) for _ in range(n)]
-
-
-def run(student, test):  # type: ignore[no-untyped-def]
-    async def wrapper() -> object:
-        engine = TransformersEngine(student, max_batch_size=8)
-        await engine.start()
-        try:
-            return await test(engine)
-        finally:
-            await engine.aclose()
-
-    return asyncio.run(wrapper())
 
 
 def test_constrained_answers_always_fit_the_schema(tiny_student) -> None:  # type: ignore[no-untyped-def]
@@ -77,7 +66,7 @@ def test_constrained_answers_always_fit_the_schema(tiny_student) -> None:  # typ
             assert check.valid(text), text
             assert all(d.logprob <= 0.0 for d in deltas)  # the model's own logprobs
 
-    run(tiny_student.path, test)
+    run_engine(tiny_student.path, test, max_batch_size=8)
 
 
 def test_a_schema_the_compiler_refuses_is_a_clear_error(tiny_student) -> None:  # type: ignore[no-untyped-def]
@@ -91,4 +80,4 @@ def test_a_schema_the_compiler_refuses_is_a_clear_error(tiny_student) -> None:  
         else:
             raise AssertionError("an uncompilable schema was accepted")
 
-    run(tiny_student.path, test)
+    run_engine(tiny_student.path, test, max_batch_size=8)
