@@ -14,7 +14,20 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["AnswerCheck", "SchemaProblem", "answer_check", "canonical_json", "check_schema"]
+__all__ = [
+    "AnswerCheck",
+    "SchemaProblem",
+    "answer_check",
+    "canonical_json",
+    "check_schema",
+    "same_schema",
+]
+
+# Keywords that name or explain and constrain nothing: a client's generated schema (the
+# openai SDK's from a pydantic model) carries titles the task's file need not have.
+_ANNOTATIONS = frozenset({"title", "description", "examples", "$comment", "$schema", "default"})
+_NAMED_SCHEMAS = frozenset({"properties", "patternProperties", "$defs", "definitions"})
+_VALUES = frozenset({"enum", "const"})
 
 
 class SchemaProblem(ValueError):
@@ -32,6 +45,27 @@ def check_schema(schema: Mapping[str, Any]) -> None:
     except SchemaError as exc:
         where = "/".join(map(str, exc.path)) or "the root"
         raise SchemaProblem(f"{exc.message} (at {where})") from None
+
+
+def same_schema(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two schemas constrain the same way, annotations aside."""
+    return canonical_json(_bare(a)) == canonical_json(_bare(b))
+
+
+def _bare(node: object) -> object:
+    if isinstance(node, list):
+        return [_bare(item) for item in node]
+    if not isinstance(node, Mapping):
+        return node
+    out: dict[str, object] = {}
+    for key, value in node.items():
+        if key in _ANNOTATIONS:
+            continue
+        if key in _NAMED_SCHEMAS and isinstance(value, Mapping):
+            out[key] = {name: _bare(schema) for name, schema in value.items()}
+        else:
+            out[key] = value if key in _VALUES else _bare(value)
+    return out
 
 
 def canonical_json(value: object) -> str:

@@ -150,6 +150,8 @@ def models(pipeline: Pipeline) -> dict[str, Any]:
         }
         if r.calibration is not None:
             entry["threshold"] = r.calibration.threshold
+        if r.task.answer_schema is not None:  # what response_format json_schema must send
+            entry["answer_schema"] = r.task.answer_schema
         audits = pipeline.audits
         if audits is not None and r.teacher is not None and r.task.capture.audit_rate > 0:
             entry["audit"] = audits.agreement(r.task.name).to_json()

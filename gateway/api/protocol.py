@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.answers import same_schema
 from gateway.engines.base import Message, SamplingParams
 from gateway.errors import InvalidRequest
 from gateway.pipeline.prompt import student_turns
@@ -264,15 +265,52 @@ class ChatCompletionRequest(_SamplingFields):
 
     @field_validator("response_format")
     @classmethod
-    def _text_only(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        """Structured answers need a task that declares a schema; until then, say so."""
-        if v is not None and v.get("type") != "text":
-            raise unsupported(
-                "response_format",
-                f"response_format of type {v.get('type')!r} is not supported: this task's "
-                "answers are plain text (only {'type': 'text'} is accepted).",
+    def _known_format(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Its shape here; whether the task can answer so, in ``to_sampling``."""
+        if v is None:
+            return v
+        kind = v.get("type")
+        if kind not in ("text", "json_object", "json_schema"):
+            raise InvalidRequest(
+                f"response_format type {kind!r} is not one of 'text', 'json_object', "
+                "'json_schema'.",
+                param="response_format",
+                code="invalid_value",
+            )
+        spec = v.get("json_schema")
+        if kind == "json_schema" and not (
+            isinstance(spec, dict) and isinstance(spec.get("schema"), dict)
+        ):
+            raise InvalidRequest(
+                "response_format of type 'json_schema' needs json_schema.schema, an object.",
+                param="response_format",
+                code="invalid_value",
             )
         return v
+
+    def _check_format(self, task: Task) -> None:
+        """A structured task answers JSON of its own schema, whatever is asked; asking for a
+        structure it does not answer in is a 400 rather than a silent plain-text answer."""
+        kind = (self.response_format or {}).get("type", "text")
+        if kind == "text":
+            return
+        own = task.answer_schema
+        if own is None:
+            raise unsupported(
+                "response_format",
+                f"response_format {kind!r}: task {task.name!r} answers plain text (it declares "
+                "no answer schema); only {'type': 'text'} is accepted.",
+            )
+        if kind == "json_schema":
+            asked = (self.response_format or {})["json_schema"]["schema"]
+            if not same_schema(asked, own):
+                raise InvalidRequest(
+                    f"response_format json_schema differs from task {task.name!r}'s answer "
+                    "schema; send that schema (GET /v1/models/{model} shows it) or "
+                    "{'type': 'json_object'}.",
+                    param="response_format",
+                    code="schema_mismatch",
+                )
 
     @model_validator(mode="after")
     def _logprobs_pair(self) -> ChatCompletionRequest:
@@ -290,6 +328,7 @@ class ChatCompletionRequest(_SamplingFields):
         return student_turns(task.prompt, turns)
 
     def to_sampling(self, task: Task) -> SamplingParams:
+        self._check_format(task)
         return self._sampling(task, (self.top_logprobs or 0) if self.logprobs else 0)
 
     def reply_options(self, task: Task) -> ReplyOptions:

@@ -205,7 +205,14 @@ BAD_REQUESTS = [
         _chat(response_format={"type": "json_schema", "json_schema": {"name": "x"}}),
         400,
         "response_format",
-        "unsupported_parameter",
+        "invalid_value",
+    ),
+    (
+        "response_format of no known type",
+        _chat(response_format={"type": "yaml"}),
+        400,
+        "response_format",
+        "invalid_value",
     ),
     (
         "image part",
