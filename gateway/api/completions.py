@@ -18,6 +18,7 @@ from gateway.api.responses import ChatRenderer, CompletionRenderer, Renderer, us
 from gateway.engines.base import GenerationRequest
 from gateway.pipeline.answer import Forced, Pipeline
 from gateway.pipeline.base import Answer
+from gateway.pipeline.fields import field_confidences, least_sure
 from gateway.pipeline.limits import check_input_chars, check_message_count
 from gateway.pipeline.reply import ReplyOptions
 from gateway.runtime.deployment import TaskRuntime
@@ -35,6 +36,10 @@ def headers(answer: Answer, runtime: TaskRuntime) -> dict[str, str]:
         "x-distillgate-confidence": f"{answer.confidence:.4f}",
         "x-distillgate-student": answer.student_version or runtime.version_label,
     }
+    if runtime.task.answer_check.structured:  # which field to check first, on either route
+        least = least_sure(field_confidences(answer.deltas))
+        if least is not None:
+            out["x-distillgate-least-sure-field"] = f"{least[0]}; confidence={least[1]:.4g}"
     if answer.teacher_usage is not None:
         out["x-distillgate-teacher-usage"] = (
             f"input_tokens={answer.teacher_usage[0]}, output_tokens={answer.teacher_usage[1]}"

@@ -68,6 +68,8 @@ class CaptureRecord:
     teacher_finish_reason: str | None = None
     # The registry version that decided (``none`` at cold start, ``static`` outside a loop).
     student_version: str | None = None
+    # A structured task's student answer, field by field: each field's confidence.
+    student_fields: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)

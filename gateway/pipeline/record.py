@@ -11,6 +11,7 @@ from gateway.capture import CapturedRoute, CaptureRecord, new_record_id
 from gateway.engines.base import GenerationRequest, Message
 from gateway.errors import TeacherError
 from gateway.pipeline.base import Answer
+from gateway.pipeline.fields import field_confidences
 from gateway.runtime.deployment import TaskRuntime
 from gateway.teachers.base import TeacherAnswer
 
@@ -75,4 +76,7 @@ def capture_record(
         usage=usage_counts,
         latency_s=latency,
         redacted=redacted,
+        student_fields=field_confidences(answer.deltas)
+        if runtime.task.answer_check.structured
+        else {},
     )

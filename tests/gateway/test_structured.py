@@ -56,6 +56,11 @@ def test_parse_with_a_pydantic_model_returns_the_parsed_object(gw: Gateway) -> N
         ticket = done.choices[0].message.parsed
         assert isinstance(ticket, Ticket), done.choices[0].message.content
         assert done.choices[0].finish_reason == "stop"
+    raw = client.chat.completions.with_raw_response.create(
+        model="tickets", messages=[{"role": "user", "content": "where is my card"}]
+    )
+    field, confidence = raw.headers["x-distillgate-least-sure-field"].split("; confidence=")
+    assert field in ("intent", "urgent") and 0.0 < float(confidence) < 1.0  # never seen JSON
     plain = client.chat.completions.create(
         model="tickets",
         messages=[{"role": "user", "content": "where is my card"}],

@@ -173,6 +173,10 @@ def test_a_structured_answer_that_does_not_fit_the_schema_escalates(tmp_path: Pa
         assert (answer.route, answer.reason) == (Route.TEACHER, Reason.INVALID_ANSWER)
         assert answer.confidence > 0.9  # confident, and still not a valid answer
         assert w.captured == [("teacher", "invalid_answer")]
+        (record,) = w.sink.records.values()
+        expected = {"intent", "slots"} if prompt == MISFITS else set()  # BROKEN: not JSON
+        assert set(record.student_fields) == expected
+        assert all(0.9 < c <= 1.0 for c in record.student_fields.values())
 
 
 def test_a_failed_teacher_falls_back_to_the_student(tmp_path: Path) -> None:
