@@ -51,6 +51,7 @@ def teacher_request(
         max_tokens=min(limit, options.max_tokens or limit),
         stop=options.stop,
         top_logprobs=options.top_logprobs if options.logprobs else None,
+        json_schema=task.answer_schema,
     )
 
 
@@ -75,6 +76,9 @@ async def ask_teacher(
                 f"the teacher did not answer within the request's deadline "
                 f"({task.limits.deadline_s:g} s)"
             ) from None
+        if request.json_schema is not None and task.answer_check.parse(reply.text) is None:
+            # Asked for the structure and did not give it: the teacher-failure policy decides.
+            raise TeacherError(f"the teacher's answer does not fit task {task.name!r}'s schema")
     except TeacherError as exc:
         observer.teacher_failed(task.name, exc.code or "teacher_error")
         raise

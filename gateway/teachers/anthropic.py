@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import anthropic
 from anthropic.types import MessageParam
@@ -24,6 +27,27 @@ def _messages(request: TeacherRequest) -> list[MessageParam]:
     return out
 
 
+# A tool's input is an object; a schema whose root is not one (a union of intents, say) is
+# asked for under this one key and taken out of it again.
+_WRAP = "answer"
+
+
+def _answer_tool(schema: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+    """The one tool the teacher must call, and whether the schema was wrapped."""
+    wrapped = schema.get("type") != "object"
+    input_schema = (
+        {"type": "object", "properties": {_WRAP: dict(schema)}, "required": [_WRAP]}
+        if wrapped
+        else dict(schema)
+    )
+    tool = {
+        "name": "answer",
+        "description": "Give the answer, in exactly this structure.",
+        "input_schema": input_schema,
+    }
+    return tool, wrapped
+
+
 class AnthropicTeacher:
     """SDK retries are off: ``ResilientTeacher`` owns retries, deadline and breaker."""
 
@@ -37,7 +61,11 @@ class AnthropicTeacher:
         )
 
     async def complete(self, request: TeacherRequest) -> TeacherAnswer:
+        """A structured task's answer is asked for as the input of one forced tool call
+        (Anthropic's way to a schema), returned as compact JSON text."""
         started = time.perf_counter()
+        tool, wrapped = _answer_tool(request.json_schema or {})
+        structured = request.json_schema is not None
         try:
             message = await self._client.messages.create(
                 model=self.model,
@@ -45,6 +73,8 @@ class AnthropicTeacher:
                 messages=_messages(request),
                 system=request.system if request.system else anthropic.omit,
                 stop_sequences=list(request.stop) if request.stop else anthropic.omit,
+                tools=[tool] if structured else anthropic.omit,  # type: ignore[list-item]
+                tool_choice={"type": "tool", "name": "answer"} if structured else anthropic.omit,
             )
         except anthropic.APITimeoutError:
             raise TeacherTimeout(f"{self.name} timed out", retryable=True) from None
@@ -60,7 +90,18 @@ class AnthropicTeacher:
             raise TeacherError(
                 f"{self.name} failed ({type(exc).__name__})", retryable=True
             ) from exc
-        text = "".join(block.text for block in message.content if block.type == "text")
+        if structured:
+            calls = [b.input for b in message.content if b.type == "tool_use"]
+            value: object = calls[0] if calls else None
+            if wrapped and isinstance(value, dict):
+                value = value.get(_WRAP)
+            text = (
+                ""
+                if value is None
+                else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+            )
+        else:
+            text = "".join(block.text for block in message.content if block.type == "text")
         return TeacherAnswer(
             text=text.strip(),
             model=message.model,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from gateway.engines.base import FinishReason, Message, TokenDelta
 
@@ -18,6 +19,8 @@ class TeacherRequest:
     max_tokens: int
     stop: tuple[str, ...] = ()  # the client's stop sequences, honoured by the teacher
     top_logprobs: int | None = None  # None: no logprobs wanted; else that many alternatives
+    # A structured task: the answer must be JSON of this schema, asked the provider's way.
+    json_schema: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -160,12 +160,46 @@ def _last_user(messages: Sequence[dict[str, Any]]) -> str:
     return ""
 
 
-def _anthropic_error(status: int) -> JSONResponse:
-    kind = {429: "rate_limit_error", 529: "overloaded_error"}.get(status, "api_error")
-    body = {"type": "error", "error": {"type": kind, "message": f"simulated {status}"}}
+def _anthropic_error(status: int, message: str | None = None) -> JSONResponse:
+    kind = {
+        400: "invalid_request_error",
+        429: "rate_limit_error",
+        529: "overloaded_error",
+    }.get(status, "api_error")
+    text = message or f"simulated {status}"
+    body = {"type": "error", "error": {"type": kind, "message": text}}
     return JSONResponse(
         body, status_code=status, headers={"retry-after": "0"} if status == 429 else {}
     )
+
+
+def _forced_tool(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The tool a Messages request forces (``tool_choice`` of type ``tool``), if any."""
+    choice = body.get("tool_choice") or {}
+    if choice.get("type") != "tool":
+        return None
+    return next((t for t in body.get("tools") or () if t.get("name") == choice.get("name")), None)
+
+
+def _tool_use(tool: dict[str, Any], text: str) -> dict[str, Any]:
+    """The known answer (JSON text) as the tool's input, under the tool's one required key
+    when its input schema wraps the answer (a root that is not an object) and the answer
+    does not already carry it, as a model following that schema would."""
+    try:
+        value: Any = json.loads(text)
+    except ValueError:
+        value = text
+    schema = tool.get("input_schema") or {}
+    required = schema.get("required") or []
+    wraps = len(required) == 1 and set(schema.get("properties") or {}) == set(required)
+    if wraps and not (isinstance(value, dict) and required[0] in value):
+        value = {required[0]: value}
+    return {
+        "type": "tool_use",
+        "id": f"toolu_{uuid.uuid4().hex[:24]}",
+        "name": tool["name"],
+        "input": value,
+    }
 
 
 def _openai_error(status: int) -> JSONResponse:
@@ -246,6 +280,13 @@ def create_sim_app(
         stop_reason = "max_tokens" if cut else "end_turn"
         msg_id = f"msg_{uuid.uuid4().hex[:24]}"
         model = body.get("model", answers.model)
+        content: list[dict[str, Any]] = [{"type": "text", "text": text}]
+        forced = _forced_tool(body)
+        if forced is not None:  # a structured task: the answer as the forced tool's input
+            if body.get("stream"):
+                return _anthropic_error(400, "the simulator streams text answers only")
+            content = [_tool_use(forced, text)]
+            stop_reason = "tool_use"
         if not body.get("stream"):
             return JSONResponse(
                 {
@@ -253,7 +294,7 @@ def create_sim_app(
                     "type": "message",
                     "role": "assistant",
                     "model": model,
-                    "content": [{"type": "text", "text": text}],
+                    "content": content,
                     "stop_reason": stop_reason,
                     "stop_sequence": None,
                     "usage": {"input_tokens": n_in, "output_tokens": n_out},

@@ -179,6 +179,15 @@ def test_a_structured_answer_that_does_not_fit_the_schema_escalates(tmp_path: Pa
         assert all(0.9 < c <= 1.0 for c in record.student_fields.values())
 
 
+def test_a_teacher_answer_outside_the_schema_is_a_teacher_failure(tmp_path: Path) -> None:
+    w = World(tmp_path, teacher=FakeTeacher('{"intent":"Nope"}'), schema=SCHEMA)
+    answer = w.run(lambda w: w.ask(MISFITS))
+    assert answer.route == Route.STUDENT_FALLBACK  # the task's policy: the student answers
+    assert "does not fit" in (answer.teacher_error or "")
+    (record,) = w.sink.records.values()
+    assert record.teacher_error and record.teacher_answer is None  # never training data
+
+
 def test_a_failed_teacher_falls_back_to_the_student(tmp_path: Path) -> None:
     w = world(tmp_path, FakeTeacher("x", error=TeacherTimeout("slow")))
     answer = w.run(lambda w: w.ask(UNSURE))

@@ -194,3 +194,61 @@ def test_a_stalled_stream_times_out_in_the_sdk(sim: str) -> None:
         "".join(s.text_stream)
     assert time.monotonic() - started < 3
     arm(sim, None)
+
+
+SNIPS_LIKE = {  # a root that is not an object: Anthropic's tool input wraps it
+    "anyOf": [
+        {
+            "type": "object",
+            "properties": {
+                "intent": {"const": "GetWeather"},
+                "slots": {"type": "object", "additionalProperties": {"type": "string"}},
+            },
+            "required": ["intent", "slots"],
+            "additionalProperties": False,
+        }
+    ]
+}
+WEATHER = '{"intent":"GetWeather","slots":{"city":"Paris"}}'
+
+
+def test_both_protocols_ask_for_the_schema_and_return_its_structure() -> None:
+    """Anthropic through a forced tool whose input schema is the task's (wrapped when its
+    root is not an object), OpenAI-compatible through response_format json_schema; the
+    simulator answers both the way the providers do, and the real SDKs read them."""
+    answers = SimulatedAnswers({"weather in paris": WEATHER, "bad": "not json"})
+    served = serve_in_thread(create_sim_app(answers, timeout_s=30))
+    try:
+        raw = anthropic.Anthropic(api_key="k", base_url=served.url, max_retries=0)
+        message = raw.messages.create(
+            model="m",
+            max_tokens=64,
+            messages=[{"role": "user", "content": "weather in paris"}],
+            tools=[{"name": "answer", "input_schema": {"type": "object", "properties": {}}}],
+            tool_choice={"type": "tool", "name": "answer"},
+        )
+        assert message.stop_reason == "tool_use" and message.content[0].type == "tool_use"
+        body = openai.OpenAI(api_key="k", base_url=f"{served.url}/v1", max_retries=0)
+        done = body.chat.completions.create(
+            model="m",
+            messages=[{"role": "user", "content": "weather in paris"}],
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "schema": SNIPS_LIKE, "strict": True},
+            },
+        )
+        assert done.choices[0].message.content == WEATHER
+
+        async def run() -> list[str]:
+            out = []
+            for teacher in clients(served.url):
+                request = TeacherRequest(
+                    "r", (Message("user", "weather in paris"),), None, 64, json_schema=SNIPS_LIKE
+                )
+                out.append((await teacher.complete(request)).text)
+                await teacher.aclose()
+            return out
+
+        assert asyncio.run(run()) == [WEATHER, WEATHER]
+    finally:
+        served.stop()
