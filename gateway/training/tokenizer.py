@@ -66,18 +66,18 @@ def build_tokenizer(
 ) -> PreTrainedTokenizerFast:
     """Train a BPE tokenizer on ``texts`` and ``answers``; every answer must round-trip.
 
-    ``lowercase=None`` (auto): lower-case for a closed answer set (labels whose case is kept
-    by adding them whole) or when no answer has capitals; keep case for free-text answers
-    that have them.
+    ``lowercase=None`` (auto): NFKC and lower-case for a closed answer set (labels whose case
+    is kept by adding them whole) or when no answer has capitals; no normalisation at all for
+    free-text answers that have them.
     """
     closed = is_closed_answer_set(answers)
     if lowercase is None:
         lowercase = closed or all(a == a.lower() for a in answers)
-    norm: list[normalizers.Normalizer] = [normalizers.NFKC()]
-    if lowercase:
-        norm.append(normalizers.Lowercase())
     tok = Tokenizer(models.BPE())
-    tok.normalizer = normalizers.Sequence(norm)
+    if lowercase:
+        tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    # else none: free text is written back byte for byte (NFKC would turn "…" into "...",
+    # an answer the student could then never produce)
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
