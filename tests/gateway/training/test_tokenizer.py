@@ -49,7 +49,7 @@ def test_an_answer_that_cannot_round_trip_is_refused(tokenizer) -> None:  # type
 def test_auto_case_keeps_free_text_and_lowercases_labels() -> None:
     texts = [f"what is the name number {i}" for i in range(60)]
     free = [f"Name {chr(65 + i % 26)}{i}" for i in range(60)]  # distinct, capitalised: free text
-    free[0] = '{"album":"Regulate…g Funk Era","ｗide":"ﬁ"}'  # NFKC would rewrite all three
+    free[0] = '{"album":"Regulate…g Funk Era","w":"\uff57 \ufb01"}'  # NFKC rewrites all three
     tok = build_tokenizer(texts, free, vocab_size=400)
     assert all(tok.decode(tok.encode(a, add_special_tokens=False)) == a for a in free)
     assert len(tok) < 420  # no answer was added whole
