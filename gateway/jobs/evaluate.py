@@ -24,6 +24,7 @@ from calibration import (
 )
 from gateway.api.protocol import ChatCompletionRequest
 from gateway.engines.base import GenerationRequest
+from gateway.jobs.fields import field_scores
 from gateway.pipeline.answer import Pipeline
 from gateway.pipeline.base import Answer
 from gateway.pipeline.decision import Route
@@ -147,4 +148,11 @@ async def evaluate(
         "teacher": runtime.teacher_label or runtime.teacher.name,
         "client_max_tokens": max_tokens,
     }
+    check = task.answer_check
+    if check.structured:  # per field, beside the record exact match (the accuracies above)
+        golds = [check.parse(g) for g in gold]
+        report["field_scores"] = {
+            "student": field_scores(golds, [check.parse(a.student_text) for a in answers]),
+            "routed": field_scores(golds, [check.parse(a.text) for a in answers]),
+        }
     return Evaluation(report, curve.teacher_share.tolist(), curve.accuracy.tolist())

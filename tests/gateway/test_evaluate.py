@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncGenerator
+
+import pytest
 
 from calibration import Calibration, student_fingerprint
 from gateway.engines.base import GenerationRequest, TokenDelta
@@ -12,6 +15,7 @@ from gateway.jobs.evaluate import evaluate
 from gateway.runtime.deployment import TaskRuntime
 from gateway.tasks import Task
 from gateway.testing.sim import SimulatedAnswers, SimulatedTeacher
+from gateway.training.examples import Example
 from tests.conftest import LABELS
 
 
@@ -90,3 +94,37 @@ def test_the_replay_holds_no_more_requests_than_its_concurrency(tiny_student) ->
     engine = CountingEngine(tiny_student.path)
     run(tiny_student, 1.0, engine=engine, concurrency=3)
     assert len(tiny_student.test) > 3 and engine.peak == 3
+
+
+def test_a_structured_task_reports_record_exact_match_and_field_scores(tiny_student) -> None:  # type: ignore[no-untyped-def]
+    """The tiny student, constrained to {"intent": <label>}: with one field per record, the
+    record exact match is that field's precision and recall (every answer parses)."""
+    schema = {
+        "type": "object",
+        "properties": {"intent": {"enum": list(LABELS)}},
+        "required": ["intent"],
+        "additionalProperties": False,
+    }
+    examples = [
+        Example(answer=json.dumps({"intent": e.answer}), prompt=e.prompt) for e in tiny_student.test
+    ]
+
+    async def go() -> dict:  # type: ignore[type-arg]
+        engine = TransformersEngine(tiny_student.path)
+        await engine.start()
+        task = Task(name="t", student=tiny_student.path, answer_schema=schema)
+        teacher = SimulatedTeacher(SimulatedAnswers.from_examples(examples, accuracy=1.0))
+        try:
+            result = await evaluate(TaskRuntime(task, engine, None, teacher), examples)
+        finally:
+            await engine.aclose()
+        return result.report
+
+    report = asyncio.run(go())
+    intent = report["field_scores"]["student"]["fields"]["intent"]
+    assert 0.3 < report["student_accuracy"] < 1.0  # it learnt labels, not perfectly
+    assert intent["precision"] == intent["recall"] == pytest.approx(report["student_accuracy"])
+    assert intent["support"] == len(examples)
+    assert report["field_scores"]["routed"]["micro"]["f1"] == pytest.approx(
+        report["routed_accuracy"]
+    )
