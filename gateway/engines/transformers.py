@@ -138,6 +138,7 @@ class TransformersEngine:
         self._stopping = False
         self._failure: BaseException | None = None
         self._grammars: JsonGrammars | None = None  # built on the first structured request
+        self._grammars_made = threading.Lock()
 
     @property
     def max_context(self) -> int:
@@ -290,11 +291,13 @@ class TransformersEngine:
         ]
 
     def _constraint(self, schema_json: str) -> Constraint:
-        if self._grammars is None:
-            vocab = int(self.model.get_output_embeddings().weight.shape[0])
-            self._grammars = JsonGrammars(self.tokenizer, vocab, self._eos)
+        with self._grammars_made:  # two first requests at once build it once
+            if self._grammars is None:
+                vocab = int(self.model.get_output_embeddings().weight.shape[0])
+                self._grammars = JsonGrammars(self.tokenizer, vocab, self._eos)
+            grammars = self._grammars
         try:
-            return self._grammars.constraint(schema_json)
+            return grammars.constraint(schema_json)
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
 
