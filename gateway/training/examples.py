@@ -8,14 +8,17 @@ dataset fails before minutes of training are spent on it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import gzip
+import io
 import json
 import random
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 __all__ = ["Example", "examples_from_csv", "read_examples", "stratified_split", "write_examples"]
 
@@ -65,11 +68,28 @@ def _parse_line(obj: Any, where: str) -> Example:
     return Example(answer=answer, prompt=prompt)
 
 
+@contextlib.contextmanager
+def _open_text(path: Path, mode: str) -> Iterator[IO[str]]:
+    """A JSONL file, gzip-compressed when its name ends in ``.gz`` (written with no time
+    or name in the header, so the same examples give the same bytes)."""
+    if path.suffix != ".gz":
+        with path.open(mode, encoding="utf-8") as f:
+            yield f
+        return
+    with (
+        path.open(mode + "b") as raw,
+        gzip.GzipFile(filename="", mode=mode + "b", fileobj=raw, mtime=0) as packed,
+        io.TextIOWrapper(packed, encoding="utf-8") as text,
+    ):
+        yield text
+
+
 def read_examples(path: str | Path) -> list[Example]:
-    """Read a labelled JSONL file; raise ``ValueError`` on the first bad line."""
+    """Read a labelled JSONL file (``.jsonl.gz`` too); raise ``ValueError`` on the first bad
+    line."""
     path = Path(path)
     examples = []
-    with path.open(encoding="utf-8") as f:
+    with _open_text(path, "r") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -88,7 +108,7 @@ def write_examples(path: str | Path, examples: Iterable[Example]) -> int:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     n = 0
-    with path.open("w", encoding="utf-8") as f:
+    with _open_text(path, "w") as f:
         for ex in examples:
             f.write(json.dumps(ex.to_json(), ensure_ascii=False) + "\n")
             n += 1

@@ -25,6 +25,9 @@ def test_jsonl_round_trip_with_prompts_and_messages(tmp_path: Path) -> None:
     write_examples(tmp_path / "x.jsonl", examples)
     assert read_examples(tmp_path / "x.jsonl") == examples
     assert examples[1].chat()[-1] == {"role": "user", "content": "u"}
+    write_examples(tmp_path / "x.jsonl.gz", examples)  # compressed, by the name
+    assert read_examples(tmp_path / "x.jsonl.gz") == examples
+    assert (tmp_path / "x.jsonl.gz").read_bytes()[:2] == b"\x1f\x8b"
 
 
 @pytest.mark.parametrize(

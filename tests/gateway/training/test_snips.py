@@ -46,13 +46,14 @@ def test_import_snips_writes_pairs_a_schema_and_held_out_files(tmp_path: Path) -
     (src / "README.md").write_text("not a data file")
     out = tmp_path / "out"
     done = cli(
-        "data", "import-snips", str(src), "--out", str(out / "train.jsonl"),
+        "data", "import-snips", str(src), "--out", str(out / "train.jsonl.gz"),
         "--calibration-out", str(out / "calibration.jsonl"), "--test-out",
         str(out / "test.jsonl"), "--schema-out", str(out / "schema.json"), cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "left out 1 queries that name a slot twice" in done.stdout
-    parts = {n: read_examples(out / f"{n}.jsonl") for n in ("train", "calibration", "test")}
+    names = {"train": "train.jsonl.gz", "calibration": "calibration.jsonl", "test": "test.jsonl"}
+    parts = {n: read_examples(out / f) for n, f in names.items()}
     every = [e for part in parts.values() for e in part]
     assert len(every) == 202  # 203 queries, one left out
     assert 5 < len(parts["test"]) < 45 and 5 < len(parts["calibration"]) < 45
@@ -72,9 +73,9 @@ def test_import_snips_writes_pairs_a_schema_and_held_out_files(tmp_path: Path) -
 
     again = tmp_path / "again"
     cli(
-        "data", "import-snips", str(src), "--out", str(again / "train.jsonl"),
+        "data", "import-snips", str(src), "--out", str(again / "train.jsonl.gz"),
         "--calibration-out", str(again / "calibration.jsonl"), "--test-out",
         str(again / "test.jsonl"), cwd=tmp_path,
     )  # fmt: skip
-    for name in parts:  # the split is a hash of the query: the same on every run
-        assert (again / f"{name}.jsonl").read_bytes() == (out / f"{name}.jsonl").read_bytes()
+    for name in names.values():  # a hash of the query splits: the same bytes on every run
+        assert (again / name).read_bytes() == (out / name).read_bytes()
