@@ -154,8 +154,22 @@ def _cached(labels: frozenset[str] | None, schema_json: str | None) -> AnswerChe
     return AnswerCheck(labels, None if schema_json is None else json.loads(schema_json))
 
 
+# The same schema object (a task's, shared by its copies) skips the canonical spelling on
+# the hot path; holding the object keeps its id from being reused.
+_SEEN: dict[tuple[int, frozenset[str] | None], tuple[Mapping[str, Any], AnswerCheck]] = {}
+
+
 def answer_check(
     labels: frozenset[str] | None, schema: Mapping[str, Any] | None = None
 ) -> AnswerCheck:
     """One compiled check per (labels, schema): the schema is compiled once, not per request."""
-    return _cached(labels, None if schema is None else canonical_json(schema))
+    if schema is None:
+        return _cached(labels, None)
+    seen = _SEEN.get((id(schema), labels))
+    if seen is not None and seen[0] is schema:
+        return seen[1]
+    check = _cached(labels, canonical_json(schema))
+    if len(_SEEN) > 256:  # task files reloaded many times over
+        _SEEN.clear()
+    _SEEN[(id(schema), labels)] = (schema, check)
+    return check
