@@ -4,6 +4,7 @@ With Redis reachable: a lease key (``SET NX PX``) holding this worker's token, r
 the round runs and released by a compare-and-delete script, so a crashed worker's lease
 expires by itself and a slow one never deletes another's. Always, and alone without Redis
 (the embedded default, one host): an exclusive ``flock`` on the task's registry folder.
+With ``turns``, also one on the registry's root, which the tasks sharing it take in turn.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -38,16 +40,23 @@ def lease_key(task: str) -> str:
 class Lease:
     @staticmethod
     @contextlib.asynccontextmanager
-    async def take(redis_url: str | None, registry: Registry, task: str) -> AsyncIterator[bool]:
+    async def take(
+        redis_url: str | None, registry: Registry, task: str, *, turns: bool = False
+    ) -> AsyncIterator[bool]:
         """Yields whether this worker holds the task's lease for the block: the Redis lease
         when Redis answers, and the registry's file lock always, so a worker that lost Redis
-        mid-round still excludes one that falls back to the lock."""
+        mid-round still excludes one that falls back to the lock; with ``turns``, the
+        registry root's lock as well (no other task's round is running beside it)."""
         async with _redis_lease(redis_url, task) as in_redis:
             if in_redis is False:
                 yield False
                 return
-            with _file_lock(registry) as held:
-                yield held
+            with _file_lock(registry.dir / ".lease") as held:
+                if not (held and turns):
+                    yield held
+                    return
+                with _file_lock(registry.dir.parent / ".round") as turn:
+                    yield turn
 
 
 @contextlib.asynccontextmanager
@@ -87,9 +96,9 @@ async def _renew(client: aioredis.Redis, task: str, token: str) -> None:
 
 
 @contextlib.contextmanager
-def _file_lock(registry: Registry) -> Iterator[bool]:
-    registry.dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(registry.dir / ".lease", os.O_CREAT | os.O_RDWR)
+def _file_lock(path: Path) -> Iterator[bool]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -126,9 +126,10 @@ class LoopWorker:
         trigger = self.due(records, rolled_back) or self._drift(records)
         if trigger is None:
             return None
-        async with Lease.take(self.redis_url, self.registry, self.task.name) as held:
+        turns = self.policy.one_round_at_a_time
+        async with Lease.take(self.redis_url, self.registry, self.task.name, turns=turns) as held:
             if not held:
-                self.last_status = "another worker holds the lease"
+                self.last_status = "another worker holds the lease, or another task's round runs"
                 return None
             report = await run_round(
                 self.task, self.registry, records, self.trainer, trigger=trigger

@@ -38,3 +38,26 @@ def test_one_worker_per_task_across_hosts_and_through_a_redis_outage(
     assert asyncio.run(scenario()) == [True, False, False, True, False]
     ttl = redis_server.client().pttl(lease_key("banking77"))
     assert 0 < ttl <= 60_000  # an unreleased lease expires by itself
+
+
+def test_tasks_sharing_a_registry_take_turns_to_run_rounds(tmp_path: Path) -> None:
+    """Two students training at once on a small machine slow both: with turns, a task's
+    round waits while another task of the same registry runs one (no Redis: file locks)."""
+    banking, snips = Registry(tmp_path, "banking77"), Registry(tmp_path, "snips")
+    elsewhere = Registry(tmp_path / "other-root", "snips")
+
+    async def scenario() -> list[bool]:
+        seen = []
+        async with Lease.take(None, banking, "banking77", turns=True) as first:
+            seen.append(first)
+            async with Lease.take(None, snips, "snips", turns=True) as waits:
+                seen.append(waits)  # its own lease is free, the registry's turn is not
+            async with Lease.take(None, snips, "snips") as without_turns:
+                seen.append(without_turns)
+            async with Lease.take(None, elsewhere, "snips", turns=True) as own_root:
+                seen.append(own_root)
+        async with Lease.take(None, snips, "snips", turns=True) as after:
+            seen.append(after)
+        return seen
+
+    assert asyncio.run(scenario()) == [True, False, True, True, True]
