@@ -141,12 +141,13 @@ class AnswerCheck:
         return self.key(a) == self.key(b)
 
     def training_text(self, text: str) -> str:
-        """How a valid answer is written for the student to learn: a structured one compact,
-        keys in the order the answer gave them, so one spelling is learnt whatever the
-        teacher's spacing; other answers as they are."""
+        """How a valid answer is written for the student to learn: a structured one in its
+        canonical spelling (compact, keys sorted), the order constrained decoding enforces
+        (the grammar is compiled from the canonical schema, whose properties are sorted), so
+        the student learns what it will be allowed to write; other answers as they are."""
         if self._validator is None:
             return text
-        return json.dumps(json.loads(text), ensure_ascii=False, separators=(",", ":"))
+        return canonical_json(json.loads(text))
 
 
 @functools.lru_cache(maxsize=64)

@@ -2,8 +2,9 @@
 
 Each query of ``train_<Intent>_full.json`` is a list of text pieces, some tagged with a
 slot name; the answer is the intent and its slots as one JSON object,
-``{"intent":"GetWeather","slots":{"timeRange":"this year","city":"Paris"}}``, slots in the
-order the query says them, written compactly (fewer tokens for the student to write).
+``{"intent":"GetWeather","slots":{"city":"Paris","timeRange":"this year"}}``, in its
+canonical spelling (compact, keys sorted: the order constrained decoding enforces, so the
+student learns to write what the grammar will let it).
 An object holds one value per key, so the few queries that name one slot twice (61 of
 13,784) are left out and counted, rather than have a value invented for them.
 
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.answers import canonical_json
 from gateway.training.examples import Example
 
 __all__ = ["SnipsImport", "read_snips", "snips_answer", "snips_schema"]
@@ -32,7 +34,7 @@ class SnipsImport:
 
 
 def snips_answer(intent: str, slots: dict[str, str]) -> str:
-    return json.dumps({"intent": intent, "slots": slots}, ensure_ascii=False, separators=(",", ":"))
+    return canonical_json({"intent": intent, "slots": slots})
 
 
 def read_snips(folder: Path) -> SnipsImport:

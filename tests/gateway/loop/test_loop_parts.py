@@ -73,7 +73,7 @@ def test_structured_teacher_answers_vote_by_value_and_only_valid_ones_are_kept(
     ]
     data = round_data(records, t, eval_share=0.5)
     examples = [*data.train, *data.calibrate, *data.evaluate]
-    # Two of three agree on the value, spelled differently: one pair, written compactly.
+    # Two of three agree on the value, spelled differently: one pair, written canonically.
     assert [(e.prompt, e.answer) for e in examples] == [
         ("weather in paris", '{"intent":"GetWeather","slots":{"city":"Paris"}}')
     ]

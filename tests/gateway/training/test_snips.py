@@ -59,7 +59,7 @@ def test_import_snips_writes_pairs_a_schema_and_held_out_files(tmp_path: Path) -
     assert 5 < len(parts["test"]) < 45 and 5 < len(parts["calibration"]) < 45
     by_prompt = {e.prompt: e.answer for e in every}
     weather = by_prompt["What will the weather be this year in Paris?"]
-    assert weather == '{"intent":"GetWeather","slots":{"timeRange":"this year","city":"Paris"}}'
+    assert weather == '{"intent":"GetWeather","slots":{"city":"Paris","timeRange":"this year"}}'
     assert json.loads(by_prompt["play Pop Punk Perfection 🍕"]) == {
         "intent": "PlayMusic",
         "slots": {"playlist": "Pop Punk Perfection 🍕"},
