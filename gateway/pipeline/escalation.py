@@ -76,9 +76,12 @@ async def ask_teacher(
                 f"the teacher did not answer within the request's deadline "
                 f"({task.limits.deadline_s:g} s)"
             ) from None
-        if request.json_schema is not None and task.answer_check.parse(reply.text) is None:
+        misfit = task.answer_check.problem(reply.text) if request.json_schema else None
+        if misfit is not None:
             # Asked for the structure and did not give it: the teacher-failure policy decides.
-            raise TeacherError(f"the teacher's answer does not fit task {task.name!r}'s schema")
+            raise TeacherError(
+                f"the teacher's answer does not fit task {task.name!r}'s schema ({misfit})"
+            )
     except TeacherError as exc:
         observer.teacher_failed(task.name, exc.code or "teacher_error")
         raise
