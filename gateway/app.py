@@ -26,7 +26,8 @@ from gateway.api.middleware import (
 )
 from gateway.api.openapi import install_openapi
 from gateway.api.protocol import invalid_request as validation_error
-from gateway.api.ratelimit import RateLimiter
+from gateway.api.ratelimit import ProcessRateLimiter, RateLimiter
+from gateway.api.redis_ratelimit import RedisRateLimiter
 from gateway.api.routes import direct_routes, router
 from gateway.capture import CaptureRecorder, Spool
 from gateway.capture.redis import RedisCaptureSink, default_stream_name
@@ -35,7 +36,7 @@ from gateway.engines.factory import open_engine
 from gateway.engines.vllm import SharedBases
 from gateway.errors import GatewayError
 from gateway.loop.registry import served_tasks
-from gateway.metrics import DeploymentCollector, Metrics
+from gateway.metrics import DeploymentCollector, Metrics, SharedLimitsCollector
 from gateway.pipeline.answer import Pipeline
 from gateway.pipeline.audit import AuditTracker
 from gateway.runtime.deployment import Deployment, build_deployment, retire
@@ -79,11 +80,12 @@ def _recorder(
         return policy.maxlen if policy else CapturePolicy().maxlen
 
     sink = RedisCaptureSink.from_url(
-        settings.redis_url,
+        settings.redis_target,
         stream_of=stream_of,
         maxlen=maxlen,
         dedup_ttl_s=settings.capture_dedup_ttl_s,
         timeout_s=settings.capture_timeout_s,
+        replica_acks=settings.capture_replica_acks,
     )
     spool = Spool(settings.spool_path, max_bytes=settings.spool_max_bytes)
     recorder = CaptureRecorder(
@@ -93,6 +95,20 @@ def _recorder(
         on_sink_error=metrics.capture_sink_errors.inc,
     )
     return recorder
+
+
+def _limiter(settings: Settings, metrics: Metrics) -> RateLimiter:
+    """Fleet-wide limits in Redis unless asked otherwise (or there is no Redis)."""
+    if settings.rate_limits == "process" or not settings.redis_url:
+        return ProcessRateLimiter()
+    limiter = RedisRateLimiter.from_url(
+        settings.redis_target,
+        replicas=settings.rate_limit_replicas,
+        timeout_s=settings.rate_limit_timeout_s,
+        on_fallback=metrics.rate_limit_fallback.inc,
+    )
+    metrics.watch(SharedLimitsCollector(lambda: limiter.shared))
+    return limiter
 
 
 def _audit_metrics(metrics: Metrics) -> Callable[[str, bool], None]:
@@ -177,7 +193,7 @@ def create_app(
                 watcher = RegistryWatcher(
                     reloader,
                     lambda: pipeline.runtimes,
-                    redis_url=settings.redis_url or None,
+                    redis_url=settings.redis_target or None,
                     poll_s=settings.registry_poll_s,
                 )
                 background.append(asyncio.create_task(watcher.run(stop_loop), name="registry"))
@@ -185,6 +201,8 @@ def create_app(
                     workers.start()
             if recorder is not None:
                 await recorder.start()
+            if isinstance(limiter, RedisRateLimiter):
+                background.append(asyncio.create_task(limiter.run(stop_loop), name="limits"))
             logger.info("serving tasks: %s", ", ".join(tasks))
             if keyring:
                 logger.info("%d client keys", len(keyring))
@@ -209,12 +227,14 @@ def create_app(
             await retire(pipeline.deployment)
             if recorder is not None:
                 await recorder.aclose()
+            if isinstance(limiter, RedisRateLimiter):
+                await limiter.aclose()
 
     app = FastAPI(title="distillgate", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.keyring = keyring
-    app.state.limiter = RateLimiter()
+    limiter = app.state.limiter = _limiter(settings, metrics)
     app.state.draining = False
     metrics.watch(DeploymentCollector(lambda: getattr(app.state, "pipeline", None)))
     app.include_router(router)

@@ -33,7 +33,7 @@ from gateway.teachers.resilience import ResilientTeacher
 if TYPE_CHECKING:
     from gateway.pipeline.answer import Pipeline
 
-__all__ = ["DeploymentCollector", "Metrics", "VLLMPassthrough"]
+__all__ = ["DeploymentCollector", "Metrics", "SharedLimitsCollector", "VLLMPassthrough"]
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 1.0)
@@ -102,6 +102,11 @@ class Metrics:
             "and limit (requests, tokens).",
             "key",
             "limit",
+        )
+        self.rate_limit_fallback = c(
+            "rate_limit_fallback",
+            "Rate-limit decisions this replica took alone (limit / expected replicas) because "
+            "the shared limits in Redis did not answer.",
         )
         self.confidence = h(
             "confidence",
@@ -183,6 +188,7 @@ class Metrics:
         for outcome in ("ok", "refused"):
             self.reloads.labels(outcome)
         self.capture_sink_errors.inc(0)
+        self.rate_limit_fallback.inc(0)
         self._mean_teacher_cost: dict[str, tuple[float, int]] = {}
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._live: list[Collector] = []
@@ -448,6 +454,22 @@ class DeploymentCollector(Collector):
             )
             queued.add_metric([], recorder.queued)
             yield from (spool, queued)
+
+
+class SharedLimitsCollector(Collector):
+    """Whether this replica's rate limits are the fleet's (1) or its own fallback (0)."""
+
+    def __init__(self, shared: Callable[[], bool]) -> None:
+        self.shared = shared
+
+    def collect(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily(
+            "distillgate_rate_limits_shared",
+            "1 while client keys' limits are shared in Redis, 0 while this replica limits "
+            "alone because Redis does not answer.",
+        )
+        gauge.add_metric([], 1.0 if self.shared() else 0.0)
+        yield gauge
 
 
 class VLLMPassthrough(Collector):

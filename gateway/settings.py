@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gateway.redis_clients import cluster_url
+
 __all__ = ["Settings"]
 
 
@@ -37,6 +39,11 @@ class Settings(BaseSettings):
     redis_url: str = Field(
         "redis://localhost:6379/0", description="Redis of the capture streams; empty: no capture."
     )
+    redis_cluster: bool = Field(
+        False,
+        description="redis_url names one node of a Redis Cluster (as `redis+cluster://` does): "
+        "the gateway discovers the rest.",
+    )
     spool_dir: Path | None = Field(
         None,
         description="Capture spool while Redis is unreachable; one per gateway process. "
@@ -47,6 +54,29 @@ class Settings(BaseSettings):
     capture_timeout_s: float = Field(2.0, gt=0, description="Redis write timeout, then spool.")
     capture_dedup_ttl_s: int = Field(
         7 * 24 * 3600, ge=60, description="How long a record id is remembered against replays."
+    )
+    capture_replica_acks: int = Field(
+        0,
+        ge=0,
+        description="Replicas that must hold a captured batch (Redis WAIT) before it counts as "
+        "stored; else it is spooled and replayed. 1 on a cluster or a primary with replicas: "
+        "a failover then loses nothing.",
+    )
+    rate_limits: Literal["redis", "process"] = Field(
+        "redis",
+        description="Where client keys' limits are kept: `redis` (redis_url; one allowance "
+        "across all replicas) or `process` (each replica its own; also with no redis_url).",
+    )
+    rate_limit_replicas: int = Field(
+        1,
+        ge=1,
+        description="Replicas sharing the limits: while Redis is unreachable each one allows "
+        "limit / this.",
+    )
+    rate_limit_timeout_s: float = Field(
+        0.1,
+        gt=0,
+        description="How long a request waits for the shared limits before deciding alone.",
     )
     audit_window: int = Field(500, ge=10, description="Audits in the live-agreement estimate.")
     admin_key: SecretStr | None = Field(
@@ -80,6 +110,13 @@ class Settings(BaseSettings):
     access_log: bool = Field(
         False, description="uvicorn's per-request access log (metrics count every request)."
     )
+
+    @property
+    def redis_target(self) -> str:
+        """``redis_url`` with its mode: ``redis+cluster://`` when ``redis_cluster`` is set."""
+        if self.redis_cluster and self.redis_url:
+            return cluster_url(self.redis_url)
+        return self.redis_url
 
     @property
     def spool_path(self) -> Path:

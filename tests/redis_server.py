@@ -8,6 +8,7 @@ the stream and a "nothing lost" test could not tell the gateway's losses from Re
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -75,5 +76,15 @@ class RedisServer:
             self.process.wait()
             self.process = None
 
+    def pause(self) -> None:
+        """SIGSTOP: connections open but nothing answers (a hung or partitioned Redis)."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
+        self.resume()
         self.kill()

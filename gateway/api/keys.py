@@ -7,7 +7,7 @@ of one) and from ``DISTILLGATE_API_KEYS_FILE``, a TOML file of named entries::
     name = "support-app"            # what metrics and logs call the key; never the key
     sha256 = "9f86d081884c7d65..."  # `distillgate keys new` prints the key and this line
     tasks = ["banking77"]           # optional: the tasks (models) it may call; default all
-    requests_per_minute = 600       # optional: per gateway process
+    requests_per_minute = 600       # optional: across all replicas (shared in Redis)
     tokens_per_minute = 200000      # optional: prompt + completion tokens
 
 A presented key is hashed and its digest looked up, then compared with

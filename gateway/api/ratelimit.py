@@ -4,8 +4,11 @@ A bucket holds up to a minute's allowance and refills continuously, so a key may
 to its per-minute limit and then proceeds at the steady rate. Requests are taken on
 arrival; tokens are charged when the answer is known (prompt + completion) and may push
 the bucket into debt, which refuses the key's next requests until it has refilled, the
-way OpenAI's token limits behave. Limits are per gateway process: with N replicas behind
-a load balancer a key gets up to N times its limit (docs/reliability.md).
+way OpenAI's token limits behave.
+
+``ProcessRateLimiter`` keeps the buckets in this process: alone it serves one gateway, and it
+is what ``RedisRateLimiter`` (``redis_ratelimit.py``, the same buckets shared by every replica)
+falls back to, with each limit divided by the replicas expected, while Redis is unreachable.
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from gateway.api.keys import ClientKey
 from gateway.errors import RateLimited
 
-__all__ = ["RateLimiter", "TokenBucket"]
+__all__ = ["ProcessRateLimiter", "RateLimiter", "TokenBucket", "refusal"]
 
 
 @dataclass
@@ -45,41 +49,64 @@ class TokenBucket:
         self.level -= amount
 
 
-class RateLimiter:
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+class RateLimiter(Protocol):
+    """Where a client key's allowance is kept: this process, or Redis for the whole fleet."""
+
+    async def admit(self, key: ClientKey) -> None:
+        """Take one request from ``key``'s allowance, or raise ``RateLimited`` (429)."""
+
+    def charge(self, key: ClientKey, tokens: int) -> None:
+        """Count an answer's tokens against ``key`` (never refuses: the answer is given)."""
+
+
+def refusal(key: ClientKey, kind: str, wait: float, share: int = 1) -> RateLimited:
+    per_minute = key.tokens_per_minute if kind == "tokens" else key.requests_per_minute
+    where = (
+        f" (this replica's 1/{share} while the shared limits are unreachable)" if share > 1 else ""
+    )
+    return RateLimited(
+        f"Rate limit reached for key {key.name!r}: {per_minute} {kind} per minute{where}.",
+        kind=kind,
+        retry_after=wait,
+    )
+
+
+class ProcessRateLimiter:
+    """Buckets in this process; ``share``: each limit divided by it (at least 1 a minute)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, *, share: int = 1) -> None:
         self.clock = clock
+        self.share = share
         self._requests: dict[str, TokenBucket] = {}
         self._tokens: dict[str, TokenBucket] = {}
 
-    def admit(self, key: ClientKey) -> None:
-        """Take one request from ``key``'s allowance, or raise ``RateLimited`` (429)."""
+    async def admit(self, key: ClientKey) -> None:
+        self.check(key)
+
+    def check(self, key: ClientKey) -> None:
+        """``admit``, for callers that are not coroutines."""
         now = self.clock()
         if key.tokens_per_minute is not None:
-            tokens = self._bucket(self._tokens, key.name, key.tokens_per_minute, now)
+            tokens = self._bucket(self._tokens, key.name, self._part(key.tokens_per_minute), now)
             wait = tokens.wait_for(1, now)  # in debt from earlier answers
             if wait > 0:
-                raise RateLimited(
-                    f"Rate limit reached for key {key.name!r}: "
-                    f"{key.tokens_per_minute} tokens per minute.",
-                    kind="tokens",
-                    retry_after=wait,
-                )
+                raise refusal(key, "tokens", wait, self.share)
         if key.requests_per_minute is not None:
-            requests = self._bucket(self._requests, key.name, key.requests_per_minute, now)
+            per_minute = self._part(key.requests_per_minute)
+            requests = self._bucket(self._requests, key.name, per_minute, now)
             wait = requests.wait_for(1, now)
             if wait > 0:
-                raise RateLimited(
-                    f"Rate limit reached for key {key.name!r}: "
-                    f"{key.requests_per_minute} requests per minute.",
-                    kind="requests",
-                    retry_after=wait,
-                )
+                raise refusal(key, "requests", wait, self.share)
             requests.take(1, now)
 
     def charge(self, key: ClientKey, tokens: int) -> None:
         if key.tokens_per_minute is not None and tokens > 0:
             now = self.clock()
-            self._bucket(self._tokens, key.name, key.tokens_per_minute, now).take(tokens, now)
+            per_minute = self._part(key.tokens_per_minute)
+            self._bucket(self._tokens, key.name, per_minute, now).take(tokens, now)
+
+    def _part(self, per_minute: int) -> int:
+        return max(per_minute // self.share, 1)
 
     @staticmethod
     def _bucket(

@@ -7,22 +7,38 @@ and is then retried, or a spool segment replayed twice, leaves exactly one entry
 expire after ``dedup_ttl_s``; a record replayed later than that could appear twice.
 
 Keys share the task's hash tag (``distillgate:{task}:...``) so the script's keys live on
-one slot in Redis Cluster as well.
+one slot in Redis Cluster as well. On a cluster the batch goes straight to the primary that
+serves that slot (a refreshed map after any failure), in one pipeline on one connection, so
+``WAIT`` there counts the replicas holding this very write.
+
+Durability across a failover: Redis replicates asynchronously, so a primary killed right
+after acknowledging a write may take it with it when its replica is promoted. With
+``replica_acks`` > 0 a batch counts as stored only once that many replicas hold it (``WAIT``);
+short of that it raises and the recorder spools it and replays it later, and the markers
+make the replay exact whichever copy survived.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
+import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from gateway.capture.base import SCHEMA_VERSION, CaptureRecord
 from gateway.errors import CaptureError
+from gateway.redis_clients import AsyncRedis, async_redis
 
 __all__ = ["RedisCaptureSink", "default_stream_name"]
+
+logger = logging.getLogger(__name__)
 
 _ADD_ONCE = """
 local maxlen, ttl, version, task = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -47,6 +63,18 @@ def _marker_key(stream: str, record_id: str) -> str:
     return f"{stream}:seen:{record_id}"
 
 
+def _connection_options(cluster: RedisCluster) -> dict[str, Any]:
+    """The cluster client's connection options (credentials, TLS, timeouts) that one
+    connection takes: its own bookkeeping (reply callbacks, notification handlers) is left out."""
+    options = dict(cluster.get_connection_kwargs())
+    kind = options.get("connection_class", aioredis.Connection)
+    accepted = {"connection_class", "max_connections"}
+    for cls in getattr(kind, "__mro__", ()):
+        if "__init__" in vars(cls):
+            accepted |= set(inspect.signature(vars(cls)["__init__"]).parameters)
+    return {name: value for name, value in options.items() if name in accepted}
+
+
 class RedisCaptureSink:
     """Writes batches with one round trip per task; raises ``CaptureError`` on any failure.
 
@@ -56,24 +84,28 @@ class RedisCaptureSink:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: AsyncRedis,
         *,
         stream_of: Callable[[str], str] = default_stream_name,
         maxlen: Callable[[str], int] = lambda _task: 1_000_000,
         dedup_ttl_s: int = 7 * 24 * 3600,
         timeout_s: float = 2.0,
+        replica_acks: int = 0,
     ) -> None:
         self.client = client
         self.stream_of = stream_of
         self.maxlen = maxlen
         self.dedup_ttl_s = dedup_ttl_s
         self.timeout_s = timeout_s
-        self._script = client.register_script(_ADD_ONCE)
+        self.replica_acks = replica_acks
+        self._primaries: dict[str, tuple[aioredis.Redis, AsyncScript]] = {}
+        self._stale_map = True
+        self._degraded_logged = False
 
     @classmethod
     def from_url(cls, url: str, **kwargs: object) -> RedisCaptureSink:
         timeout = float(kwargs.get("timeout_s", 2.0))  # type: ignore[arg-type]
-        client = aioredis.Redis.from_url(
+        client = async_redis(
             url, socket_timeout=timeout, socket_connect_timeout=timeout, retry_on_timeout=False
         )
         return cls(client, **kwargs)  # type: ignore[arg-type]
@@ -86,22 +118,68 @@ class RedisCaptureSink:
         added = 0
         try:
             for task, batch in by_task.items():
-                stream = self.stream_of(task)
-                keys = [stream, *(_marker_key(stream, r.record_id) for r in batch)]
-                args: list[str | int] = [
-                    self.maxlen(task),
-                    self.dedup_ttl_s,
-                    SCHEMA_VERSION,
-                    task,
-                ]
-                for r in batch:
-                    args += [r.record_id, r.route, r.to_json()]
-                added += int(
-                    await asyncio.wait_for(self._script(keys=keys, args=args), self.timeout_s)
-                )
+                added += await asyncio.wait_for(self._write(task, batch), self.timeout_s)
         except (RedisError, OSError, TimeoutError) as exc:
+            self._stale_map = True
             raise CaptureError(f"redis: {type(exc).__name__}: {exc}") from exc
         return added
+
+    async def _write(self, task: str, batch: Sequence[CaptureRecord]) -> int:
+        stream = self.stream_of(task)
+        keys = [stream, *(_marker_key(stream, r.record_id) for r in batch)]
+        args: list[str | int] = [self.maxlen(task), self.dedup_ttl_s, SCHEMA_VERSION, task]
+        for r in batch:
+            args += [r.record_id, r.route, r.to_json()]
+        client, script = await self._primary(stream)
+        async with client.pipeline(transaction=False) as pipe:
+            await script(keys=keys, args=args, client=pipe)
+            if self.replica_acks:
+                wait_ms = max(int(self.timeout_s * 500), 1)  # half the budget, then spool
+                pipe.execute_command("WAIT", self.replica_acks, wait_ms)
+            replies = await pipe.execute()
+        if self.replica_acks and int(replies[-1]) < self.replica_acks:
+            await self._check_degraded(client, int(replies[-1]))
+        return int(replies[0])
+
+    async def _check_degraded(self, client: aioredis.Redis, acked: int) -> None:
+        """Fewer replicas acknowledged than asked: fine only if every replica the primary has
+        did (a promoted replica whose old primary is gone has none, and with no replica
+        there is no failover that could lose the write); otherwise raise, and spool."""
+        info = await client.info("replication")
+        replicas = int(info.get("connected_slaves", 0))
+        if acked < replicas:
+            raise CaptureError(
+                f"redis: {acked} of {self.replica_acks} replicas acknowledged the batch"
+            )
+        if not self._degraded_logged:
+            logger.warning(
+                "redis primary %s has %d of the %d replicas capture waits for: writing on",
+                client.connection_pool.connection_kwargs.get("port"),
+                replicas,
+                self.replica_acks,
+            )
+            self._degraded_logged = True
+
+    async def _primary(self, key: str) -> tuple[aioredis.Redis, AsyncScript]:
+        """The client of the server that owns ``key``: the one server, or the slot's primary."""
+        if not isinstance(self.client, RedisCluster):
+            if not self._primaries:
+                self._primaries[""] = (self.client, self.client.register_script(_ADD_ONCE))
+            return self._primaries[""]
+        if self._stale_map:
+            await self.client.initialize()  # the first time; a no-op after
+            await self.client.nodes_manager.initialize()  # the slot map as it is now
+            self._stale_map = False
+        node = self.client.get_node_from_key(key)
+        if node is None:
+            raise CaptureError(f"redis: no primary serves the slot of {key}")
+        if node.name not in self._primaries:
+            pool = aioredis.ConnectionPool(
+                host=node.host, port=node.port, **_connection_options(self.client)
+            )
+            plain = aioredis.Redis(connection_pool=pool)
+            self._primaries[node.name] = (plain, plain.register_script(_ADD_ONCE))
+        return self._primaries[node.name]
 
     async def ping(self) -> bool:
         try:
@@ -110,4 +188,7 @@ class RedisCaptureSink:
             return False
 
     async def aclose(self) -> None:
+        for plain, _ in self._primaries.values():
+            if plain is not self.client:
+                await plain.aclose()
         await self.client.aclose()

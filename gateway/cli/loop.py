@@ -21,7 +21,7 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
     task = task_named(settings, args.task)
     if task.loop is None:
         raise SystemExit(f"task {task.name!r} has no [loop] section")
-    redis_url = settings.redis_url or None
+    redis_url = settings.redis_target or None
     history = CaptureHistory(redis_url, spools=list(args.spool))
     worker = LoopWorker(task, history, redis_url=redis_url)
     if args.once:

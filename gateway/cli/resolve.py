@@ -20,8 +20,8 @@ def task_named(settings: Settings, name: str) -> Task:
 
 
 def redis_client(settings: Settings) -> Any:
-    import redis
+    from gateway.redis_clients import sync_redis
 
     if not settings.redis_url:
         raise SystemExit("DISTILLGATE_REDIS_URL is empty: there is no capture stream to read")
-    return redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    return sync_redis(settings.redis_target, decode_responses=True)

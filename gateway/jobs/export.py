@@ -34,6 +34,7 @@ from gateway.capture import CaptureRecord
 from gateway.capture.redis import default_stream_name
 from gateway.engines.base import Message
 from gateway.pipeline.prompt import training_turns
+from gateway.redis_clients import SyncRedis
 from gateway.tasks import Task
 from gateway.training.examples import Example, read_examples
 
@@ -129,9 +130,7 @@ def _decode(fields: dict[str, str]) -> CaptureRecord | None:
         return None
 
 
-def stream_records(
-    client: redis.Redis, task: Task, *, count: int = 1000
-) -> Iterator[CaptureRecord]:
+def stream_records(client: SyncRedis, task: Task, *, count: int = 1000) -> Iterator[CaptureRecord]:
     """Every readable record of the task's stream, oldest first, without consuming it."""
     for _, record in stream_entries(client, task, count=count):
         if record is not None:
@@ -139,7 +138,7 @@ def stream_records(
 
 
 def stream_entries(
-    client: redis.Redis, task: Task, *, after: str = "-", count: int = 1000
+    client: SyncRedis, task: Task, *, after: str = "-", count: int = 1000
 ) -> Iterator[tuple[str, CaptureRecord | None]]:
     """(entry id, record or None if unreadable) of the task's stream after entry ``after``
     (exclusive; ``-``: from the start), oldest first, without consuming them."""
@@ -156,7 +155,7 @@ def stream_entries(
 
 
 def export(
-    client: redis.Redis,
+    client: SyncRedis,
     task: Task,
     out: Path,
     chat_out: Path,
@@ -209,7 +208,7 @@ def export(
 
 
 def _deliveries(
-    client: redis.Redis, stream: str, group: str, consumer: str, batch: int, claim_idle_ms: int
+    client: SyncRedis, stream: str, group: str, consumer: str, batch: int, claim_idle_ms: int
 ) -> Iterable[list[Entry]]:
     """This consumer's unacknowledged entries, then abandoned ones, then new ones."""
     start = "0"

@@ -18,10 +18,10 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.loop.registry import Registry
+from gateway.redis_clients import AsyncRedis, async_redis
 
 __all__ = ["Lease", "lease_key"]
 
@@ -65,7 +65,7 @@ async def _redis_lease(redis_url: str | None, task: str) -> AsyncIterator[bool |
     if not redis_url:
         yield None
         return
-    client = aioredis.Redis.from_url(redis_url, socket_timeout=5)
+    client = async_redis(redis_url, socket_timeout=5)
     try:
         token = uuid.uuid4().hex
         try:
@@ -88,7 +88,7 @@ async def _redis_lease(redis_url: str | None, task: str) -> AsyncIterator[bool |
         await client.aclose()
 
 
-async def _renew(client: aioredis.Redis, task: str, token: str) -> None:
+async def _renew(client: AsyncRedis, task: str, token: str) -> None:
     while True:
         await asyncio.sleep(TTL_MS / 3000)
         with contextlib.suppress(RedisError):

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
+from gateway.redis_clients import async_redis
 
 __all__ = ["channel", "publish_serving"]
 
@@ -25,7 +26,7 @@ def channel(task: str) -> str:
 async def publish_serving(redis_url: str | None, task: str) -> None:
     if not redis_url:
         return
-    client = aioredis.Redis.from_url(redis_url, socket_timeout=5)
+    client = async_redis(redis_url, socket_timeout=5)
     try:
         await client.publish(channel(task), "changed")
     except RedisError as exc:

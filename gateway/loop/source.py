@@ -17,6 +17,7 @@ import redis
 
 from gateway.capture.base import CaptureRecord
 from gateway.jobs.export import stream_entries
+from gateway.redis_clients import sync_redis
 from gateway.tasks import Task
 
 __all__ = ["CaptureHistory", "spooled_records"]
@@ -82,7 +83,7 @@ class CaptureHistory:
                         seen.setdefault(record.record_id, record)
                         self._spool_offsets[key] = offset
         if self.redis_url:
-            client = redis.Redis.from_url(self.redis_url, socket_timeout=10, decode_responses=True)
+            client = sync_redis(self.redis_url, socket_timeout=10, decode_responses=True)
             after = self._stream_after.get(task.name, "-")
             try:
                 for entry_id, entry in stream_entries(client, task, after=after):

@@ -40,7 +40,7 @@ class LoopProcesses:
             env = {
                 **os.environ,
                 "DISTILLGATE_TASKS_DIR": str(self.settings.tasks_dir.absolute()),
-                "DISTILLGATE_REDIS_URL": self.settings.redis_url,
+                "DISTILLGATE_REDIS_URL": self.settings.redis_target,
                 "DISTILLGATE_LOG_LEVEL": self.settings.log_level,
                 "OMP_NUM_THREADS": threads,
                 "MKL_NUM_THREADS": threads,

@@ -16,12 +16,13 @@ import contextlib
 import logging
 from collections.abc import Callable, Mapping
 
-import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from gateway.errors import GatewayError
 from gateway.loop.notify import channel
 from gateway.loop.registry import served
+from gateway.redis_clients import async_redis
 from gateway.runtime.deployment import DeploymentError, TaskRuntime
 from gateway.runtime.reloading import Reloader
 from gateway.tasks import Task
@@ -100,8 +101,10 @@ class RegistryWatcher:
             return
         channels = [channel(name) for name, r in self.runtimes().items() if r.task.loop]
         while channels:
-            client = aioredis.Redis.from_url(self.redis_url, socket_timeout=None)
+            client = async_redis(self.redis_url, socket_timeout=None)
             try:
+                if isinstance(client, RedisCluster):
+                    await client.initialize()  # its pubsub needs the slot map
                 async with client.pubsub() as pubsub:
                     await pubsub.subscribe(*channels)
                     async for message in pubsub.listen():

@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from gateway.api.keys import ClientKey, KeyRing, KeyRingError, key_digest
-from gateway.api.ratelimit import RateLimiter
+from gateway.api.ratelimit import ProcessRateLimiter
 from gateway.errors import RateLimited
 from gateway.settings import Settings
 from tests.conftest import Gateway, write_task
@@ -67,31 +67,31 @@ class Clock:
 
 def test_requests_per_minute_burst_then_refill() -> None:
     clock = Clock()
-    limiter = RateLimiter(clock)
+    limiter = ProcessRateLimiter(clock)
     key = ClientKey("k", key_digest("k"), requests_per_minute=60)
     for _ in range(60):
-        limiter.admit(key)
+        limiter.check(key)
     with pytest.raises(RateLimited) as info:
-        limiter.admit(key)
+        limiter.check(key)
     assert info.value.error_type == "requests" and info.value.headers()["Retry-After"] == "1"
     clock.now += 1.0  # one request a second comes back
-    limiter.admit(key)
+    limiter.check(key)
     with pytest.raises(RateLimited):
-        limiter.admit(key)
+        limiter.check(key)
 
 
 def test_tokens_per_minute_are_charged_after_the_answer_and_can_go_into_debt() -> None:
     clock = Clock()
-    limiter = RateLimiter(clock)
+    limiter = ProcessRateLimiter(clock)
     key = ClientKey("k", key_digest("k"), tokens_per_minute=600)  # 10 tokens a second
-    limiter.admit(key)
+    limiter.check(key)
     limiter.charge(key, 900)  # 300 in debt
     with pytest.raises(RateLimited) as info:
-        limiter.admit(key)
+        limiter.check(key)
     assert info.value.error_type == "tokens"
     assert info.value.headers()["Retry-After"] == "31"  # 301 tokens at 10 a second
     clock.now += 31
-    limiter.admit(key)
+    limiter.check(key)
 
 
 # -- the gateway -----------------------------------------------------------------------------

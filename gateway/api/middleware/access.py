@@ -83,7 +83,7 @@ class AuthMiddleware:
             scope.setdefault("state", {})["client_key"] = client
             if scope["method"] == "POST":
                 try:
-                    self.state.limiter.admit(client)
+                    await self.state.limiter.admit(client)
                 except RateLimited as exc:
                     self.state.metrics.rate_limited.labels(client.name, exc.error_type).inc()
                     await send_error(send, exc)
