@@ -1,7 +1,13 @@
 """Run a locust scenario headless and write its reports and a summary.
 
     python loadtests/run.py --host http://127.0.0.1:8000 [--users 16] [--spawn-rate 4]
-        [--duration 60s] [--out reports/load]
+        [--duration 60s] [--out reports/load] [--workers N [--expect-workers M]]
+
+``--workers N`` runs locust's own distributed mode: this process starts a master and N local
+workers; with ``--expect-workers M`` > N the master also waits for M - N workers started on
+other machines (``locust -f loadtests/locustfile.py --worker --master-host THIS_HOST
+--master-port PORT``). Workers send their samples to the master, which writes the one set of
+CSVs the summary reads, so the summary is the same shape however many generators ran.
 
 Writes ``locust_stats.csv`` (and locust's other CSVs), ``report.html`` and ``summary.md``:
 requests, failures, throughput and latency per endpoint, the route split and latency per
@@ -56,11 +62,24 @@ def main() -> None:
     p.add_argument("--spawn-rate", type=float, default=4)
     p.add_argument("--duration", default="60s")
     p.add_argument("--out", type=Path, default=Path("reports/load"))
+    p.add_argument("--workers", type=int, default=0, help="local locust workers (0: one process)")
+    p.add_argument("--expect-workers", type=int, help="workers to wait for, remote ones included")
+    p.add_argument("--master-port", type=int, default=5557)
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    locust = [sys.executable, "-m", "locust", "-f", str(HERE / "locustfile.py")]
+    distributed: list[str] = []
+    workers: list[subprocess.Popen[bytes]] = []
+    if args.workers:
+        expect = max(args.expect_workers or args.workers, args.workers)
+        distributed = ["--master", "--expect-workers", str(expect),
+                       "--master-bind-port", str(args.master_port)]  # fmt: skip
+        worker = [*locust, "--worker", "--master-host", "127.0.0.1",
+                  "--master-port", str(args.master_port)]  # fmt: skip
+        workers = [subprocess.Popen(worker) for _ in range(args.workers)]
     command = [
-        sys.executable, "-m", "locust",
-        "-f", str(HERE / "locustfile.py"),
+        *locust,
+        *distributed,
         "--headless", "--only-summary",
         "--host", args.host,
         "--users", str(args.users),
@@ -70,7 +89,14 @@ def main() -> None:
         "--html", str(args.out / "report.html"),
         "--exit-code-on-error", "0",
     ]  # fmt: skip
-    done = subprocess.run(command)
+    try:
+        done = subprocess.run(command)
+    finally:
+        for w in workers:
+            try:
+                w.wait(timeout=30)  # the master tells them to quit at the end
+            except subprocess.TimeoutExpired:
+                w.kill()
     if done.returncode != 0:
         raise SystemExit(f"locust exited with {done.returncode}")
     summary, failures = summarise(args.out / "locust_stats.csv")

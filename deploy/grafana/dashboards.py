@@ -59,6 +59,8 @@ DROPPED = q("distillgate_capture_records_total", 'outcome="dropped"')
 ROUNDS = q("distillgate_loop_rounds_total", 'outcome!="skipped"')
 VERSION_DECIDED = q("distillgate_version_decisions_total")
 VERSION_ESCALATED = q("distillgate_version_decisions_total", 'decision="escalated"')
+AUDITED = q("distillgate_audits_total")
+AGREED = q("distillgate_audits_total", 'verdict="agree"')
 VERSION_AUDITED = q("distillgate_version_audits_total")
 VERSION_AGREED = q("distillgate_version_audits_total", 'verdict="agree"')
 ESCALATION_RATE = f"(sum(rate({ESCALATED}[{RI}])) or vector(0)) / sum(rate({ANSWERED}[{RI}]))"
@@ -149,13 +151,16 @@ DASHBOARDS = [
             Panel(
                 "Live accuracy (audit agreement) vs target",
                 {
-                    "agreement {{task}}": f"max by (task) ({q('distillgate_audit_agreement')})",
+                    "agreement {{task}}": f"sum by (task) (rate({AGREED}[{RI}])) / "
+                    f"sum by (task) (rate({AUDITED}[{RI}]))",
                     "target {{task}}": (
                         f"max by (task) ({q('distillgate_calibrator_target_accuracy')})"
                     ),
                 },
                 "percentunit",
-                description="Below target for long: the traffic drifted; recalibrate.",
+                description="Audits of every replica pooled (counters summed, then divided: "
+                "a mean of replicas' rates would weigh a quiet replica like a busy one). Below "
+                "target for long: the traffic drifted; recalibrate.",
             ),
             Panel(
                 "Escalation rate vs calibrated expectation",
@@ -290,6 +295,19 @@ DASHBOARDS = [
                 },
             ),
             Panel(
+                "Shared rate limits",
+                {
+                    "replicas limiting alone": (
+                        f"count({inst('distillgate_rate_limits_shared')} == 0) or vector(0)"
+                    ),
+                    "decisions taken alone /s": (
+                        f"sum(rate({inst('distillgate_rate_limit_fallback_total')}[{RI}]))"
+                    ),
+                },
+                description="Replicas whose limits fell back to limit / replicas because the "
+                "shared buckets in Redis did not answer (0 in normal running).",
+            ),
+            Panel(
                 "Reloads",
                 {
                     "{{outcome}}": "sum by (outcome) "
@@ -332,6 +350,27 @@ DASHBOARDS = [
                 {"{{version}}": f"count by (version) ({q('distillgate_student_version_info')})"},
                 description="More than one line: replicas disagree (mid-switch, or one "
                 "cannot load the new version).",
+            ),
+            Panel(
+                "Replicas that disagree",
+                {
+                    "serving versions {{task}}": "count by (task) (count by (task, version) "
+                    f"({q('distillgate_student_version_info')}))",
+                    "calibrators {{task}}": "count by (task) (count by (task, version) "
+                    f"({q('distillgate_calibrator_info')}))",
+                },
+                kind="stat",
+                description="Distinct serving versions and calibrators across the replicas: "
+                "1 when the fleet agrees; more for longer than a registry poll: a replica is "
+                "stuck on an old version (its log says why).",
+            ),
+            Panel(
+                "Serving version of each replica",
+                {
+                    "{{instance}} {{version}}": "max by (instance, version) "
+                    f"({q('distillgate_student_version_info')})"
+                },
+                kind="stat",
             ),
             Panel(
                 "Candidate on trial",

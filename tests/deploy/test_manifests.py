@@ -24,7 +24,7 @@ def manifests() -> dict[str, dict[str, Any]]:
     return out
 
 
-@pytest.mark.parametrize("profiles", [[], ["gpu", "sim"]])
+@pytest.mark.parametrize("profiles", [[], ["gpu", "sim"], ["redis-cluster"]])
 def test_docker_compose_config_validates(profiles: list[str]) -> None:
     compose = shutil.which("docker-compose")
     assert compose, "docker-compose is not installed (apt-get install docker-compose)"
@@ -105,3 +105,14 @@ def test_the_prometheus_rule_is_the_tested_alerts_file() -> None:
     alerts = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())
     (rule,) = [v for k, v in manifests().items() if k.startswith("PrometheusRule/")]
     assert rule["spec"] == alerts
+
+
+def test_the_rate_limit_fallback_divides_by_the_hpa_floor() -> None:
+    """While Redis is away each pod allows limit / RATE_LIMIT_REPLICAS: at the HPA's smallest
+    fleet that is the limit, never more than the autoscaler's ceiling over its floor."""
+    docs = manifests()
+    deployment = next(d for name, d in docs.items() if name.startswith("Deployment/"))
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    hpa = next(d for name, d in docs.items() if name.startswith("HorizontalPodAutoscaler/"))
+    assert env["DISTILLGATE_RATE_LIMIT_REPLICAS"] == str(hpa["spec"]["minReplicas"])

@@ -52,6 +52,7 @@ def test_every_series_the_dashboards_read_is_prepared() -> None:
         "distillgate_capture_queued",
         "distillgate_http_requests",
         "distillgate_rate_limited",
+        "distillgate_rate_limits_shared",  # SharedLimitsCollector, with shared limits only
         "distillgate_student_version_info",
         "distillgate_student_trial_share",
         "distillgate_loop_",  # from the task's registry

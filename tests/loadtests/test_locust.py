@@ -7,17 +7,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from gateway.settings import Settings
 from gateway.testing.sim import SimulatedAnswers, create_sim_app
 from gateway.training.examples import write_examples
-from tests.conftest import LABELS, serve_in_thread, write_calibrator, write_task
+from tests.conftest import LABELS, free_port, serve_in_thread, write_calibrator, write_task
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.parametrize("workers", [0, 2])
 def test_a_headless_locust_run_has_no_failures_and_writes_its_reports(
-    tiny_student, run_gateway, tmp_path: Path, monkeypatch
+    tiny_student, run_gateway, tmp_path: Path, monkeypatch, workers: int
 ) -> None:  # type: ignore[no-untyped-def]
+    """``workers``: 0, one locust process; 2, locust's master and two workers, whose samples
+    the master merges into the same summary."""
     monkeypatch.setenv("DISTILLGATE_TEST_LOAD_KEY", "k")
     sim = serve_in_thread(create_sim_app(SimulatedAnswers({}, LABELS)))
     calibrator = write_calibrator(tmp_path / "c.json", tiny_student.path)
@@ -30,6 +35,8 @@ def test_a_headless_locust_run_has_no_failures_and_writes_its_reports(
     write_examples(prompts, tiny_student.test)
     out = tmp_path / "load"
     options = f"--host {gw.url} --users 4 --spawn-rate 4 --duration 8s --out {out}"
+    if workers:
+        options += f" --workers {workers} --master-port {free_port()}"
     done = subprocess.run(
         [sys.executable, str(ROOT / "loadtests" / "run.py"), *options.split()],
         env={**os.environ, "DISTILLGATE_LOAD_DATA": str(prompts)},
