@@ -38,15 +38,16 @@ def test_a_primary_killed_mid_burst_loses_and_duplicates_no_record(
 ) -> None:  # type: ignore[no-untyped-def]
     victim = redis_cluster.primary_of(STREAM)
     # A limited key whose buckets live on the same primary, so the limits fail over too.
-    limited = next(
+    on_victim = [
         f"dg-limited-{i}"
         for i in range(1000)
         if redis_cluster.primary_of(bucket_key(f"dg-limited-{i}")) == victim
-    )
+    ]
+    limited, warm = on_victim[0], on_victim[1]
     fleet = Fleet(
         tmp_path,
         redis_cluster,
-        {"dg-burst": 100_000, limited: LIMIT},
+        {"dg-burst": 100_000, warm: 100_000, limited: LIMIT},
         n=2,
         env={"DISTILLGATE_CAPTURE_REPLICA_ACKS": "1"},
     ).start(tiny_student.path)
@@ -86,7 +87,12 @@ def test_a_primary_killed_mid_burst_loses_and_duplicates_no_record(
         assert (read, kept + held_out, len(exported)) == (n, n, kept)  # none dropped
 
         # The shared limits, whose buckets failed over with the stream, hold the limit again.
-        time.sleep(1.5)  # past any fallback's retry interval
+        # The first admission on a moved slot may find the dead node and decide alone for one
+        # retry interval (at limit / replicas): a warm-up key on the same slots, then past it.
+        drive(fleet.urls, warm, 8)
+        time.sleep(1.5)
+        drive(fleet.urls, warm, 8)  # admissions after the retry interval find Redis
+        assert fleet.sum("distillgate_rate_limits_shared") == 2
         limits = drive(fleet.urls, limited, 2 * LIMIT)
         assert set(limits.statuses) <= {"200", "429 rate_limit_exceeded"}
         assert LIMIT <= limits.statuses["200"] <= LIMIT + 2 + limits.seconds * LIMIT / 60

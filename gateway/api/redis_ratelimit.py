@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from gateway.api.keys import ClientKey
@@ -90,6 +91,7 @@ class RedisRateLimiter:
         self._retry_at = 0.0
         self._owed: dict[str, tuple[ClientKey, int]] = {}
         self._script = client.register_script(_ADMIT)
+        self._refresh: asyncio.Future[None] | None = None
 
     @classmethod
     def from_url(cls, url: str, **kwargs: object) -> RedisRateLimiter:
@@ -165,6 +167,18 @@ class RedisRateLimiter:
             )
         self.shared = False
         self._retry_at = self.clock() + self.retry_s
+        if isinstance(self.client, RedisCluster) and self._refresh is None:
+            # A moved slot (a failover): fetch the map apart from the request's short timeout,
+            # which would cut the refresh off each time, so the retry finds the new primary.
+            self._refresh = asyncio.ensure_future(self._refresh_map())
+
+    async def _refresh_map(self) -> None:
+        assert isinstance(self.client, RedisCluster)
+        try:
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                await asyncio.wait_for(self.client.nodes_manager.initialize(), 10)
+        finally:
+            self._refresh = None
 
     def _alone(self, key: ClientKey) -> None:
         if self.on_fallback is not None:
