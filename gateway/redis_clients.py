@@ -38,22 +38,22 @@ def cluster_url(url: str) -> str:
     return f"{scheme}+cluster://{rest}"
 
 
-def _plain(url: str) -> str:
+def _for_cluster(url: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The plain URL redis-py's cluster client parses, and the options it takes."""
     scheme, _, rest = url.partition("://")
-    return f"{_CLUSTER_SCHEMES[scheme]}://{rest}"
+    kept = {k: v for k, v in options.items() if k not in _SINGLE_ONLY}
+    return f"{_CLUSTER_SCHEMES[scheme]}://{rest}", kept
 
 
 def async_redis(url: str, **options: Any) -> AsyncRedis:
     if is_cluster(url):
-        for name in _SINGLE_ONLY:
-            options.pop(name, None)
-        return AsyncRedisCluster.from_url(_plain(url), **options)
+        plain, kept = _for_cluster(url, options)
+        return AsyncRedisCluster.from_url(plain, **kept)
     return aioredis.Redis.from_url(url, **options)
 
 
 def sync_redis(url: str, **options: Any) -> SyncRedis:
     if is_cluster(url):
-        for name in _SINGLE_ONLY:
-            options.pop(name, None)
-        return RedisCluster.from_url(_plain(url), **options)
+        plain, kept = _for_cluster(url, options)
+        return RedisCluster.from_url(plain, **kept)
     return redis.Redis.from_url(url, **options)

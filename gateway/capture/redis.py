@@ -99,6 +99,8 @@ class RedisCaptureSink:
         self.timeout_s = timeout_s
         self.replica_acks = replica_acks
         self._primaries: dict[str, tuple[aioredis.Redis, AsyncScript]] = {}
+        if not isinstance(client, RedisCluster):  # the one server owns every key
+            self._primaries[""] = (client, client.register_script(_ADD_ONCE))
         self._stale_map = True
         self._degraded_logged = False
 
@@ -163,8 +165,6 @@ class RedisCaptureSink:
     async def _primary(self, key: str) -> tuple[aioredis.Redis, AsyncScript]:
         """The client of the server that owns ``key``: the one server, or the slot's primary."""
         if not isinstance(self.client, RedisCluster):
-            if not self._primaries:
-                self._primaries[""] = (self.client, self.client.register_script(_ADD_ONCE))
             return self._primaries[""]
         if self._stale_map:
             await self.client.initialize()  # the first time; a no-op after
