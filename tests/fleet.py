@@ -25,7 +25,16 @@ from tests.conftest import (
     write_teacher_task,
 )
 
-__all__ = ["Fleet", "Outcomes", "drive", "metric"]
+__all__ = ["Fleet", "Outcomes", "drive", "metric", "wait_until"]
+
+
+def wait_until(check: Any, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def metric(url: str, name: str, **labels: str) -> float:

@@ -9,7 +9,9 @@ that has gone quiet.
 
 When Redis does not answer within ``timeout_s`` the replica decides alone, with buckets of
 limit / ``replicas`` (so the fleet as a whole stays near the limit), logs that once, counts
-each such decision (``on_fallback``), and tries Redis again after ``retry_s``. Redis trouble
+each such decision (``on_fallback``), and probes Redis every ``retry_s`` off the request path
+(with the time a reconnect, a new slot map and a script load take, which a request's short
+timeout would cut off each time) until it answers. Redis trouble
 never refuses a request that the fallback buckets allow, and never lifts the limits.
 The bucket key carries the client key's name as its hash tag: a single slot on a cluster.
 """
@@ -66,6 +68,9 @@ return {refused, tostring(wait)}
 """
 
 
+_PROBE_S = 2.0  # how long a probe of an unreachable Redis may take
+
+
 def bucket_key(name: str) -> str:
     return f"distillgate:{{key:{name}}}:limits"
 
@@ -85,24 +90,22 @@ class RedisRateLimiter:
         self.client = client
         self.fallback = ProcessRateLimiter(clock, share=replicas)
         self.timeout_s, self.retry_s, self.flush_s = timeout_s, retry_s, flush_s
-        self.clock = clock
         self.on_fallback = on_fallback
         self.shared = True  # False while Redis is unreachable
-        self._retry_at = 0.0
         self._owed: dict[str, tuple[ClientKey, int]] = {}
         self._script = client.register_script(_ADMIT)
-        self._refresh: asyncio.Future[None] | None = None
+        self._probe: asyncio.Future[None] | None = None
 
     @classmethod
     def from_url(cls, url: str, **kwargs: object) -> RedisRateLimiter:
-        timeout = float(kwargs.get("timeout_s", 0.1))  # type: ignore[arg-type]
-        client = async_redis(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        # Requests wait at most timeout_s (asyncio); the sockets allow a probe its reconnect.
+        client = async_redis(url, socket_timeout=_PROBE_S, socket_connect_timeout=_PROBE_S)
         return cls(client, **kwargs)  # type: ignore[arg-type]
 
     async def admit(self, key: ClientKey) -> None:
         if key.requests_per_minute is None and key.tokens_per_minute is None:
             return
-        if not self.shared and self.clock() < self._retry_at:
+        if not self.shared:
             return self._alone(key)
         reply = await self._call(key, take=True)
         if reply is None:
@@ -134,6 +137,8 @@ class RedisRateLimiter:
             await self.flush()
 
     async def aclose(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
         await self.flush()
         await self.client.aclose()
 
@@ -147,15 +152,12 @@ class RedisRateLimiter:
             )
         except (RedisError, OSError, TimeoutError) as exc:
             self.fallback.charge(key, owed)  # spent all the same: the fallback counts it
-            self._went_down(exc)
+            self._went_down(exc, key)
             return None
-        if not self.shared:
-            logger.warning("shared rate limits: Redis answers again; limits are fleet-wide")
-            self.shared = True
         text = kind.decode() if isinstance(kind, bytes) else str(kind)
         return text, float(wait)
 
-    def _went_down(self, exc: BaseException) -> None:
+    def _went_down(self, exc: BaseException, key: ClientKey) -> None:
         if self.shared:
             logger.warning(
                 "shared rate limits: Redis unreachable (%s: %s); this replica limits alone at "
@@ -166,19 +168,27 @@ class RedisRateLimiter:
                 self.retry_s,
             )
         self.shared = False
-        self._retry_at = self.clock() + self.retry_s
-        if isinstance(self.client, RedisCluster) and self._refresh is None:
-            # A moved slot (a failover): fetch the map apart from the request's short timeout,
-            # which would cut the refresh off each time, so the retry finds the new primary.
-            self._refresh = asyncio.ensure_future(self._refresh_map())
+        if self._probe is None:
+            self._probe = asyncio.ensure_future(self._until_redis_answers(key))
 
-    async def _refresh_map(self) -> None:
-        assert isinstance(self.client, RedisCluster)
+    async def _until_redis_answers(self, key: ClientKey) -> None:
+        """Probe the bucket that failed (its node, on a cluster) with a call that changes no
+        allowance, every ``retry_s``; then the limits are shared again."""
         try:
-            with contextlib.suppress(RedisError, OSError, TimeoutError):
-                await asyncio.wait_for(self.client.nodes_manager.initialize(), 10)
+            while True:
+                await asyncio.sleep(self.retry_s)
+                try:
+                    if isinstance(self.client, RedisCluster):  # a failover moves slots
+                        await asyncio.wait_for(self.client.nodes_manager.initialize(), _PROBE_S)
+                    probe = self._script(keys=[bucket_key(key.name)], args=[0, 0, 0, 0])
+                    await asyncio.wait_for(probe, _PROBE_S)
+                except (RedisError, OSError, TimeoutError):
+                    continue
+                logger.warning("shared rate limits: Redis answers again; limits are fleet-wide")
+                self.shared = True
+                return
         finally:
-            self._refresh = None
+            self._probe = None
 
     def _alone(self, key: ClientKey) -> None:
         if self.on_fallback is not None:
