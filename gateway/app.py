@@ -31,6 +31,7 @@ from gateway.api.redis_ratelimit import RedisRateLimiter
 from gateway.api.routes import direct_routes, router
 from gateway.capture import CaptureRecorder, Spool
 from gateway.capture.redis import RedisCaptureSink, default_stream_name
+from gateway.cores import available_cores, serving_threads
 from gateway.engines.base import StudentEngine
 from gateway.engines.factory import open_engine
 from gateway.engines.vllm import SharedBases
@@ -131,6 +132,24 @@ def _versions(deployment: Deployment) -> list[tuple[str, str]]:
 _YOUNG_GENERATION = 20_000  # container allocations between collections; CPython's is 700
 
 
+def _beside_the_loop(settings: Settings, workers: LoopProcesses) -> Settings:
+    """The settings engines are built with: unless told a count, the embedded engine's torch
+    threads are the cores the loop's rounds leave when they run in this machine's children
+    (spin-waiting threads on a trainer's core made a 60 ms student answer in 3 s)."""
+    reserved = workers.threads() if settings.loop == "in-process" else 0
+    if settings.torch_threads is not None or not reserved:
+        return settings
+    cores = available_cores()
+    threads = serving_threads(cores, reserved)
+    logger.info(
+        "the student engine uses %d of %d cores' threads; the loop's rounds keep %d",
+        threads,
+        cores,
+        reserved,
+    )
+    return settings.model_copy(update={"torch_threads": threads})
+
+
 def create_app(
     settings: Settings | None = None, *, engine_factory: EngineFactory | None = None
 ) -> FastAPI:
@@ -146,13 +165,16 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        def make_engine(task: Task) -> StudentEngine:
-            return engine_factory(task, settings, metrics)
-
         def current_tasks() -> Mapping[str, Task]:
             return served_tasks(load_tasks(settings.tasks_dir))
 
         tasks = current_tasks()
+        workers = LoopProcesses(settings, [t for t in tasks.values() if t.loop is not None])
+        engine_settings = _beside_the_loop(settings, workers)
+
+        def make_engine(task: Task) -> StudentEngine:
+            return engine_factory(task, engine_settings, metrics)
+
         metrics.prepare(tasks)
         policies = {name: task.capture for name, task in tasks.items()}
         recorder = _recorder(settings, policies, metrics)
@@ -187,7 +209,6 @@ def create_app(
         forget_sighup = reload_on_sighup(reloader)
         stop_loop = asyncio.Event()
         background: list[asyncio.Task[None]] = []
-        workers = LoopProcesses(settings, [t for t in tasks.values() if t.loop is not None])
         try:
             if any(t.loop is not None for t in tasks.values()):
                 watcher = RegistryWatcher(

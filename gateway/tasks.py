@@ -277,11 +277,15 @@ class LoopPolicy(_Section):
     train_budget_s: float = Field(600.0, gt=0)
     train_max_steps: int | None = Field(None, ge=1)
     train_timeout_s: float = Field(3600.0, gt=0)
-    train_threads: int = Field(1, ge=1)
+    train_threads: int = Field(1, ge=1)  # serving's engine takes the cores these leave
+    # The loop's process and its trainer: idle priority (SCHED_IDLE) where the OS has it,
+    # else this nice value; 0: normal priority.
     train_nice: int = Field(10, ge=0, le=19)
     # Tasks whose registry folder is shared take turns to run rounds (two students training
     # at once on a small machine slow both and serving); false: each round runs when due.
+    # The turn goes to the task whose last round ended longest ago, then the higher priority.
     one_round_at_a_time: bool = True
+    priority: int = 0
     eval_share: float = Field(0.5, gt=0, lt=1)  # of the captured holdout: the frozen gate set
     eval_data: Path | None = None  # a labelled set the gate adds (never trained or calibrated on)
     gate_alpha: float = Field(0.05, gt=0, lt=1)  # the paired test's level

@@ -29,6 +29,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from gateway.errors import GatewayError
 from gateway.settings import Settings
 from gateway.tasks import TaskConfigError
 
@@ -91,3 +92,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         run(args, settings)
     except (TaskConfigError, ValueError, FileNotFoundError) as exc:
         sys.exit(f"distillgate: {exc}")
+    except GatewayError as exc:  # what a request met (a deadline, a teacher failure)
+        logging.getLogger("gateway.cli").debug("the command failed", exc_info=True)
+        sys.exit(f"distillgate {args.command}: {exc}")

@@ -67,6 +67,11 @@ def evaluate_routing(
     report = asyncio.run(run())
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
+    if report["failed"]:
+        print(
+            f"{sum(report['failed'].values())} of {len(examples)} requests failed "
+            f"({report['failed']}) and are left out of the figures"
+        )
     print(f"wrote {out} and {out.with_suffix('.png')}")
 
 

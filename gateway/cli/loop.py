@@ -6,12 +6,16 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import signal
 
 from gateway.cli.resolve import task_named
+from gateway.cores import run_in_background
 from gateway.settings import Settings
 
 __all__ = ["run", "status"]
+
+logger = logging.getLogger(__name__)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> None:
@@ -21,6 +25,10 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
     task = task_named(settings, args.task)
     if task.loop is None:
         raise SystemExit(f"task {task.name!r} has no [loop] section")
+    if task.loop.train_nice:  # the trainer and the replays it starts inherit it
+        logger.info(
+            "task %s: the loop runs at %s", task.name, run_in_background(task.loop.train_nice)
+        )
     redis_url = settings.redis_target or None
     history = CaptureHistory(redis_url, spools=list(args.spool))
     worker = LoopWorker(task, history, redis_url=redis_url)

@@ -46,8 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--held-out", type=Path, help="JSONL for checkpoint selection (default: 5%% of --data)"
     )
     train.add_argument("--out", type=Path, required=True)
-    train.add_argument("--time-budget", type=float, default=780.0, help="seconds (default 780)")
-    train.add_argument("--max-steps", type=int)
+    train.add_argument(
+        "--time-budget",
+        type=float,
+        default=780.0,
+        help="seconds (default 780): the schedule's length, or with --max-steps a cap",
+    )
+    train.add_argument("--max-steps", type=int, help="the run's length in optimiser steps")
     case = train.add_mutually_exclusive_group()
     case.add_argument("--lowercase", action="store_true", help="lower-case text (default: auto)")
     case.add_argument("--no-lowercase", action="store_true", help="keep case (default: auto)")

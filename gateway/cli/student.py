@@ -100,12 +100,15 @@ def train_student_from_files(
 
     train, dev = _read_data(data, held_out, seed)
     cfg = TrainConfig(
-        time_budget_s=budget, max_steps=max_steps, lowercase=lowercase, seed=seed, threads=threads
+        time_budget_s=budget,
+        max_steps=max_steps,
+        eval_every_steps=max(1, max_steps // 20) if max_steps else None,
+        lowercase=lowercase,
+        seed=seed,
+        threads=threads,
     )
-    print(
-        f"training a student on {len(train)} examples ({len(dev)} held out), "
-        f"budget {budget:.0f}s -> {out}"
-    )
+    work = f"{max_steps} steps, at most {budget:.0f}s" if max_steps else f"budget {budget:.0f}s"
+    print(f"training a student on {len(train)} examples ({len(dev)} held out), {work} -> {out}")
     with _progress_report() as progress:
         result = train_student(
             train, dev, out, cfg, progress=progress, init_from=init_from, answers=answers
@@ -115,6 +118,12 @@ def train_student_from_files(
         f"{result.parameters / 1e6:.2f}M parameters, "
         f"held-out exact match {result.best_eval_accuracy:.4f}"
     )
+    if result.cut_short:
+        print(
+            f"cut short: the {budget:.0f}s cap ended training at step {result.steps} of "
+            f"{max_steps} (the machine was busier than the cap allows for); the schedule was "
+            "compressed to fit, and the student may be weaker than the recipe's"
+        )
 
 
 def finetune_from_files(
@@ -167,7 +176,7 @@ def build_student(task: Task) -> None:
         task.build.held_out,
         task.student,
         budget=task.build.time_budget_s,
-        max_steps=None,
+        max_steps=task.build.max_steps,
         answers=task.answers or (),
     )
 

@@ -9,6 +9,7 @@ simulator answering the reference answers, a real one when the task configures i
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from calibration import (
 )
 from gateway.api.protocol import ChatCompletionRequest
 from gateway.engines.base import GenerationRequest
+from gateway.errors import GatewayError
 from gateway.jobs.fields import field_scores
 from gateway.pipeline.answer import Pipeline
 from gateway.pipeline.base import Answer
@@ -82,9 +84,14 @@ async def evaluate(
 
     clients = asyncio.Semaphore(concurrency)
 
-    async def one(i: int) -> tuple[Answer, TeacherAnswer]:
+    async def one(i: int) -> tuple[Answer, TeacherAnswer] | GatewayError:
+        """A request that fails (the task's deadline on a loaded machine, a teacher error)
+        is counted in the report, never the end of the job: no client is waiting."""
         async with clients:
-            return await ask(i)
+            try:
+                return await ask(i)
+            except GatewayError as exc:
+                return exc
 
     async def ask(i: int) -> tuple[Answer, TeacherAnswer]:
         # The request a client would send, converted exactly as serving converts it.
@@ -100,8 +107,13 @@ async def evaluate(
         teacher = await runtime.teacher.complete(teacher_request(task, gen))
         return answer, teacher
 
-    results = await asyncio.gather(*(one(i) for i in range(len(examples))))
-    gold = [ex.answer for ex in examples]
+    outcomes = await asyncio.gather(*(one(i) for i in range(len(examples))))
+    failed = Counter(o.code or type(o).__name__ for o in outcomes if isinstance(o, GatewayError))
+    kept = [(o, ex) for o, ex in zip(outcomes, examples, strict=True) if isinstance(o, tuple)]
+    if not kept:
+        raise ValueError(f"no example was answered ({dict(failed)})")
+    results = [o for o, _ in kept]
+    gold = [ex.answer for _, ex in kept]
     same = task.answer_check.same
     answers = [a for a, _ in results]
     teachers = [t for _, t in results]
@@ -127,7 +139,8 @@ async def evaluate(
     accepted = ~escalated
     report: dict[str, Any] = {
         "task": task.name,
-        "n": len(examples),
+        "n": len(results),  # the figures' examples: those answered
+        "failed": dict(failed),  # the others, by error code
         "student_accuracy": float(student_ok.mean()),
         "teacher_accuracy": float(teacher_ok.mean()),
         "routed_accuracy": float(routed_ok.mean()),

@@ -64,6 +64,14 @@ class LoopWorker:
         self.trainer = trainer or trainer_for(task)
         self.redis_url = redis_url
         self.clock = clock
+        self.lease = Lease(
+            redis_url,
+            self.registry,
+            task.name,
+            turns=task.loop.one_round_at_a_time,
+            priority=task.loop.priority,
+            poll_s=task.loop.poll_s,
+        )
         self.last_status = ""
 
     def _last_trained(self) -> dict[str, object] | None:
@@ -126,11 +134,13 @@ class LoopWorker:
         trigger = self.due(records, rolled_back) or self._drift(records)
         if trigger is None:
             return None
-        turns = self.policy.one_round_at_a_time
-        async with Lease.take(self.redis_url, self.registry, self.task.name, turns=turns) as held:
+        last = self._last_trained()
+        last_round_at = _timestamp(str(last.get("finished_at") or "")) if last else 0.0
+        async with self.lease.take(last_round_at) as held:
             if not held:
-                self.last_status = "another worker holds the lease, or another task's round runs"
+                self._status(f"a round is due ({trigger}) but waits: {self.lease.why}")
                 return None
+            self._status(f"a round runs ({trigger})")
             report = await run_round(
                 self.task, self.registry, records, self.trainer, trigger=trigger
             )
@@ -138,6 +148,12 @@ class LoopWorker:
             await publish_serving(self.redis_url, self.task.name)
         self.last_status = f"{report.outcome}: {report.reason}"
         return report
+
+    def _status(self, status: str) -> None:
+        """A state seen every poll is logged once, when it begins."""
+        if status != self.last_status:
+            logger.info("task %s: %s", self.task.name, status)
+        self.last_status = status
 
     def _drift(self, records: Sequence[CaptureRecord]) -> str | None:
         """A round is due when the serving version escalates significantly more than its
@@ -206,6 +222,8 @@ class LoopWorker:
         await publish_serving(self.redis_url, self.task.name)
 
     async def run(self, stop: asyncio.Event) -> None:
+        # Workers started together (``serve``'s children) all ask before one takes a turn.
+        self.lease.settle_s = self.policy.poll_s
         while not stop.is_set():
             try:
                 await self.step()

@@ -1,8 +1,9 @@
 """The single-process demo's loop: ``serve`` starts one ``distillgate loop`` child per
-``[loop]`` task, at the task's lower priority and thread budget, so a round (training,
-calibration, the gate's replays) never takes the cores serving needs; the children read
-this gateway's spool as well as Redis, so the loop works with no Redis server at all.
-A fleet sets ``DISTILLGATE_LOOP=off`` and runs the workers apart."""
+``[loop]`` task, which lowers itself to idle priority (``gateway.cores``) within the task's
+thread budget, so a round (training, calibration, the gate's replays) never takes the cores
+serving needs; ``threads`` is what serving leaves them. The children read this gateway's
+spool as well as Redis, so the loop works with no Redis server at all. A fleet sets
+``DISTILLGATE_LOOP=off`` and runs the workers apart."""
 
 from __future__ import annotations
 
@@ -26,12 +27,18 @@ class LoopProcesses:
         self.children: list[subprocess.Popen[bytes]] = []
 
     def argv(self, task: Task) -> list[str]:
-        assert task.loop is not None
         argv = [sys.executable, "-m", "gateway.cli", "loop", "--task", task.name]
-        argv += ["--spool", str(self.settings.spool_path)]
-        if task.loop.train_nice:
-            argv = ["nice", "-n", str(task.loop.train_nice), *argv]
-        return argv
+        return [*argv, "--spool", str(self.settings.spool_path)]
+
+    def threads(self) -> int:
+        """The most CPU threads the children's rounds run at once: one task's trainer when
+        the tasks take turns (``one_round_at_a_time``), else every task's together."""
+        budgets = [t.loop.train_threads for t in self.tasks if t.loop is not None]
+        if not budgets:
+            return 0
+        if all(t.loop is not None and t.loop.one_round_at_a_time for t in self.tasks):
+            return max(budgets)
+        return sum(budgets)
 
     def start(self) -> None:
         for task in self.tasks:

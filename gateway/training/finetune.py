@@ -30,6 +30,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from gateway.cores import CoreWatch
 from gateway.engines.base import SamplingParams
 from gateway.engines.prompts import answer_ids, prompt_ids
 from gateway.engines.student_folder import open_student
@@ -208,6 +209,8 @@ def finetune(
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    # On the CPU without a fixed count, torch's threads follow the cores others leave.
+    cores = None if cfg.threads or torch.cuda.is_available() else CoreWatch()
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
@@ -263,6 +266,8 @@ def finetune(
             accelerator.clip_grad_norm_(params, cfg.clip_norm)
             opt.step()
             step += 1
+            if cores is not None and (threads := cores.poll()) is not None:
+                torch.set_num_threads(threads)
             if flags[1] > 0:
                 last_eval = time.monotonic()
                 if main:

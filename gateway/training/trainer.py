@@ -1,9 +1,12 @@
 """Train the from-scratch student on prompt → answer pairs.
 
 The recipe (see docs/student.md for what was measured): loss on the answer tokens and
-``<|end|>`` only; AdamW with warm-up then cosine decay *by wall-clock budget*, so a run
-ends on time on any machine; dropout and word dropout against over-fitting; an EMA of
-the weights is what gets evaluated and saved; the best held-out checkpoint is kept.
+``<|end|>`` only; AdamW with warm-up then cosine decay over ``max_steps`` (the work, so a
+busy machine trains the same student, only later), the wall-clock budget a cap that
+compresses the schedule and says it cut the run short; dropout and word dropout against
+over-fitting; an EMA of the weights is what gets evaluated and saved; the best held-out
+checkpoint is kept. Without a fixed thread count, torch's follows the cores other
+processes leave (``gateway.cores.CoreWatch``).
 Held-out accuracy is teacher-forced exact match, which equals greedy-decoding exact
 match (greedy produces the answer iff every answer token is the argmax given the
 previous ones) at the cost of one forward pass.
@@ -25,6 +28,7 @@ import torch
 from torch import nn
 from transformers import GenerationConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from gateway.cores import CoreWatch
 from gateway.training.examples import Example
 from gateway.training.model import StudentShape, add_training_dropout, new_student
 from gateway.training.tokenizer import ASSISTANT, USER, build_tokenizer, check_round_trip
@@ -56,9 +60,11 @@ class TrainConfig:
     ema_decay: float = 0.998
     dropout: float = 0.1
     word_dropout: float = 0.1
-    time_budget_s: float = 780.0
+    time_budget_s: float = 780.0  # a cap when max_steps is given, else the schedule
     max_steps: int | None = None
     eval_every_s: float = 45.0
+    # Held-out evaluation by steps instead, so a busy machine keeps the same checkpoint.
+    eval_every_steps: int | None = None
     seed: int = 0
     threads: int | None = None
 
@@ -69,6 +75,7 @@ class TrainResult:
     seconds: float
     best_eval_accuracy: float
     parameters: int
+    cut_short: bool = False  # the time cap ended the run before max_steps
 
 
 @dataclass(frozen=True)
@@ -214,6 +221,7 @@ def train_student(
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    cores = None if cfg.threads else CoreWatch()
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
 
@@ -294,7 +302,13 @@ def train_student(
                 torch._foreach_add_(ema_params, params, alpha=1.0 - d)
 
             now = time.monotonic()
-            if now - last_eval >= cfg.eval_every_s:
+            if cores is not None and (threads := cores.poll()) is not None:
+                torch.set_num_threads(threads)
+            if cfg.eval_every_steps:
+                due = step % cfg.eval_every_steps == 0
+            else:
+                due = now - last_eval >= cfg.eval_every_s
+            if due:
                 last_eval = now
                 acc = exact_match(ema, tokenizer, held_enc, max_prompt_tokens=cfg.max_prompt_tokens)
                 if acc > best_acc:
@@ -309,10 +323,24 @@ def train_student(
         best_acc, best_state = parent
     ema.load_state_dict(best_state)
     seconds = time.monotonic() - started
-    _save(ema, tokenizer, Path(out_dir), cfg, steps=step, seconds=seconds, accuracy=best_acc)
+    cut_short = cfg.max_steps is not None and step < cfg.max_steps
+    _save(
+        ema,
+        tokenizer,
+        Path(out_dir),
+        cfg,
+        steps=step,
+        seconds=seconds,
+        accuracy=best_acc,
+        cut_short=cut_short,
+    )
     n_params = sum(p.numel() for p in ema.parameters())
     return TrainResult(
-        steps=step, seconds=seconds, best_eval_accuracy=best_acc, parameters=n_params
+        steps=step,
+        seconds=seconds,
+        best_eval_accuracy=best_acc,
+        parameters=n_params,
+        cut_short=cut_short,
     )
 
 

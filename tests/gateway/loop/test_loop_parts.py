@@ -186,11 +186,11 @@ def test_one_worker_per_task_holds_the_lease(tmp_path: Path) -> None:
 
     async def both() -> tuple[bool, bool, bool]:
         async with (
-            Lease.take(None, registry, "banking77") as first,
-            Lease.take(None, registry, "banking77") as second,
+            Lease(None, registry, "banking77").take() as first,
+            Lease(None, registry, "banking77").take() as second,
         ):
             pass
-        async with Lease.take(None, registry, "banking77") as after:
+        async with Lease(None, registry, "banking77").take() as after:
             pass
         return first, second, after
 
