@@ -172,7 +172,9 @@ class Clients:
                     self.rows.append(row)
 
 
-def summary(rows: list[Row], phase: str) -> dict[str, object]:
+def summary(rows: list[Row], phase: str, route: str | None = None) -> dict[str, object]:
+    """Latency of the phase's answers (``route``: only those it answered)."""
+    rows = [r for r in rows if route is None or r.route == route]
     xs = sorted(r.latency_s for r in rows if r.phase == phase and r.status == 200)
     if not xs:
         return {"requests": 0}
@@ -307,6 +309,11 @@ def main() -> None:
     ]
     report: dict[str, object] = {"events_s": {k: round(v, 1) for k, v in events.items()}}
     report["latency"] = {ph: summary(rows, ph) for ph in phases}
+    # The phases see different prompts (and so different shares escalated): per route too.
+    report["latency_by_route"] = {
+        ph: {route: summary(rows, ph, route) for route in ("student", "teacher")}
+        for ph in phases[1:]
+    }
     rates: dict[str, dict[str, float]] = {}
     for ph in [*phases[1:], "no traffic, a round training"]:
         span = [s for s in samples if s["phase"] == ph]

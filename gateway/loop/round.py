@@ -251,6 +251,13 @@ async def run_round(
         report.outcome, report.reason = "promoted", result.reason
     else:
         report.outcome, report.reason = "rejected", result.reason
+        if result.reason == NOTHING_ACCEPTED:  # too weak yet: say how far, and what comes next
+            accuracy = calibration.metrics_after.get("accuracy", float("nan"))
+            report.reason += (
+                f": no threshold is certified at {target:g} (its answers {accuracy:.3f} right "
+                f"on {calibration.n_threshold} held-out prompts, T {calibration.temperature:.2f})"
+                "; the teacher answers meanwhile, and the next round continues its training"
+            )
     return _finish(registry, report)
 
 

@@ -73,6 +73,7 @@ class LoopWorker:
             poll_s=task.loop.poll_s,
         )
         self.last_status = ""
+        self._state = ""
 
     def _last_trained(self) -> dict[str, object] | None:
         rounds = [
@@ -138,22 +139,23 @@ class LoopWorker:
         last_round_at = _timestamp(str(last.get("finished_at") or "")) if last else 0.0
         async with self.lease.take(last_round_at) as held:
             if not held:
-                self._status(f"a round is due ({trigger}) but waits: {self.lease.why}")
+                self._status(f"a round waits: {self.lease.why}", f"due: {trigger}")
                 return None
-            self._status(f"a round runs ({trigger})")
+            self._status("a round runs", trigger)
             report = await run_round(
                 self.task, self.registry, records, self.trainer, trigger=trigger
             )
         if report.outcome == "promoted":
             await publish_serving(self.redis_url, self.task.name)
-        self.last_status = f"{report.outcome}: {report.reason}"
+        self._state, self.last_status = "", f"{report.outcome}: {report.reason}"
         return report
 
-    def _status(self, status: str) -> None:
-        """A state seen every poll is logged once, when it begins."""
-        if status != self.last_status:
-            logger.info("task %s: %s", self.task.name, status)
-        self.last_status = status
+    def _status(self, state: str, detail: str) -> None:
+        """A state seen every poll is logged once, when it begins (its detail, such as a
+        growing count of new records, does not make it a new state)."""
+        if state != self._state:
+            logger.info("task %s: %s (%s)", self.task.name, state, detail)
+        self._state, self.last_status = state, f"{state} ({detail})"
 
     def _drift(self, records: Sequence[CaptureRecord]) -> str | None:
         """A round is due when the serving version escalates significantly more than its

@@ -103,7 +103,7 @@ def test_the_loop_process_runs_at_idle_priority(tmp_path: Path) -> None:
         [sys.executable, "-m", "gateway.cli", "loop", "--task", "t"], env=env, cwd=ROOT
     )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a loaded machine starts it slowly
         while os.sched_getscheduler(child.pid) != os.SCHED_IDLE:
             assert child.poll() is None, "the loop exited"
             assert time.monotonic() < deadline, "the loop never lowered itself"

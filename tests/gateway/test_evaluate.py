@@ -128,3 +128,39 @@ def test_a_structured_task_reports_record_exact_match_and_field_scores(tiny_stud
     assert report["field_scores"]["routed"]["micro"]["f1"] == pytest.approx(
         report["routed_accuracy"]
     )
+
+
+class StallingEngine(TransformersEngine):
+    """The real engine, with every fourth request stalled past the task's deadline (a busy
+    machine)."""
+
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[TokenDelta, None]:
+        if int(request.request_id.rsplit("-", 1)[1]) % 4 == 0:
+            await asyncio.sleep(2.0)
+        async for delta in super().generate(request):
+            yield delta
+
+
+def test_a_request_past_its_deadline_is_counted_and_the_replay_goes_on(tiny_student) -> None:  # type: ignore[no-untyped-def]
+    from gateway.tasks import RequestLimits
+
+    async def go() -> dict:  # type: ignore[type-arg]
+        engine = StallingEngine(tiny_student.path)
+        await engine.start()
+        answers = SimulatedAnswers.from_examples(tiny_student.test, accuracy=1.0)
+        task = Task(
+            name="t", student=tiny_student.path, answers=LABELS, limits=RequestLimits(deadline_s=1)
+        )
+        try:
+            result = await evaluate(
+                TaskRuntime(task, engine, None, SimulatedTeacher(answers)), tiny_student.test
+            )
+        finally:
+            await engine.aclose()
+        return result.report
+
+    report = asyncio.run(go())
+    stalled = len(range(0, len(tiny_student.test), 4))
+    assert report["failed"] == {"request_timeout": stalled}
+    assert report["n"] == len(tiny_student.test) - stalled
+    assert report["routed_accuracy"] == 1.0  # the figures are the answered requests'

@@ -4,8 +4,11 @@ the lease by file lock. The fast tier."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from pathlib import Path
+
+import pytest
 
 from calibration import Calibration, save_calibration
 from gateway.capture.base import CaptureRecord
@@ -376,3 +379,26 @@ def test_the_builtin_trainer_fine_tunes_the_recipes_base_and_continues_the_paren
     assert argv[argv.index("--lora-rank") + 1] == "8"
     assert argv[argv.index("--init-from") + 1] == str(job.parent)
     assert argv[argv.index("--system") + 1] == "Reply with a label."
+
+
+def test_a_round_that_waits_its_turn_is_logged_once_however_often_it_is_polled(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    t = task(tmp_path, min_pairs=10, min_new_pairs=1)
+    records = [captured(f"where is card {i}", "card_arrival") for i in range(40)]
+    other = Lease(None, Registry(tmp_path / "registry", "snips"), "snips", turns=True)
+
+    async def polls() -> list[object]:
+        worker = LoopWorker(t, History(records))  # type: ignore[arg-type]
+        out = []
+        async with other.take() as running:  # another task's round runs meanwhile
+            assert running
+            for n in (40, 41, 42):  # the trigger's count grows every poll
+                worker.history = History(records[:n] + records[: n - 40])  # type: ignore[assignment]
+                out.append(await worker.step())
+        return out
+
+    with caplog.at_level(logging.INFO, logger="gateway.loop.worker"):
+        assert asyncio.run(polls()) == [None, None, None]
+    waits = [r.getMessage() for r in caplog.records if "waits" in r.getMessage()]
+    assert len(waits) == 1 and waits[0].startswith("task banking77: a round waits: task snips")
