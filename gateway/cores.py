@@ -11,15 +11,12 @@ count follows the cores other processes leave it (``CoreWatch``).
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import time
 from pathlib import Path
 
 __all__ = ["CoreWatch", "available_cores", "run_in_background", "serving_threads"]
-
-logger = logging.getLogger(__name__)
 
 _CGROUP_QUOTA = Path("/sys/fs/cgroup/cpu.max")
 _PROC_STAT = Path("/proc/stat")
