@@ -48,13 +48,14 @@ def test_a_canary_serves_its_share_and_a_shadow_is_captured_beside_live_traffic(
     prompts = [e.prompt or "" for e in tiny_student.test]
 
     def stage(traffic: Traffic, trial: TrialState) -> list[str]:
-        """Put ``trial`` in place, wait until the gateway serves it, then what it served."""
+        """Put ``trial`` in place, wait until the gateway serves it, then what answered the
+        requests sent since."""
         registry.start_trial(trial)
         asyncio.run(publish_serving(redis_server.url, "banking77"))
         wait_for(url, f"{trial.version} {trial.stage} {trial.share:g}")
-        start = len(traffic.seen[url])
+        since = time.monotonic()
         time.sleep(3)
-        return traffic.seen[url][start:]
+        return traffic.answered_since(url, since)
 
     try:
         with Traffic([url], prompts) as traffic:

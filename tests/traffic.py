@@ -17,6 +17,8 @@ class Traffic:
         self.prompts = list(prompts)
         self.failures: list[str] = []
         self.seen: dict[str, list[str]] = {url: [] for url in urls}  # versions, in order
+        # (when the request was sent, the version that answered it), in order of answers.
+        self.sent: dict[str, list[tuple[float, str]]] = {url: [] for url in urls}
         # Each thread's own sequence (its requests one after another), by gateway.
         self.sequences: dict[str, list[list[str]]] = {url: [] for url in urls}
         self._stop = threading.Event()
@@ -41,6 +43,11 @@ class Traffic:
             assert time.monotonic() < deadline and not self.failures, self.failures[:3]
             time.sleep(0.1)
 
+    def answered_since(self, url: str, since: float) -> list[str]:
+        """Versions that answered requests sent after ``since`` (``time.monotonic()``): a
+        request in flight across a swap was rightly answered by what served when it came."""
+        return [version for sent_at, version in list(self.sent[url]) if sent_at >= since]
+
     def _load(self, url: str) -> None:
         mine: list[str] = []
         self.sequences[url].append(mine)
@@ -51,10 +58,12 @@ class Traffic:
                     "model": "banking77",
                     "messages": [{"role": "user", "content": self.prompts[i % len(self.prompts)]}],
                 }
+                sent_at = time.monotonic()
                 r = client.post("/v1/chat/completions", json=body)
                 if r.status_code != 200:
                     self.failures.append(f"{url}: {r.status_code} {r.text[:200]}")
                 else:
                     self.seen[url].append(r.headers["x-distillgate-student"])
                     mine.append(r.headers["x-distillgate-student"])
+                    self.sent[url].append((sent_at, r.headers["x-distillgate-student"]))
                 i += 1
