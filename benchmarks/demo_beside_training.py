@@ -18,7 +18,7 @@ trainer's steps per second (from its log). Ratios: the student's p50/p95 while a
 trains over nothing training, and the trainer's step time with traffic over without.
 
     python benchmarks/demo_beside_training.py [--rate 3] [--clients 4] [--window 180]
-        [--max-minutes 40] [--out reports/demo-beside-training]
+        [--max-minutes 40] [--seed 0] [--out reports/demo-beside-training]
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -197,6 +198,7 @@ def main() -> None:
     p.add_argument("--window", type=float, default=180.0, help="seconds per measured phase")
     p.add_argument("--max-minutes", type=float, default=40.0)
     p.add_argument("--port", type=int, default=8779)
+    p.add_argument("--seed", type=int, default=0, help="the order the test prompts are sent in")
     p.add_argument("--out", type=Path, default=ROOT / "reports" / "demo-beside-training")
     args = p.parse_args()
     work: Path = args.out
@@ -212,6 +214,9 @@ def main() -> None:
     env.pop("ANTHROPIC_API_KEY", None)  # the simulator is the teacher
     env.pop("DISTILLGATE_TORCH_THREADS", None)
     prompts = [e.prompt or "" for e in read_examples(ROOT / "data" / "banking77" / "test.jsonl")]
+    # The test file is sorted by intent: shuffled, every phase sees the same mix of intents
+    # (and so the same share escalated).
+    random.Random(args.seed).shuffle(prompts)
     log = (work / "serve.log").open("wb")
     started = time.perf_counter()
     serve = subprocess.Popen(
@@ -309,7 +314,7 @@ def main() -> None:
     ]
     report: dict[str, object] = {"events_s": {k: round(v, 1) for k, v in events.items()}}
     report["latency"] = {ph: summary(rows, ph) for ph in phases}
-    # The phases see different prompts (and so different shares escalated): per route too.
+    # Escalated and accepted requests differ in cost: per route too.
     report["latency_by_route"] = {
         ph: {route: summary(rows, ph, route) for route in ("student", "teacher")}
         for ph in phases[1:]
