@@ -18,6 +18,7 @@ import copy
 import json
 import math
 import random
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -83,6 +84,9 @@ class EncodedExample:
     prefix: tuple[int, ...]  # earlier turns, rendered by the chat template
     text: str  # the last user message, which word dropout may thin
     answer: tuple[int, ...]  # answer ids followed by <|end|>
+    # Words of ``text`` the answer repeats (an extracted slot value): word dropout keeps them,
+    # or it would teach the student to write what its input does not say.
+    copied: frozenset[str] = frozenset()
 
 
 def encode(examples: Sequence[Example], tokenizer: PreTrainedTokenizerFast) -> list[EncodedExample]:
@@ -97,8 +101,14 @@ def encode(examples: Sequence[Example], tokenizer: PreTrainedTokenizerFast) -> l
             rendered = tokenizer.apply_chat_template(chat[:-1], tokenize=True, return_dict=False)
             prefix = cast(list[int], rendered)
         answer = tokenizer.encode(ex.answer, add_special_tokens=False)
+        text = chat[-1]["content"]
         out.append(
-            EncodedExample(tuple(prefix), chat[-1]["content"], (*answer, tokenizer.eos_token_id))
+            EncodedExample(
+                tuple(prefix),
+                text,
+                (*answer, tokenizer.eos_token_id),
+                copied_words(text, ex.answer),
+            )
         )
     return out
 
@@ -127,9 +137,22 @@ def _collate(
     return ids, mask, labels
 
 
-def _drop_words(text: str, p: float, rng: random.Random) -> str:
+_WORD = re.compile(r"\w+")
+
+
+def copied_words(text: str, answer: str) -> frozenset[str]:
+    """The words of ``text`` whose every part the answer also contains (case aside)."""
+    in_answer = {w.lower() for w in _WORD.findall(answer)}
+    return frozenset(
+        w
+        for w in text.split()
+        if (parts := _WORD.findall(w.lower())) and all(p in in_answer for p in parts)
+    )
+
+
+def drop_words(text: str, p: float, rng: random.Random, keep: frozenset[str] = frozenset()) -> str:
     words = text.split()
-    kept = [w for w in words if rng.random() >= p]
+    kept = [w for w in words if w in keep or rng.random() >= p]
     return " ".join(kept or words)
 
 
@@ -279,7 +302,10 @@ def train_student(
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * lr_factor(prog, cfg.warmup_fraction, cfg.final_lr_fraction)
 
-            texts = [_drop_words(train_enc[i].text, cfg.word_dropout, rng) for i in batch_idx]
+            texts = [
+                drop_words(train_enc[i].text, cfg.word_dropout, rng, train_enc[i].copied)
+                for i in batch_idx
+            ]
             text_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
             rows = [
                 (

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from gateway.engines.base import GenerationRequest, Message, SamplingParams
 from gateway.engines.transformers import TransformersEngine
-from gateway.training.trainer import TrainConfig, encode, exact_match, lr_factor
+from gateway.training.examples import Example
+from gateway.training.trainer import (
+    TrainConfig,
+    copied_words,
+    drop_words,
+    encode,
+    exact_match,
+    lr_factor,
+)
 
 
 def test_the_folder_loads_in_transformers(tiny_student) -> None:  # type: ignore[no-untyped-def]
@@ -63,3 +72,20 @@ def test_schedule_warms_up_then_decays_to_the_floor() -> None:
         lr_factor(p / 100, cfg.warmup_fraction, cfg.final_lr_fraction) for p in range(10, 101)
     ]
     assert values == sorted(values, reverse=True)
+
+
+def test_word_dropout_never_drops_a_word_the_answer_copies(tiny_student) -> None:  # type: ignore[no-untyped-def]
+    text = "play Bohemian Rhapsody by Queen, please"
+    answer = '{"intent": "PlayMusic", "slots": {"track": "Bohemian Rhapsody", "artist": "Queen"}}'
+    assert copied_words(text, answer) == {"Bohemian", "Rhapsody", "Queen,"}
+    assert copied_words("what is my card_arrival", "card_arrival") == {"card_arrival"}
+    assert copied_words("where is my card", "card_arrival") == frozenset()
+
+    tok = AutoTokenizer.from_pretrained(tiny_student.path)
+    (encoded,) = encode([Example(answer=answer, prompt=text)], tok)
+    assert encoded.copied == copied_words(text, answer)
+    rng = random.Random(0)
+    # Every other word goes at p = 1; what the answer copies stays, in order.
+    assert drop_words(text, 1.0, rng, encoded.copied) == "Bohemian Rhapsody Queen,"
+    thinned = {drop_words(text, 0.5, rng, encoded.copied) for _ in range(200)}
+    assert len(thinned) > 4 and all("Bohemian Rhapsody" in t and "Queen," in t for t in thinned)
