@@ -11,6 +11,7 @@ from typing import Any
 from gateway.answers import AnswerCheck
 from gateway.cli.resolve import redis_client, task_named
 from gateway.cli.student import answer_budget
+from gateway.engines.factory import ReplayEngine, replay_engine
 from gateway.settings import Settings
 from gateway.tasks import PromptFormat, Task, default_calibrator
 from gateway.training.examples import Example
@@ -29,8 +30,10 @@ def calibrate_student(
     max_tokens: int,
     prompt: PromptFormat,
     check: AnswerCheck | None = None,
+    engine: ReplayEngine | None = None,
 ) -> None:
-    """Long because it prints the report a person reads: metrics before and after, the threshold
+    """``engine``: how the student is opened (default the embedded engine). Long because it
+    prints the report a person reads: metrics before and after, the threshold
     and its guarantee."""
     from tqdm import tqdm
 
@@ -41,7 +44,14 @@ def calibrate_student(
     with tqdm(total=3, desc="calibrate", bar_format="{l_bar}{bar}| {n}/{total} {postfix}") as bar:
         bar.set_postfix_str(f"replaying {len(examples)} examples through the student")
         scored = asyncio.run(
-            score_set(student, examples, max_tokens=max_tokens, prompt=prompt, check=check)
+            score_set(
+                student,
+                examples,
+                max_tokens=max_tokens,
+                prompt=prompt,
+                check=check,
+                engine=engine,
+            )
         )
         bar.update()
         bar.set_postfix_str("fitting temperature and threshold")
@@ -112,6 +122,7 @@ def _calibrate_for(task: Task, examples: Sequence[Example]) -> None:
         max_tokens=task.generation.max_tokens,
         prompt=task.prompt,
         check=task.answer_check,
+        engine=replay_engine(task),
     )
 
 

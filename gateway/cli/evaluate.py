@@ -23,7 +23,7 @@ def evaluate_routing(
     in its queue while the task's deadline runs (what a slow student would otherwise hit)."""
     from calibration import load_calibration
     from calibration.plots import quality_cost_figure
-    from gateway.engines.transformers import TransformersEngine
+    from gateway.engines.factory import replay_engine
     from gateway.jobs.evaluate import evaluate
     from gateway.runtime.deployment import TaskRuntime
     from gateway.teachers.factory import open_teacher
@@ -37,9 +37,7 @@ def evaluate_routing(
     calibration = load_calibration(task.calibrator, student_dir=task.student)
 
     async def run() -> dict[str, Any]:
-        engine = TransformersEngine(
-            task.student, max_batch_size=concurrency, max_waiting=len(examples)
-        )
+        engine = replay_engine(task, batch=concurrency)(task.student, len(examples))
         await engine.start()
         opened = await open_teacher(task.name, task.teacher, task.answers, known=examples)
         try:

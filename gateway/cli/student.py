@@ -182,12 +182,12 @@ def build_student(task: Task) -> None:
 
 
 async def exact_match(student: Path, data: Path, task: Task | None) -> dict[str, float]:
-    from gateway.engines.transformers import TransformersEngine
+    from gateway.engines.factory import replay_engine
     from gateway.jobs.replay import replay
     from gateway.training.examples import read_examples
 
     examples = read_examples(data)
-    engine = TransformersEngine(student, max_batch_size=64, max_waiting=len(examples))
+    engine = replay_engine(task)(student, len(examples))
     await engine.start()
     started = time.perf_counter()
     try:

@@ -22,6 +22,7 @@ __all__ = [
     "StudentEngine",
     "TokenDelta",
     "TokenLogprob",
+    "TopKScorer",
 ]
 
 FinishReason = Literal["stop", "length"]
@@ -154,3 +155,20 @@ class Queued(Protocol):
 
     @property
     def pending(self) -> int: ...
+
+
+@runtime_checkable
+class TopKScorer(Protocol):
+    """An engine that scores answer ids with teacher forcing among the top-k alternatives
+    its served confidence renormalises over (vLLM): what calibration fits T on, so the
+    calibrator is fitted on the log-probabilities the engine serves with."""
+
+    def encode(self, request: GenerationRequest) -> list[int]: ...
+
+    def encode_answer(self, request: GenerationRequest, answer: str) -> list[int]: ...
+
+    async def score_ids(
+        self, prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]]
+    ) -> list[list[tuple[float, list[float]]]]:
+        """Per answer, per token: its logprob and the top-k logprobs at that position."""
+        ...

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.engines.admission import GatedEngine
@@ -19,7 +20,10 @@ from gateway.tasks import RemoteEngineConfig, Task, VLLMEngineConfig
 if TYPE_CHECKING:
     from gateway.engines.vllm import SharedBases
 
-__all__ = ["missing_dependency", "open_engine"]
+__all__ = ["ReplayEngine", "missing_dependency", "open_engine", "replay_engine"]
+
+# Opens (does not start) an engine for a student folder, with room for ``queue`` requests.
+ReplayEngine = Callable[[Path, int], StudentEngine]
 
 
 def missing_dependency(task: Task) -> str | None:
@@ -109,3 +113,28 @@ def _gated(
         max_running=config.max_concurrency or own_bound,
         max_waiting=_queue(config.max_queue, settings),
     )
+
+
+def replay_engine(task: Task | None, *, batch: int = 64) -> ReplayEngine:
+    """How offline jobs (calibrate, evaluate, the loop's gate) open a student: on the
+    task's own engine kind, so a student is calibrated and judged on the log-probabilities
+    it is served with (vLLM's top-k in bfloat16 on a GPU are not the embedded engine's).
+    A remote fleet serves only what is deployed to it, not a folder handed to a job, so
+    its students, and a student without a task, replay on the embedded engine; ``batch``
+    is its batch size."""
+    config = task.engine if task is not None else None
+
+    def open_student_engine(student: Path, queue: int) -> StudentEngine:
+        if task is not None and isinstance(config, VLLMEngineConfig):
+            problem = missing_dependency(task)
+            if problem is not None:
+                raise RuntimeError(problem)
+            from gateway.engines.vllm import VLLMEngine
+
+            arguments = config.model_dump(exclude={"kind", "max_concurrency", "max_queue"})
+            return VLLMEngine(student, **arguments)
+        from gateway.engines.transformers import TransformersEngine
+
+        return TransformersEngine(student, max_batch_size=batch, max_waiting=queue)
+
+    return open_student_engine

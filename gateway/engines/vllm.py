@@ -24,9 +24,11 @@ adapters share a base share one engine and one GPU; the base loads once.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
-from collections.abc import AsyncGenerator
+import uuid
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,13 @@ from gateway.engines.base import (
     TokenDelta,
     TokenLogprob,
 )
-from gateway.engines.prompts import prompt_ids, room_after, split_text, trained_prompt_limit
+from gateway.engines.prompts import (
+    answer_ids,
+    prompt_ids,
+    room_after,
+    split_text,
+    trained_prompt_limit,
+)
 from gateway.engines.student_folder import StudentFolder, open_student
 from gateway.errors import EngineError, InvalidRequest
 
@@ -165,6 +173,18 @@ class VLLMEngine:
     def encode(self, request: GenerationRequest, served: _Served | None = None) -> list[int]:
         return prompt_ids(self._tokenizer, request, (served or self._own).user_limit)
 
+    def encode_answer(
+        self, request: GenerationRequest, answer: str, served: _Served | None = None
+    ) -> list[int]:
+        """The ids this student generates to give ``answer``, its end-of-turn id included."""
+        limit = (served or self._own).user_limit
+        return answer_ids(self._tokenizer, request, answer, self._eos, limit)
+
+    async def score_ids(
+        self, prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]]
+    ) -> list[list[tuple[float, list[float]]]]:
+        return await self.score_ids_for(self._own, prompts, answers)
+
     def generate(self, request: GenerationRequest) -> AsyncGenerator[TokenDelta, None]:
         return self.generate_for(self._own, request)
 
@@ -287,6 +307,48 @@ class VLLMEngine:
         decode = self._tokenizer.decode
         return ScoredText.of(len(prompt), ids, pieces, scored, lambda t: str(decode([t])))
 
+    async def score_ids_for(
+        self, served: _Served, prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]]
+    ) -> list[list[tuple[float, list[float]]]]:
+        """Teacher forcing of token ids, for calibration: per answer token, its logprob and
+        the top-k logprobs serving's confidence renormalises over (``generate_for``'s
+        ``top``: the same k, special tokens included), all requests in one batch."""
+        from vllm import SamplingParams, TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        k = self.confidence_top_k
+        params = SamplingParams(
+            max_tokens=1,
+            temperature=0.0,
+            prompt_logprobs=k,
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+        batch = uuid.uuid4().hex[:8]
+
+        async def one(i: int) -> list[tuple[float, list[float]]]:
+            prompt, ids = list(prompts[i]), list(answers[i])
+            if not ids:
+                return []
+            final: Any = None
+            async for out in self._engine.generate(
+                TokensPrompt(prompt_token_ids=[*prompt, *ids]),
+                params,
+                f"score-{batch}-{i}",
+                lora_request=served.lora,
+            ):
+                final = out
+            positions = (final.prompt_logprobs or [])[len(prompt) :] if final else []
+            if len(positions) != len(ids):
+                raise EngineError("the vLLM engine returned no prompt logprobs to score with")
+            rows = []
+            for token_id, alternatives in zip(ids, positions, strict=True):
+                ranked = sorted(alternatives.items(), key=lambda kv: kv[1].rank or 0)
+                top = [float(lp.logprob) for _, lp in ranked if (lp.rank or 0) <= k][:k]
+                rows.append((float(alternatives[token_id].logprob), top))
+            return rows
+
+        return list(await asyncio.gather(*(one(i) for i in range(len(prompts)))))
+
 
 def _finish(reason: str | None) -> FinishReason:
     if reason == "length":
@@ -328,6 +390,16 @@ class AdapterEngine:
     def encode(self, request: GenerationRequest) -> list[int]:
         engine, served = self._parts()
         return engine.encode(request, served)
+
+    def encode_answer(self, request: GenerationRequest, answer: str) -> list[int]:
+        engine, served = self._parts()
+        return engine.encode_answer(request, answer, served)
+
+    async def score_ids(
+        self, prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]]
+    ) -> list[list[tuple[float, list[float]]]]:
+        engine, served = self._parts()
+        return await engine.score_ids_for(served, prompts, answers)
 
     def generate(self, request: GenerationRequest) -> AsyncGenerator[TokenDelta, None]:
         engine, served = self._parts()

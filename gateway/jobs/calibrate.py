@@ -32,13 +32,14 @@ from calibration import (
 )
 from calibration.temperature import log_softmax
 from gateway.answers import AnswerCheck
-from gateway.engines.base import SamplingParams
+from gateway.engines.base import SamplingParams, TopKScorer
+from gateway.engines.factory import ReplayEngine, replay_engine
 from gateway.engines.transformers import TransformersEngine
 from gateway.jobs.replay import StudentAnswer, replay
 from gateway.pipeline.prompt import example_request
 from gateway.tasks import PromptFormat
 from gateway.training.examples import Example
-from gateway.training.scoring import ScoredAnswer, score_answers
+from gateway.training.scoring import ScoredAnswer, score_answers, top_k_scored
 
 __all__ = [
     "MIN_EXAMPLES",
@@ -48,6 +49,7 @@ __all__ = [
     "reference_token_nll",
     "score_set",
     "sequence_confidence",
+    "teacher_forced",
 ]
 
 
@@ -110,31 +112,48 @@ async def score_set(
     max_tokens: int,
     prompt: PromptFormat,
     check: AnswerCheck | None = None,
+    engine: ReplayEngine | None = None,
 ) -> ScoredSet:
     """Replay and score ``examples`` with the prompts serving builds (``prompt``: the task's
-    policy), so the calibrator is fitted on the token ids it will judge."""
-    engine = TransformersEngine(student_dir, max_batch_size=64, max_waiting=len(examples))
-    await engine.start()
+    policy), so the calibrator is fitted on the token ids it will judge; ``engine``: how
+    the student is opened (``replay_engine(task)``, the task's engine kind; default the
+    embedded one), so it is fitted on the log-probabilities it will be served with."""
+    student = (engine or replay_engine(None))(student_dir, len(examples))
+    await student.start()
     try:
         answers = await replay(
-            engine,
+            student,
             examples,
             max_tokens=max_tokens,
             prompt=prompt,
             prefix="calibrate",
             json_schema=check.schema_json if check else None,
         )
+        if not isinstance(student, TransformersEngine | TopKScorer):
+            raise TypeError(f"{type(student).__name__} cannot score answers for calibration")
+        sampling = SamplingParams(max_tokens=1)
+        requests = [example_request(prompt, e, "encode", sampling) for e in examples]
+        prompts = [student.encode(r) for r in requests]
+        refs = [student.encode_answer(r, e.answer) for r, e in zip(requests, examples, strict=True)]
+        own = [list(a.token_ids) for a in answers]
+        references = await teacher_forced(student, prompts, refs)
+        greedy = await teacher_forced(student, prompts, own)
     finally:
-        await engine.aclose()
-    tok = engine.tokenizer
-    sampling = SamplingParams(max_tokens=1)
-    requests = [example_request(prompt, e, "encode", sampling) for e in examples]
-    prompts = [engine.encode(r) for r in requests]
-    refs = [engine.encode_answer(r, e.answer) for r, e in zip(requests, examples, strict=True)]
-    pad = tok.pad_token_id or 0
-    references = score_answers(engine.model, prompts, refs, pad_id=pad)
-    greedy = score_answers(engine.model, prompts, [list(a.token_ids) for a in answers], pad_id=pad)
+        await student.aclose()
     return ScoredSet(list(examples), answers, references, greedy, prompts, check or AnswerCheck())
+
+
+async def teacher_forced(
+    engine: TransformersEngine | TopKScorer,
+    prompts: Sequence[Sequence[int]],
+    answers: Sequence[Sequence[int]],
+) -> list[ScoredAnswer]:
+    """Each answer's tokens scored as the engine's served confidence sees them: over the
+    whole vocabulary on the embedded engine, over the top k on vLLM."""
+    if isinstance(engine, TransformersEngine):
+        pad = engine.tokenizer.pad_token_id or 0
+        return score_answers(engine.model, prompts, answers, pad_id=pad)
+    return [top_k_scored(rows) for rows in await engine.score_ids(prompts, answers)]
 
 
 def calibration_metrics(

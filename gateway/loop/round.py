@@ -28,8 +28,8 @@ from calibration import (
     student_fingerprint,
 )
 from gateway.capture.base import CaptureRecord
+from gateway.engines.factory import replay_engine
 from gateway.engines.student_folder import is_student
-from gateway.engines.transformers import TransformersEngine
 from gateway.jobs.calibrate import MIN_EXAMPLES, fit_calibration, score_set
 from gateway.jobs.replay import replay
 from gateway.loop.data import RoundData, round_data, with_labelled
@@ -84,8 +84,9 @@ async def judge(
     student: Path, calibration: Calibration, task: Task, examples: Sequence[Example]
 ) -> list[Outcome]:
     """What serving would do with each prompt: accept or escalate by the same rule
-    (``pipeline.decision.decide``) at the same temperature, and whether the answer is right."""
-    engine = TransformersEngine(student, max_batch_size=64, max_waiting=len(examples) + 1)
+    (``pipeline.decision.decide``) at the same temperature, on the task's engine kind, and
+    whether the answer is right."""
+    engine = replay_engine(task)(student, len(examples) + 1)
     await engine.start()
     try:
         answers = await replay(
@@ -198,6 +199,7 @@ async def run_round(
             max_tokens=task.generation.max_tokens,
             prompt=task.prompt,
             check=task.answer_check,
+            engine=replay_engine(task),
         )
         calibration, _ = fit_calibration(
             scored,

@@ -15,7 +15,7 @@ import torch
 from numpy.typing import NDArray
 from transformers import PreTrainedModel
 
-__all__ = ["ScoredAnswer", "score_answers"]
+__all__ = ["ScoredAnswer", "score_answers", "top_k_scored"]
 
 
 @dataclass(frozen=True)
@@ -56,3 +56,22 @@ def score_answers(
                 np.asarray(answers[i], dtype=np.int64),
             )
     return [s for s in out if s is not None]
+
+
+def top_k_scored(rows: Sequence[tuple[float, Sequence[float]]]) -> ScoredAnswer:
+    """An answer scored among each position's top-k logprobs (an engine that reports no
+    more, vLLM), as the rows of a ``ScoredAnswer``: log softmax(row / T) at the target is
+    then ``calibration.renormalized_logprob``, what serving computes; the chosen token is
+    appended where it is not among the k, and shorter rows are padded with -inf."""
+    width = max((len(top) + 1 for _, top in rows), default=1)
+    logits = np.full((len(rows), width), -np.inf, dtype=np.float32)
+    targets = np.zeros(len(rows), dtype=np.int64)
+    for i, (chosen, top) in enumerate(rows):
+        row = list(top)
+        if chosen in row:
+            targets[i] = row.index(chosen)
+        else:
+            targets[i] = len(row)
+            row.append(chosen)
+        logits[i, : len(row)] = row
+    return ScoredAnswer(logits, targets)

@@ -1,6 +1,6 @@
 """What holds for the vLLM engine on any machine: the gateway never imports vllm, and a task
 that asks for vLLM where it is missing stops start-up with a plain message. Its behaviour
-on a GPU is the conformance suite's ``vllm`` case."""
+is the vLLM tier's (``-m vllm``: the conformance suite's ``vllm`` case, tests/test_vllm_*)."""
 
 from __future__ import annotations
 
@@ -50,3 +50,25 @@ def test_a_vllm_task_without_vllm_stops_start_up_clearly(tiny_student, tmp_path:
     assert done.returncode != 0
     assert "pip install 'distillgate[gpu]'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_offline_jobs_open_the_tasks_own_engine_kind(tiny_student, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """calibrate, evaluate and the loop's gate replay on the engine kind that serves the
+    task (a remote fleet serves only what is deployed to it: the embedded engine replays
+    its students)."""
+    from gateway.engines.factory import replay_engine
+    from gateway.engines.transformers import TransformersEngine
+
+    remote = '[engine]\nkind = "remote"\nbase_url = "http://127.0.0.1:9/v1"\n'
+    write_task(tmp_path / "remote", tiny_student.path, extra=remote)
+    task = load_tasks(tmp_path / "remote")["banking77"]
+    assert isinstance(replay_engine(task)(tiny_student.path, 8), TransformersEngine)
+    write_task(tmp_path / "vllm", tiny_student.path, extra='[engine]\nkind = "vllm"\n')
+    task = load_tasks(tmp_path / "vllm")["banking77"]
+    if vllm_available():
+        from gateway.engines.vllm import VLLMEngine
+
+        assert isinstance(replay_engine(task)(tiny_student.path, 8), VLLMEngine)
+    else:
+        with pytest.raises(RuntimeError, match="pip install 'distillgate"):
+            replay_engine(task)(tiny_student.path, 8)
