@@ -49,8 +49,8 @@ install)
 measure)
     PY=${PY:-.venv-gpu/bin/python}
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-    # 1. The conformance suite on VLLMEngine (and the CPU engine, for comparison).
-    "$PY" -m pytest -q tests/gateway/engines/test_conformance.py -k "vllm or transformers" -rs
+    # 1. The vLLM tier (every test marked `vllm`, as CI runs them on vLLM's CPU build), on CUDA.
+    "$PY" -m pytest -q -m vllm -rs
     # 2. In-process vLLM vs `vllm serve`, same model and load; the CPU engine beside them.
     "$PY" -m benchmarks.vllm --student models/banking77 --rounds 3 --duration 10 --with-cpu
     ;;

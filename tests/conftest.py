@@ -85,7 +85,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         path = item.nodeid.replace("\\", "/")
         fixtures = set(getattr(item, "fixturenames", ()))
-        if fixtures & _REAL_PARTS or path.startswith(_REAL_MODULES):
+        vllm = item.get_closest_marker("vllm") is not None
+        if fixtures & _REAL_PARTS or path.startswith(_REAL_MODULES) or vllm:
             item.add_marker(pytest.mark.integration)
 
 

@@ -1,7 +1,7 @@
 """One behavioural suite for every ``StudentEngine``: the embedded engine, the remote
 engine over real HTTP (non-streaming, streaming, and on httpx) against a real server, the
 project's own gateway serving the same tiny student through the OpenAI API, and vLLM's
-engine where a GPU and vllm are present (``-m gpu``; skipped elsewhere, with the reason).
+engine where vllm is installed (the vLLM tier, ``-m vllm``: its CPU build in CI).
 """
 
 from __future__ import annotations
@@ -25,30 +25,17 @@ from gateway.engines.base import (
 from gateway.engines.remote import RemoteEngine
 from gateway.engines.transformers import TransformersEngine
 from tests.conftest import Gateway
+from tests.vllm_tier import ON_VLLM, engine_arguments
 
 T = TypeVar("T")
 
 
-def _gpu_ready() -> str | None:
-    from gateway.engines.vllm import vllm_available
-
-    if not vllm_available():
-        return "vllm is not installed (the gpu extra; see scripts/gpu_procedure.sh)"
-    import torch
-
-    return None if torch.cuda.is_available() else "no CUDA GPU on this machine"
-
-
-_NO_GPU = _gpu_ready()
 KINDS = [
     "transformers",
     "remote",
     "remote-stream",
     "remote-httpx",
-    pytest.param(
-        "vllm",
-        marks=[pytest.mark.gpu, pytest.mark.skipif(_NO_GPU is not None, reason=str(_NO_GPU))],
-    ),
+    pytest.param("vllm", marks=ON_VLLM),
 ]
 
 
@@ -58,7 +45,7 @@ def make_engine(kind: str, student: Path, fleet: Gateway) -> StudentEngine:
     if kind == "vllm":
         from gateway.engines.vllm import VLLMEngine
 
-        return VLLMEngine(student, gpu_memory_utilization=0.3, enforce_eager=True)
+        return VLLMEngine(student, **engine_arguments())
     return RemoteEngine(
         f"{fleet.url}/v1",
         "student",

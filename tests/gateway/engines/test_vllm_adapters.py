@@ -1,6 +1,6 @@
 """Adapters on vLLM without a GPU: the engine arguments an adapter asks for, and one base
 engine shared by every adapter on it, started once and shut down with its last user.
-(That vLLM serves the adapters is the GPU procedure's part: scripts/gpu_procedure.sh.)"""
+(That vLLM serves them is the vLLM tier's part: tests/test_vllm_lora.py.)"""
 
 from __future__ import annotations
 
