@@ -35,6 +35,7 @@ from gateway.training.examples import write_examples
 from tests.conftest import DATA, LABELS, Gateway, serve_in_thread, write_calibrator, write_task
 from tests.gateway.loop.helpers import captured
 from tests.gateway.loop.test_round import TRAINER
+from tests.gateway.test_structured import SCHEMA
 from tests.loop_fleet import loop_task
 from tests.test_loop import per_label
 from tests.vllm_tier import ON_VLLM, engine_arguments
@@ -45,15 +46,6 @@ IN_DOMAIN = "I still have not received my card"
 GIBBERISH = "zxqv blorf quantum pickle 88 !!"
 KEY_ENV = "DISTILLGATE_TEST_TEACHER_KEY"
 ENGINE = '[engine]\nkind = "vllm"\nenforce_eager = true\nmax_num_seqs = 64\ndtype = "float32"\n'
-SCHEMA = {
-    "type": "object",
-    "properties": {
-        "intent": {"type": "string", "enum": ["card_arrival", "exchange_rate"]},
-        "urgent": {"type": "boolean"},
-    },
-    "required": ["intent", "urgent"],
-    "additionalProperties": False,
-}
 
 
 def test_vllm_answers_as_the_embedded_engine(tiny_student) -> None:  # type: ignore[no-untyped-def]

@@ -268,37 +268,17 @@ class VLLMEngine:
     async def score_for(
         self, served: _Served, request: GenerationRequest, text: str, *, logprobs: bool
     ) -> ScoredText:
-        """Teacher forcing through vLLM's prompt logprobs: prompt and text go in as one
-        prompt, one token is generated, and the text's positions are read back."""
-        from vllm import SamplingParams, TokensPrompt
-        from vllm.sampling_params import RequestOutputKind
-
+        """Teacher forcing through vLLM's prompt logprobs (``_prompt_logprobs``)."""
         prompt = self.encode(request, served)
         ids, pieces = split_text(self._tokenizer, text)
         scored: list[tuple[float, list[tuple[int, float]]]] = [(0.0, [])] * len(ids)
         k = request.sampling.top_logprobs
         if logprobs and ids:
             room_after([*prompt, *ids], self._max_model_len, request)
-            params = SamplingParams(
-                max_tokens=1,
-                temperature=0.0,
-                prompt_logprobs=min(k + len(self._special), self._max_logprobs),
-                output_kind=RequestOutputKind.FINAL_ONLY,
+            asked = min(k + len(self._special), self._max_logprobs)
+            positions = await self._prompt_logprobs(
+                served, prompt, ids, asked, f"{request.request_id}-score"
             )
-            final: Any = None
-            try:
-                async for out in self._engine.generate(
-                    TokensPrompt(prompt_token_ids=[*prompt, *ids]),
-                    params,
-                    f"{request.request_id}-score",
-                    lora_request=served.lora,
-                ):
-                    final = out
-            except Exception as exc:
-                raise EngineError("the vLLM engine failed while scoring") from exc
-            positions = (final.prompt_logprobs or [])[len(prompt) :] if final else []
-            if len(positions) != len(ids):
-                raise EngineError("the vLLM engine returned no prompt logprobs to score with")
             scored = []
             for token_id, alternatives in zip(ids, positions, strict=True):
                 ranked = sorted(alternatives.items(), key=lambda kv: kv[1].rank or 0)
@@ -313,33 +293,16 @@ class VLLMEngine:
         """Teacher forcing of token ids, for calibration: per answer token, its logprob and
         the top-k logprobs serving's confidence renormalises over (``generate_for``'s
         ``top``: the same k, special tokens included), all requests in one batch."""
-        from vllm import SamplingParams, TokensPrompt
-        from vllm.sampling_params import RequestOutputKind
-
         k = self.confidence_top_k
-        params = SamplingParams(
-            max_tokens=1,
-            temperature=0.0,
-            prompt_logprobs=k,
-            output_kind=RequestOutputKind.FINAL_ONLY,
-        )
         batch = uuid.uuid4().hex[:8]
 
         async def one(i: int) -> list[tuple[float, list[float]]]:
-            prompt, ids = list(prompts[i]), list(answers[i])
+            ids = list(answers[i])
             if not ids:
                 return []
-            final: Any = None
-            async for out in self._engine.generate(
-                TokensPrompt(prompt_token_ids=[*prompt, *ids]),
-                params,
-                f"score-{batch}-{i}",
-                lora_request=served.lora,
-            ):
-                final = out
-            positions = (final.prompt_logprobs or [])[len(prompt) :] if final else []
-            if len(positions) != len(ids):
-                raise EngineError("the vLLM engine returned no prompt logprobs to score with")
+            positions = await self._prompt_logprobs(
+                served, list(prompts[i]), ids, k, f"score-{batch}-{i}"
+            )
             rows = []
             for token_id, alternatives in zip(ids, positions, strict=True):
                 ranked = sorted(alternatives.items(), key=lambda kv: kv[1].rank or 0)
@@ -348,6 +311,36 @@ class VLLMEngine:
             return rows
 
         return list(await asyncio.gather(*(one(i) for i in range(len(prompts)))))
+
+    async def _prompt_logprobs(
+        self, served: _Served, prompt: list[int], ids: list[int], k: int, request_id: str
+    ) -> list[Any]:
+        """vLLM's top-``k`` logprobs at each of ``ids``' positions after ``prompt``: the two
+        go in as one prompt, one token is generated, and the positions are read back."""
+        from vllm import SamplingParams, TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        params = SamplingParams(
+            max_tokens=1,
+            temperature=0.0,
+            prompt_logprobs=k,
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+        final: Any = None
+        try:
+            async for out in self._engine.generate(
+                TokensPrompt(prompt_token_ids=[*prompt, *ids]),
+                params,
+                request_id,
+                lora_request=served.lora,
+            ):
+                final = out
+        except Exception as exc:
+            raise EngineError("the vLLM engine failed while scoring") from exc
+        positions = list((final.prompt_logprobs or [])[len(prompt) :]) if final else []
+        if len(positions) != len(ids):
+            raise EngineError("the vLLM engine returned no prompt logprobs to score with")
+        return positions
 
 
 def _finish(reason: str | None) -> FinishReason:
