@@ -204,8 +204,11 @@ class VLLMEngine:
         room = room_after(ids, self._max_model_len, request)
         s = request.sampling
         k = s.top_logprobs
+        # The confidence renormalises over the engine's k whatever top_logprobs a client
+        # asks for, as calibration (``score_ids_for``) did.
+        ck = self.confidence_top_k
         if request.confidence_temperature is not None:
-            k = max(k, self.confidence_top_k)
+            k = max(k, ck)
         # Asked for a few more, so that k remain once special tokens are left out.
         asked = min(k + len(self._special), self._max_logprobs) if s.top_logprobs else k
         params = SamplingParams(
@@ -237,7 +240,7 @@ class VLLMEngine:
                     chosen = alternatives.get(token_id)
                     logprob = float(chosen.logprob) if chosen is not None else 0.0
                     ranked = sorted(alternatives.items(), key=lambda kv: kv[1].rank or 0)
-                    top = [(tid, lp) for tid, lp in ranked if (lp.rank or 0) <= k][:k]
+                    top = [(tid, lp) for tid, lp in ranked if (lp.rank or 0) <= ck][:ck]
                     shown = [(tid, lp) for tid, lp in ranked if tid not in self._special]
                     finish = _finish(comp.finish_reason) if out.finished and i == last else None
                     yield TokenDelta(
