@@ -5,8 +5,9 @@ collector whose name does). Labels are bounded: task names come from the task fi
 (unknown ``model`` values are counted as ``unknown``), routes, reasons and error kinds
 from fixed sets; never request or user ids.
 
-Events are counted where they happen (``observe_*``); live state (calibrators, circuit
-breakers, engine queues, the capture backlog) is read at scrape time by
+Events are counted where they happen (``student_answered``, ``escalated``,
+``teacher_answered``, ``decided``, ``audited``...: the pipeline's observer); live state
+(calibrators, circuit breakers, engine queues, the capture backlog) is read at scrape time by
 ``DeploymentCollector``, so a reload never leaves stale label sets behind.
 
 With several worker processes, set ``PROMETHEUS_MULTIPROC_DIR``: counters and histograms
@@ -28,6 +29,7 @@ from prometheus_client.registry import Collector
 
 from gateway.engines.base import Queued
 from gateway.loop.registry import Registry
+from gateway.pipeline.decision import ESCALATION_REASONS, Route
 from gateway.teachers.resilience import ResilientTeacher
 
 if TYPE_CHECKING:
@@ -39,8 +41,8 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 1.0)
 
 
-ROUTES = ("student", "teacher", "student-fallback")
-REASONS = ("low_confidence", "invalid_answer", "forced", "student_failed")
+ROUTES = tuple(r.value for r in Route)
+REASONS = tuple(r.value for r in ESCALATION_REASONS)
 TEACHER_ERRORS = ("teacher_error", "teacher_timeout", "teacher_unavailable")
 PURPOSES = ("escalation", "audit", "shadow")
 CAPTURE_OUTCOMES = ("written", "spooled", "replayed", "dropped")

@@ -185,18 +185,19 @@ def fit_calibration(
     delta: float = 0.05,
     seed: int = 0,
 ) -> tuple[Calibration, ScoredSet]:
-    """Fit T on one half and the threshold on the other; return the calibration and that half."""
+    """Fit T on a third and the threshold on the other two thirds (``split_for_calibration``);
+    return the calibration and the set the threshold was chosen on."""
     if len(scored.examples) < MIN_EXAMPLES:
         raise ValueError(f"calibration needs at least {MIN_EXAMPLES} labelled examples")
     fit_idx, select_idx = split_for_calibration(len(scored.examples), seed)
-    fit_half, select_half = scored.subset(fit_idx), scored.subset(select_idx)
+    fit_part, select_part = scored.subset(fit_idx), scored.subset(select_idx)
     scaler = AnswerTemperatureScaler().fit(
-        [g.logits for g in fit_half.greedy], [g.targets for g in fit_half.greedy], fit_half.correct
+        [g.logits for g in fit_part.greedy], [g.targets for g in fit_part.greedy], fit_part.correct
     )
     temperature = float(scaler.temperature_)
-    correct = select_half.correct
-    before = sequence_confidence(select_half.greedy, 1.0)
-    after = sequence_confidence(select_half.greedy, temperature)
+    correct = select_part.correct
+    before = sequence_confidence(select_part.greedy, 1.0)
+    after = sequence_confidence(select_part.greedy, temperature)
     selector = ThresholdSelector(
         target_accuracy=target_accuracy, max_escalation=max_escalation, delta=delta
     )
@@ -205,10 +206,10 @@ def fit_calibration(
     metrics_after.update(
         coverage=float(selector.coverage_),
         accepted_accuracy=float(selector.accepted_accuracy_),
-        token_nll=reference_token_nll(select_half.references, temperature),
+        token_nll=reference_token_nll(select_part.references, temperature),
     )
     metrics_before = calibration_metrics(correct, before) | {
-        "token_nll": reference_token_nll(select_half.references, 1.0)
+        "token_nll": reference_token_nll(select_part.references, 1.0)
     }
     calibration = Calibration(
         temperature=temperature,
@@ -225,4 +226,4 @@ def fit_calibration(
         metrics_before=metrics_before,
         metrics_after=metrics_after,
     )
-    return calibration, select_half
+    return calibration, select_part

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
-__all__ = ["Decision", "Reason", "Route", "decide"]
+__all__ = ["ESCALATION_REASONS", "Decision", "Reason", "Route", "decide"]
 
 
 class Route(StrEnum):
@@ -23,6 +23,10 @@ class Reason(StrEnum):
     NO_TEACHER = "no_teacher"
     STUDENT_FAILED = "student_failed"  # the engine failed; the task's policy asked the teacher
     NO_STUDENT = "no_student"  # cold start: the task has no student yet, the teacher answers
+
+
+# What a request may be escalated for: every reason but an accepted answer and "no teacher".
+ESCALATION_REASONS = tuple(r for r in Reason if r not in (Reason.CONFIDENT, Reason.NO_TEACHER))
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from gateway.metrics import Metrics
+from gateway.pipeline.decision import ESCALATION_REASONS, Reason, Route
 
 # The series the dashboards and alerts read that only counted events used to create.
 ONCE_MISSING = (
@@ -63,3 +64,17 @@ def test_every_series_the_dashboards_read_is_prepared() -> None:
         if not any(n.startswith(prefix) for prefix in live) and f"\n{n}" not in f"\n{text}"
     ]
     assert missing == []
+
+
+def test_every_escalation_reason_the_pipeline_counts_is_prepared() -> None:
+    """The series table comes from the pipeline's own enums: a reason added there (as
+    ``no_student`` was, for a cold start) has its series from start-up."""
+    metrics = Metrics()
+    metrics.prepare(["t"])
+    text = metrics.render().decode()
+    for reason in ESCALATION_REASONS:
+        assert f'distillgate_escalations_total{{reason="{reason}",task="t"}} 0.0' in text
+    for route in Route:
+        assert f'distillgate_requests_total{{route="{route}",status="200",task="t"}} 0.0' in text
+    assert Reason.NO_STUDENT in ESCALATION_REASONS
+    assert Reason.CONFIDENT not in ESCALATION_REASONS
