@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.serving import drive, wait_ready  # noqa: E402
-from gateway.training.examples import read_examples  # noqa: E402
+from gateway.examples import read_examples  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
 TEACHER_ONLY = {"x-distillgate-force-route": "teacher"}

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from gateway.answers import AnswerCheck, canonical_json  # noqa: E402
 from gateway.engines.base import GenerationRequest, Message, SamplingParams  # noqa: E402
 from gateway.engines.transformers import TransformersEngine  # noqa: E402
-from gateway.training.examples import read_examples  # noqa: E402
+from gateway.examples import read_examples  # noqa: E402
 
 
 async def decode(

@@ -40,8 +40,8 @@ from benchmarks.overhead import Target, _wait_ready, free_port, parse_wrk
 from calibration import load_calibration
 from gateway.engines.base import GenerationRequest, Message, SamplingParams
 from gateway.engines.transformers import TransformersEngine
+from gateway.examples import read_examples
 from gateway.tasks import load_tasks
-from gateway.training.examples import read_examples
 
 ROOT = Path(__file__).resolve().parents[1]
 PORT = free_port()

@@ -26,10 +26,10 @@ sys.path.insert(0, str(ROOT))
 from calibration.metrics import aurc_loss, expected_calibration_error  # noqa: E402
 from gateway.engines.base import TokenDelta  # noqa: E402
 from gateway.engines.transformers import TransformersEngine  # noqa: E402
+from gateway.examples import read_examples  # noqa: E402
 from gateway.jobs.replay import replay  # noqa: E402
 from gateway.pipeline.fields import field_confidences  # noqa: E402
 from gateway.tasks import load_tasks  # noqa: E402
-from gateway.training.examples import read_examples  # noqa: E402
 
 
 def main() -> None:

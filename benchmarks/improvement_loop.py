@@ -33,7 +33,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway.training.examples import Example, read_examples, stratified_split, write_examples  # noqa: E402
+from gateway.examples import Example, read_examples, stratified_split, write_examples  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
 DATA = ROOT / "data" / "banking77"

@@ -23,7 +23,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway.training.examples import read_examples  # noqa: E402
+from gateway.examples import read_examples  # noqa: E402
 
 # The student's batching is what is measured: every request is answered by the student.
 STUDENT_ONLY = {"x-distillgate-force-route": "student"}

@@ -35,7 +35,7 @@ import asyncio, json, sys, time
 sys.path.insert(0, {str(ROOT)!r})
 from gateway.engines.base import GenerationRequest, Message, SamplingParams
 from gateway.engines.transformers import TransformersEngine
-from gateway.training.examples import read_examples
+from gateway.examples import read_examples
 
 async def main():
     engine = TransformersEngine({str(student)!r}, threads={threads})

@@ -27,13 +27,13 @@ from calibration import (  # noqa: E402
     ThresholdSelector,
     expected_calibration_error,
 )
+from gateway.examples import read_examples  # noqa: E402
 from gateway.jobs.calibrate import (  # noqa: E402
     score_set,
     sequence_confidence,
     split_for_calibration,
 )
 from gateway.tasks import PromptFormat  # noqa: E402
-from gateway.training.examples import read_examples  # noqa: E402
 
 TARGETS = (0.97, 0.95, 0.9)
 

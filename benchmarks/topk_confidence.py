@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT))
 from calibration import load_calibration, renormalized_logprob  # noqa: E402
 from gateway.engines.base import GenerationRequest, Message, SamplingParams, TokenDelta  # noqa: E402
 from gateway.engines.transformers import TransformersEngine  # noqa: E402
+from gateway.examples import read_examples  # noqa: E402
 from gateway.tasks import load_tasks  # noqa: E402
-from gateway.training.examples import read_examples  # noqa: E402
 
 
 async def run(data: Path) -> None:

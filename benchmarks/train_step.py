@@ -18,7 +18,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway.training.examples import read_examples  # noqa: E402
+from gateway.examples import read_examples  # noqa: E402
 from gateway.training.model import StudentShape, add_training_dropout, new_student  # noqa: E402
 from gateway.training.tokenizer import build_tokenizer  # noqa: E402
 from gateway.training.trainer import _answer_loss, _batches, _collate, _prompt_ids, encode  # noqa: E402

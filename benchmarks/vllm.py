@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.demo_beside_training import descendants  # noqa: E402
 from benchmarks.overhead import Target, _wait_ready, free_port  # noqa: E402
 from gateway.engines.student_folder import open_student  # noqa: E402
-from gateway.training.examples import read_examples  # noqa: E402
+from gateway.examples import read_examples  # noqa: E402
 
 MODEL = "bench"  # the task's name, and vllm serve's served model name
 MAX_TOKENS = 24

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from gateway.engines.base import GenerationRequest, Message, SamplingParams  # noqa: E402
 from gateway.engines.vllm import AdapterEngine, SharedBases  # noqa: E402
-from gateway.training.examples import read_examples  # noqa: E402
+from gateway.examples import read_examples  # noqa: E402
 
 
 async def load(

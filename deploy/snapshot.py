@@ -33,7 +33,7 @@ import matplotlib.pyplot as plt
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway.training.examples import read_examples  # noqa: E402
+from gateway.examples import read_examples  # noqa: E402
 from tests.redis_server import RedisServer, free_port  # noqa: E402
 
 STEP = 2

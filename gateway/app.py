@@ -40,7 +40,7 @@ from gateway.loop.registry import served_tasks
 from gateway.metrics import DeploymentCollector, Metrics, SharedLimitsCollector
 from gateway.pipeline.answer import Pipeline
 from gateway.pipeline.audit import AuditTracker
-from gateway.runtime.deployment import Deployment, build_deployment, retire
+from gateway.pipeline.deployment import Deployment, build_deployment, retire
 from gateway.runtime.loop_processes import LoopProcesses
 from gateway.runtime.reloading import Reloader, reload_on_sighup
 from gateway.runtime.watcher import RegistryWatcher

@@ -25,8 +25,8 @@ import uvicorn
 
 from calibration import Calibration, save_calibration, student_fingerprint
 from gateway.app import create_app
+from gateway.examples import Example, read_examples
 from gateway.settings import Settings
-from gateway.training.examples import Example, read_examples
 from gateway.training.model import StudentShape
 from gateway.training.trainer import TrainConfig, train_student
 from tests.redis_server import RedisServer

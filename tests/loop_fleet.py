@@ -7,8 +7,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from gateway.examples import write_examples
 from gateway.loop.registry import Manifest, Registry
-from gateway.training.examples import write_examples
 from tests.conftest import TinyStudent, free_port, serve_process, write_calibrator, write_task
 from tests.redis_server import RedisServer
 

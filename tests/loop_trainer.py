@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway.training.examples import read_examples
+from gateway.examples import read_examples
 from gateway.training.trainer import train_student
 from tests.conftest import TINY
 

@@ -17,8 +17,8 @@ import pytest
 
 from calibration import load_calibration, student_fingerprint
 from gateway.engines.student_folder import open_student
+from gateway.examples import Example, read_examples, write_examples
 from gateway.settings import Settings
-from gateway.training.examples import Example, read_examples, write_examples
 from tests.conftest import (
     DATA,
     Gateway,

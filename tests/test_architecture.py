@@ -1,5 +1,6 @@
-"""The layout's rules, checked: no import cycle among the project's modules, and the data
-path (pipeline, engines, teachers, capture) free of the HTTP edge and of FastAPI."""
+"""The layout's rules, checked: no import cycle among the project's modules, no import that
+climbs a layer (``LAYERS``), and the data path (pipeline, engines, teachers, capture) free
+of the HTTP edge and of FastAPI."""
 
 from __future__ import annotations
 
@@ -31,6 +32,88 @@ def _top_level_imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
     return {name for name in found if name.split(".")[0] in PACKAGES}
+
+
+# Each folder (or top-level module) and its layer: a module may import its own folder and
+# any lower layer, never a higher one. ``gateway.testing`` (fakes and the teacher
+# simulator) sits above everything: only the CLI and the tests may import it.
+LAYERS = {
+    # data types, errors, configuration
+    "gateway": 0, "gateway.errors": 0, "gateway.answers": 0, "gateway.examples": 0,
+    "gateway.tasks": 0, "gateway.settings": 0, "gateway.cores": 0, "gateway.redis_clients": 0,
+    "calibration": 1,  # the math: no I/O
+    "gateway.engines": 2, "gateway.teachers": 2, "gateway.capture": 2,  # the parts
+    "gateway.pipeline": 3,  # request -> student -> confidence -> accept or escalate
+    "gateway.jobs": 4, "gateway.loop": 4, "gateway.training": 4,  # offline work
+    # the edge: HTTP, process assembly, metrics, commands
+    "gateway.api": 5, "gateway.runtime": 5, "gateway.app": 5, "gateway.metrics": 5,
+    "gateway.cli": 5,
+    "gateway.testing": 6,
+}  # fmt: skip
+ALLOWED_ABOVE = {("gateway.cli", "gateway.testing")}
+# Climbs not yet untied, each named; the test fails when one is gone (delete it here) as
+# when a new one appears.
+KNOWN_CLIMBS = {
+    # evaluate converts each example as serving converts a client's request (the wire model)
+    ("gateway.jobs.evaluate", "gateway.api.protocol"),
+    # the demo's teacher simulator, started when a task has no API key
+    ("gateway.teachers.factory", "gateway.testing.sim"),
+}
+
+
+def _layer_unit(module: str) -> str:
+    parts = module.split(".")
+    for n in (2, 1):
+        if ".".join(parts[:n]) in LAYERS:
+            return ".".join(parts[:n])
+    raise AssertionError(f"{module} is in no layer: add its folder to LAYERS")
+
+
+def _all_imports(path: Path) -> set[str]:
+    """Every module ``path`` imports, inside functions too (a deferred import still ties)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return {name for name in found if name.split(".")[0] in PACKAGES}
+
+
+def climbing_imports(root: Path) -> set[tuple[str, str]]:
+    climbs = set()
+    for package in PACKAGES:
+        for path in (root / package).rglob("*.py"):
+            module = ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(
+                ".__init__"
+            )
+            mine = _layer_unit(module)
+            for imported in _all_imports(path):
+                theirs = _layer_unit(imported)
+                if (
+                    theirs != mine
+                    and LAYERS[theirs] > LAYERS[mine]
+                    and (mine, theirs) not in ALLOWED_ABOVE
+                ):
+                    climbs.add((module, imported))
+    return climbs
+
+
+def test_no_import_climbs_a_layer() -> None:
+    assert climbing_imports(ROOT) == KNOWN_CLIMBS
+
+
+def test_a_planted_climbing_import_is_caught(tmp_path: Path) -> None:
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            copy = tmp_path / path.relative_to(ROOT)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            copy.write_text(path.read_text())
+    engine = tmp_path / "gateway" / "engines" / "base.py"
+    engine.write_text(engine.read_text() + "\nfrom gateway.pipeline.answer import Pipeline\n")
+    assert climbing_imports(tmp_path) - KNOWN_CLIMBS == {
+        ("gateway.engines.base", "gateway.pipeline.answer")
+    }
 
 
 def test_no_import_cycle_among_the_projects_modules() -> None:

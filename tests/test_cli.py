@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from gateway.engines.transformers import TransformersEngine
+from gateway.examples import read_examples
 from gateway.jobs.replay import replay
 from gateway.tasks import PromptFormat
-from gateway.training.examples import read_examples
 from tests.conftest import cli
 
 
@@ -77,7 +77,7 @@ def test_serve_refuses_a_broken_task_file(tmp_path: Path) -> None:
 
 def test_calibrate_and_evaluate_a_student(tiny_student, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from calibration import load_calibration
-    from gateway.training.examples import write_examples
+    from gateway.examples import write_examples
     from tests.conftest import DATA, subset
 
     # held out of the tiny student's training: examples 60.. of each label

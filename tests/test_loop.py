@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 
 from gateway.cli import main
+from gateway.examples import Example, read_examples, write_examples
 from gateway.settings import Settings
-from gateway.training.examples import Example, read_examples, write_examples
 from gateway.training.trainer import train_student
 from tests.conftest import DATA, LABELS, TINY, Gateway, write_task
 from tests.redis_server import RedisServer

@@ -30,9 +30,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import create_app
+from gateway.examples import Example, read_examples, write_examples
 from gateway.jobs.export import is_held_out, normalise_prompt
 from gateway.settings import Settings
-from gateway.training.examples import Example, read_examples, write_examples
 from tests.conftest import DATA, LABELS, ROOT, serve_in_thread
 from tests.redis_server import RedisServer
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import httpx
 
+from gateway.examples import Example
 from gateway.jobs.export import stream_records
 from gateway.loop.registry import Registry
 from gateway.loop.source import CaptureHistory
 from gateway.loop.worker import LoopWorker
 from gateway.tasks import load_tasks
-from gateway.training.examples import Example
 from gateway.training.trainer import train_student
 from tests.conftest import (
     TINY,

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from gateway.engines.student_folder import open_student
+from gateway.examples import write_examples
 from gateway.settings import Settings
-from gateway.training.examples import write_examples
 from tests.conftest import DATA, Gateway, cli, subset
 
 

@@ -23,6 +23,7 @@ from gateway.cli import main
 from gateway.engines.factory import replay_engine
 from gateway.engines.transformers import TransformersEngine
 from gateway.engines.vllm import VLLMEngine
+from gateway.examples import write_examples
 from gateway.jobs.calibrate import score_set, sequence_confidence
 from gateway.jobs.replay import replay
 from gateway.loop.registry import Registry
@@ -31,7 +32,6 @@ from gateway.loop.trainers import trainer_for
 from gateway.settings import Settings
 from gateway.tasks import PromptFormat, load_tasks
 from gateway.testing.sim import SimulatedAnswers, create_sim_app
-from gateway.training.examples import write_examples
 from tests.conftest import DATA, LABELS, Gateway, serve_in_thread, write_calibrator, write_task
 from tests.gateway.loop.helpers import captured
 from tests.gateway.loop.test_round import TRAINER

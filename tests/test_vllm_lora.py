@@ -12,9 +12,9 @@ import pytest
 from gateway.engines.base import StudentEngine
 from gateway.engines.transformers import TransformersEngine
 from gateway.engines.vllm import SharedBases
+from gateway.examples import Example, read_examples, write_examples
 from gateway.jobs.replay import StudentAnswer, replay
 from gateway.tasks import PromptFormat
-from gateway.training.examples import Example, read_examples, write_examples
 from tests.conftest import DATA, cli
 from tests.vllm_tier import ON_VLLM, engine_arguments
 

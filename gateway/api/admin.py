@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from gateway.errors import ReloadRefused
 from gateway.loop.status import loop_status
 from gateway.pipeline.answer import Pipeline
-from gateway.runtime.deployment import DeploymentError
+from gateway.pipeline.deployment import DeploymentError
 from gateway.runtime.reloading import Reloader
 from gateway.settings import Settings
 

@@ -18,10 +18,10 @@ from gateway.api.responses import ChatRenderer, CompletionRenderer, Renderer, us
 from gateway.engines.base import GenerationRequest
 from gateway.pipeline.answer import Forced, Pipeline
 from gateway.pipeline.base import Answer
+from gateway.pipeline.deployment import TaskRuntime
 from gateway.pipeline.fields import field_confidences, least_sure
 from gateway.pipeline.limits import check_input_chars, check_message_count
 from gateway.pipeline.reply import ReplyOptions
-from gateway.runtime.deployment import TaskRuntime
 from gateway.tasks import Task
 
 __all__ = ["complete", "headers", "models", "stream"]

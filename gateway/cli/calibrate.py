@@ -12,9 +12,9 @@ from gateway.answers import AnswerCheck
 from gateway.cli.resolve import redis_client, task_named
 from gateway.cli.student import answer_budget
 from gateway.engines.factory import ReplayEngine, replay_engine
+from gateway.examples import Example
 from gateway.settings import Settings
 from gateway.tasks import PromptFormat, Task, default_calibrator
-from gateway.training.examples import Example
 
 __all__ = ["calibrate_student", "calibrate_task", "run", "stream_examples"]
 
@@ -105,7 +105,7 @@ def calibrate_task(task: Task, data: Path | None = None) -> None:
         raise SystemExit(
             f"task {task.name!r}: give --data (the task has no routing.calibration_data)"
         )
-    from gateway.training.examples import read_examples
+    from gateway.examples import read_examples
 
     _calibrate_for(task, read_examples(data))
 
@@ -127,7 +127,7 @@ def _calibrate_for(task: Task, examples: Sequence[Example]) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> None:
-    from gateway.training.examples import read_examples
+    from gateway.examples import read_examples
 
     goal_given = args.target_accuracy is not None or args.max_escalation is not None
     if args.task:

@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING
 from gateway.settings import Settings
 
 if TYPE_CHECKING:
-    from gateway.training.examples import Example
+    from gateway.examples import Example
 
 __all__ = ["import_csv", "import_snips", "split"]
 
 
 def import_csv(args: argparse.Namespace, settings: Settings) -> None:
-    from gateway.training.examples import examples_from_csv, write_examples
+    from gateway.examples import examples_from_csv, write_examples
 
     n = write_examples(
         args.out,
@@ -30,8 +30,8 @@ def import_snips(args: argparse.Namespace, settings: Settings) -> None:
     same query lands in the same file on every machine; the training file gets the rest."""
     import json
 
+    from gateway.examples import write_examples
     from gateway.jobs.export import is_held_out, normalise_prompt
-    from gateway.training.examples import write_examples
     from gateway.training.snips import read_snips, snips_schema
 
     imported = read_snips(args.folder)
@@ -61,7 +61,7 @@ def import_snips(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def split(args: argparse.Namespace, settings: Settings) -> None:
-    from gateway.training.examples import read_examples, stratified_split, write_examples
+    from gateway.examples import read_examples, stratified_split, write_examples
 
     kept, held = stratified_split(read_examples(args.data), fraction=args.fraction, seed=args.seed)
     write_examples(args.out_kept, kept)

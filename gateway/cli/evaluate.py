@@ -24,10 +24,10 @@ def evaluate_routing(
     from calibration import load_calibration
     from calibration.plots import quality_cost_figure
     from gateway.engines.factory import replay_engine
+    from gateway.examples import read_examples
     from gateway.jobs.evaluate import evaluate
-    from gateway.runtime.deployment import TaskRuntime
+    from gateway.pipeline.deployment import TaskRuntime
     from gateway.teachers.factory import open_teacher
-    from gateway.training.examples import read_examples
 
     examples = read_examples(data)
     if task.calibrator is None or not task.calibrator.is_file():

@@ -19,7 +19,7 @@ from gateway.settings import Settings
 from gateway.tasks import BuildRecipe, PromptFormat, Task
 
 if TYPE_CHECKING:
-    from gateway.training.examples import Example
+    from gateway.examples import Example
     from gateway.training.finetune import FinetuneConfig
 
 __all__ = [
@@ -74,7 +74,7 @@ def _progress_report() -> Iterator[Callable[[float, dict[str, float]], None]]:
 def _read_data(
     data: Sequence[Path], held_out: Path | None, seed: int
 ) -> tuple[list[Example], list[Example]]:
-    from gateway.training.examples import read_examples, stratified_split
+    from gateway.examples import read_examples, stratified_split
 
     train = [ex for path in data for ex in read_examples(path)]
     if held_out is not None:
@@ -183,8 +183,8 @@ def build_student(task: Task) -> None:
 
 async def exact_match(student: Path, data: Path, task: Task | None) -> dict[str, float]:
     from gateway.engines.factory import replay_engine
+    from gateway.examples import read_examples
     from gateway.jobs.replay import replay
-    from gateway.training.examples import read_examples
 
     examples = read_examples(data)
     engine = replay_engine(task)(student, len(examples))
@@ -220,8 +220,8 @@ def answer_budget(student: Path, answers: Sequence[str]) -> int:
 def task_for_student(student: Path, calibrator: Path | None, data: Path) -> Task:
     """An ad-hoc task around a bare student folder: the answer budget, and (for labels) the
     answer set, taken from the data."""
+    from gateway.examples import read_examples
     from gateway.tasks import GenerationLimits
-    from gateway.training.examples import read_examples
     from gateway.training.tokenizer import is_closed_answer_set
 
     answers = [ex.answer for ex in read_examples(data)]

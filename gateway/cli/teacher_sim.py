@@ -13,8 +13,8 @@ __all__ = ["run", "teacher_sim"]
 def teacher_sim(data: Path, host: str, port: int, accuracy: float, latency_ms: float) -> None:
     import uvicorn
 
+    from gateway.examples import read_examples
     from gateway.testing.sim import SimulatedAnswers, create_sim_app
-    from gateway.training.examples import read_examples
 
     answers = SimulatedAnswers.from_examples(read_examples(data), accuracy=accuracy)
     known = len(answers.references)

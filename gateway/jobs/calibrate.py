@@ -35,10 +35,10 @@ from gateway.answers import AnswerCheck
 from gateway.engines.base import SamplingParams, TopKScorer
 from gateway.engines.factory import ReplayEngine, replay_engine
 from gateway.engines.transformers import TransformersEngine
+from gateway.examples import Example
 from gateway.jobs.replay import StudentAnswer, replay
 from gateway.pipeline.prompt import example_request
 from gateway.tasks import PromptFormat
-from gateway.training.examples import Example
 from gateway.training.scoring import ScoredAnswer, score_answers, top_k_scored
 
 __all__ = [

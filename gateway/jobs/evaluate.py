@@ -26,15 +26,15 @@ from calibration import (
 from gateway.api.protocol import ChatCompletionRequest
 from gateway.engines.base import GenerationRequest
 from gateway.errors import GatewayError
+from gateway.examples import Example
 from gateway.jobs.fields import field_scores
 from gateway.pipeline.answer import Pipeline
 from gateway.pipeline.base import Answer
 from gateway.pipeline.decision import Route
+from gateway.pipeline.deployment import TaskRuntime
 from gateway.pipeline.escalation import teacher_request
-from gateway.runtime.deployment import TaskRuntime
 from gateway.tasks import Prices
 from gateway.teachers.base import TeacherAnswer
-from gateway.training.examples import Example
 
 __all__ = ["Evaluation", "evaluate"]
 

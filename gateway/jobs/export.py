@@ -33,10 +33,10 @@ import redis
 from gateway.capture import CaptureRecord
 from gateway.capture.redis import default_stream_name
 from gateway.engines.base import Message
+from gateway.examples import Example, read_examples
 from gateway.pipeline.prompt import training_turns
 from gateway.redis_clients import SyncRedis
 from gateway.tasks import Task
-from gateway.training.examples import Example, read_examples
 
 __all__ = [
     "ExportStats",

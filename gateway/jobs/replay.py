@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gateway.engines.base import SamplingParams, StudentEngine
+from gateway.examples import Example
 from gateway.pipeline.prompt import example_request
 from gateway.tasks import PromptFormat
-from gateway.training.examples import Example
 
 __all__ = ["StudentAnswer", "replay"]
 

@@ -25,9 +25,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from gateway.capture.base import CaptureRecord
+from gateway.examples import Example
 from gateway.jobs.export import drop_reason, is_held_out, normalise_prompt, to_example
 from gateway.tasks import Task
-from gateway.training.examples import Example
 
 __all__ = ["RoundData", "round_data", "with_labelled"]
 

@@ -30,6 +30,7 @@ from calibration import (
 from gateway.capture.base import CaptureRecord
 from gateway.engines.factory import replay_engine
 from gateway.engines.student_folder import is_student
+from gateway.examples import Example, read_examples, write_examples
 from gateway.jobs.calibrate import MIN_EXAMPLES, fit_calibration, score_set
 from gateway.jobs.replay import replay
 from gateway.loop.data import RoundData, round_data, with_labelled
@@ -38,7 +39,6 @@ from gateway.loop.trainers import Trainer, TrainerFailed, TrainJob
 from gateway.loop.trial import first_stage
 from gateway.pipeline.decision import decide
 from gateway.tasks import LoopPolicy, Task
-from gateway.training.examples import Example, read_examples, write_examples
 
 __all__ = ["RoundReport", "judge", "run_round"]
 

@@ -29,11 +29,11 @@ from gateway.errors import EngineError, EngineUnavailable, TeacherError, Unknown
 from gateway.pipeline.audit import AuditTracker, answers_agree
 from gateway.pipeline.base import Answer, NullObserver, PipelineObserver
 from gateway.pipeline.decision import Decision, Reason, Route, decide
+from gateway.pipeline.deployment import Deployment, TaskRuntime
 from gateway.pipeline.escalation import ask_teacher, teacher_reply, teacher_request
 from gateway.pipeline.record import capture_record
 from gateway.pipeline.reply import Reply, ReplyOptions, fit
 from gateway.pipeline.student import StudentTurn, run_student
-from gateway.runtime.deployment import Deployment, TaskRuntime
 from gateway.teachers.base import TeacherAnswer
 
 __all__ = ["Forced", "Pipeline"]

@@ -15,8 +15,8 @@ import logging
 from gateway.engines.base import GenerationRequest, Message
 from gateway.errors import GatewayError, TeacherError, TeacherTimeout
 from gateway.pipeline.base import PipelineObserver
+from gateway.pipeline.deployment import TaskRuntime
 from gateway.pipeline.reply import Reply, ReplyOptions, fit
-from gateway.runtime.deployment import TaskRuntime
 from gateway.tasks import Task
 from gateway.teachers.base import TeacherAnswer, TeacherRequest
 

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 from gateway.engines.base import GenerationRequest, Message, SamplingParams
 from gateway.errors import InvalidRequest
+from gateway.examples import Example
 from gateway.tasks import PromptFormat
-from gateway.training.examples import Example
 
 __all__ = ["example_request", "student_turns", "training_turns"]
 

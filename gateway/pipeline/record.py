@@ -11,8 +11,8 @@ from gateway.capture import CapturedRoute, CaptureRecord, new_record_id
 from gateway.engines.base import GenerationRequest, Message
 from gateway.errors import TeacherError
 from gateway.pipeline.base import Answer
+from gateway.pipeline.deployment import TaskRuntime
 from gateway.pipeline.fields import field_confidences
-from gateway.runtime.deployment import TaskRuntime
 from gateway.teachers.base import TeacherAnswer
 
 __all__ = ["capture_record"]

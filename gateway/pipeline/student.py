@@ -17,7 +17,7 @@ from calibration import confidence as sequence_confidence
 from gateway.engines.base import FinishReason, GenerationRequest, TokenDelta
 from gateway.engines.prompts import check_prompt_tokens
 from gateway.errors import DeadlineExceeded, EngineError, EngineUnavailable
-from gateway.runtime.deployment import TaskRuntime
+from gateway.pipeline.deployment import TaskRuntime
 
 __all__ = ["StudentTurn", "run_student"]
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 
 from gateway.api.keys import KeyRing, KeyRingError
 from gateway.pipeline.answer import Pipeline
-from gateway.runtime.deployment import (
+from gateway.pipeline.deployment import (
     Deployment,
     DeploymentError,
     EngineMaker,

@@ -22,8 +22,8 @@ from redis.exceptions import RedisError
 from gateway.errors import GatewayError
 from gateway.loop.notify import channel
 from gateway.loop.registry import served
+from gateway.pipeline.deployment import DeploymentError, TaskRuntime
 from gateway.redis_clients import async_redis
-from gateway.runtime.deployment import DeploymentError, TaskRuntime
 from gateway.runtime.reloading import Reloader
 from gateway.tasks import Task
 

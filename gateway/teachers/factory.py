@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 import uvicorn
 
+from gateway.examples import Example, read_examples
 from gateway.tasks import TeacherConfig
 from gateway.teachers.anthropic import AnthropicTeacher
 from gateway.teachers.base import Teacher
 from gateway.teachers.openai_compat import OpenAICompatTeacher
 from gateway.teachers.resilience import ResilientTeacher
-from gateway.training.examples import Example, read_examples
 
 __all__ = ["OpenedTeacher", "open_teacher"]
 

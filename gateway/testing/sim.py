@@ -26,8 +26,8 @@ from typing import Any, Literal
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from gateway.examples import Example
 from gateway.teachers.base import TeacherAnswer, TeacherRequest
-from gateway.training.examples import Example
 
 __all__ = ["SimulatedAnswers", "SimulatedTeacher", "create_sim_app"]
 

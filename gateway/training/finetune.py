@@ -34,9 +34,9 @@ from gateway.cores import CoreWatch
 from gateway.engines.base import SamplingParams
 from gateway.engines.prompts import answer_ids, prompt_ids
 from gateway.engines.student_folder import open_student
+from gateway.examples import Example
 from gateway.pipeline.prompt import example_request
 from gateway.tasks import PromptFormat
-from gateway.training.examples import Example
 from gateway.training.trainer import lr_factor
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "encode_pairs", "finetune"]

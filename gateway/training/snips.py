@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.answers import canonical_json
-from gateway.training.examples import Example
+from gateway.examples import Example
 
 __all__ = ["SnipsImport", "read_snips", "snips_answer", "snips_schema"]
 

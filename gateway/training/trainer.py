@@ -30,7 +30,7 @@ from torch import nn
 from transformers import GenerationConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from gateway.cores import CoreWatch
-from gateway.training.examples import Example
+from gateway.examples import Example
 from gateway.training.model import StudentShape, add_training_dropout, new_student
 from gateway.training.tokenizer import ASSISTANT, USER, build_tokenizer, check_round_trip
 

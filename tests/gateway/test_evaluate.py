@@ -11,11 +11,11 @@ import pytest
 from calibration import Calibration, student_fingerprint
 from gateway.engines.base import GenerationRequest, TokenDelta
 from gateway.engines.transformers import TransformersEngine
+from gateway.examples import Example
 from gateway.jobs.evaluate import evaluate
-from gateway.runtime.deployment import TaskRuntime
+from gateway.pipeline.deployment import TaskRuntime
 from gateway.tasks import Task
 from gateway.testing.sim import SimulatedAnswers, SimulatedTeacher
-from gateway.training.examples import Example
 from tests.conftest import LABELS
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from calibration import Calibration, save_calibration
 from gateway.capture.base import CaptureRecord
+from gateway.examples import Example
 from gateway.jobs.export import is_held_out, normalise_prompt
 from gateway.loop.data import round_data, with_labelled
 from gateway.loop.lease import Lease
@@ -20,7 +21,6 @@ from gateway.loop.trial import first_stage
 from gateway.loop.watch import watch_escalation, watch_serving
 from gateway.loop.worker import LoopWorker
 from gateway.tasks import CapturePolicy, LoopPolicy, RoutingPolicy, Task
-from gateway.training.examples import Example
 from tests.gateway.loop.helpers import captured
 
 LABELS = ("card_arrival", "exchange_rate")

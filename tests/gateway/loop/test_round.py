@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from gateway.examples import write_examples
 from gateway.loop.registry import Registry
 from gateway.loop.round import run_round
 from gateway.loop.trainers import trainer_for
 from gateway.tasks import CapturePolicy, LoopPolicy, RoutingPolicy, Task
 from gateway.testing.sim import SimulatedAnswers
-from gateway.training.examples import write_examples
 from tests.conftest import DATA, LABELS, ROOT
 from tests.gateway.loop.helpers import captured
 from tests.test_loop import per_label

@@ -19,8 +19,8 @@ from gateway.pipeline.answer import Pipeline
 from gateway.pipeline.audit import AuditTracker
 from gateway.pipeline.base import Answer
 from gateway.pipeline.decision import Reason, Route
+from gateway.pipeline.deployment import CandidateRuntime, TaskRuntime
 from gateway.pipeline.reply import ReplyOptions
-from gateway.runtime.deployment import CandidateRuntime, TaskRuntime
 from gateway.tasks import CapturePolicy, RoutingPolicy, Task
 from gateway.testing import FakeEngine, FakeTeacher, MemorySink
 

@@ -10,11 +10,11 @@ from gateway.api.protocol import ChatCompletionRequest
 from gateway.engines.base import GenerationRequest, Message, SamplingParams
 from gateway.engines.transformers import TransformersEngine
 from gateway.errors import InvalidRequest
+from gateway.examples import Example
 from gateway.jobs.calibrate import score_set
 from gateway.jobs.export import to_example
 from gateway.pipeline.prompt import example_request, student_turns, training_turns
 from gateway.tasks import PromptFormat, Task
-from gateway.training.examples import Example
 from tests.gateway.capture.records import record
 
 SYSTEM = "You sort bank support tickets."

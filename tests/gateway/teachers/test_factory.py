@@ -8,12 +8,12 @@ import asyncio
 import pytest
 
 from gateway.engines.base import Message
+from gateway.examples import Example
 from gateway.tasks import TeacherConfig
 from gateway.teachers.anthropic import AnthropicTeacher
 from gateway.teachers.base import TeacherRequest
 from gateway.teachers.factory import open_teacher
 from gateway.teachers.resilience import ResilientTeacher
-from gateway.training.examples import Example
 
 KNOWN = [
     Example("card_arrival", prompt="where is my card"),

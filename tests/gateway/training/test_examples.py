@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.training.examples import (
+from gateway.examples import (
     Example,
     examples_from_csv,
     read_examples,

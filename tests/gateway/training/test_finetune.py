@@ -15,9 +15,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from gateway.engines.base import SamplingParams
 from gateway.engines.student_folder import open_student
 from gateway.engines.transformers import TransformersEngine
+from gateway.examples import Example, read_examples
 from gateway.pipeline.prompt import example_request
 from gateway.tasks import PromptFormat
-from gateway.training.examples import Example, read_examples
 from gateway.training.finetune import FinetuneConfig, encode_pairs, finetune
 from gateway.training.gguf import import_gguf
 from tests.conftest import DATA, subset

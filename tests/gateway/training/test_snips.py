@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from gateway.answers import AnswerCheck
-from gateway.training.examples import read_examples
+from gateway.examples import read_examples
 from tests.conftest import cli
 
 WEATHER = {

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.training.examples import read_examples
+from gateway.examples import read_examples
 from gateway.training.tokenizer import build_tokenizer, check_round_trip
 from gateway.training.trainer import _prompt_ids, encode
 

@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from gateway.engines.base import GenerationRequest, Message, SamplingParams
 from gateway.engines.transformers import TransformersEngine
-from gateway.training.examples import Example
+from gateway.examples import Example
 from gateway.training.trainer import (
     TrainConfig,
     copied_words,
