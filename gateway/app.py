@@ -45,6 +45,7 @@ from gateway.runtime.loop_processes import LoopProcesses
 from gateway.runtime.reloading import Reloader, reload_on_sighup
 from gateway.runtime.watcher import RegistryWatcher
 from gateway.settings import Settings
+from gateway.simulator import start_simulator
 from gateway.tasks import CapturePolicy, Task, load_tasks
 
 __all__ = ["DefaultEngines", "EngineFactory", "create_app"]
@@ -178,7 +179,7 @@ def create_app(
         metrics.prepare(tasks)
         policies = {name: task.capture for name, task in tasks.items()}
         recorder = _recorder(settings, policies, metrics)
-        deployment = await build_deployment(tasks, make_engine)
+        deployment = await build_deployment(tasks, make_engine, simulator=start_simulator)
         metrics.prepare_versions(_versions(deployment))
         pipeline = Pipeline(
             deployment,
@@ -204,6 +205,7 @@ def create_app(
             load_keys=lambda: KeyRing.load(settings.api_keys, settings.api_keys_file),
             on_keys=on_keys,
             on_outcome=lambda outcome: metrics.reloads.labels(outcome).inc(),
+            simulator=start_simulator,
         )
         app.state.pipeline, app.state.reloader = pipeline, reloader
         forget_sighup = reload_on_sighup(reloader)

@@ -15,7 +15,7 @@ import httpx
 import openai
 
 from gateway.api.keys import key_digest
-from gateway.testing.sim import SimulatedAnswers, create_sim_app
+from gateway.simulator import SimulatedAnswers, create_sim_app
 from tests.conftest import (
     LABELS,
     Served,

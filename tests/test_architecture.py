@@ -35,8 +35,8 @@ def _top_level_imports(path: Path) -> set[str]:
 
 
 # Each folder (or top-level module) and its layer: a module may import its own folder and
-# any lower layer, never a higher one. ``gateway.testing`` (fakes and the teacher
-# simulator) sits above everything: only the CLI and the tests may import it.
+# any lower layer, never a higher one. ``gateway.testing`` (the fakes) sits above
+# everything: only the CLI and the tests may import it.
 LAYERS = {
     # data types, errors, configuration
     "gateway": 0, "gateway.errors": 0, "gateway.answers": 0, "gateway.examples": 0,
@@ -47,7 +47,7 @@ LAYERS = {
     "gateway.jobs": 4, "gateway.loop": 4, "gateway.training": 4,  # offline work
     # the edge: HTTP, process assembly, metrics, commands
     "gateway.api": 5, "gateway.runtime": 5, "gateway.app": 5, "gateway.metrics": 5,
-    "gateway.cli": 5,
+    "gateway.cli": 5, "gateway.simulator": 5,
     "gateway.testing": 6,
 }  # fmt: skip
 ALLOWED_ABOVE = {("gateway.cli", "gateway.testing")}
@@ -56,8 +56,6 @@ ALLOWED_ABOVE = {("gateway.cli", "gateway.testing")}
 KNOWN_CLIMBS = {
     # evaluate converts each example as serving converts a client's request (the wire model)
     ("gateway.jobs.evaluate", "gateway.api.protocol"),
-    # the demo's teacher simulator, started when a task has no API key
-    ("gateway.teachers.factory", "gateway.testing.sim"),
 }
 
 

@@ -30,8 +30,8 @@ from gateway.loop.registry import Registry
 from gateway.loop.round import run_round
 from gateway.loop.trainers import trainer_for
 from gateway.settings import Settings
+from gateway.simulator import SimulatedAnswers, create_sim_app
 from gateway.tasks import PromptFormat, load_tasks
-from gateway.testing.sim import SimulatedAnswers, create_sim_app
 from tests.conftest import DATA, LABELS, Gateway, serve_in_thread, write_calibrator, write_task
 from tests.gateway.loop.helpers import captured
 from tests.gateway.loop.test_round import TRAINER

@@ -27,6 +27,7 @@ def evaluate_routing(
     from gateway.examples import read_examples
     from gateway.jobs.evaluate import evaluate
     from gateway.pipeline.deployment import TaskRuntime
+    from gateway.simulator import start_simulator
     from gateway.teachers.factory import open_teacher
 
     examples = read_examples(data)
@@ -39,7 +40,9 @@ def evaluate_routing(
     async def run() -> dict[str, Any]:
         engine = replay_engine(task, batch=concurrency)(task.student, len(examples))
         await engine.start()
-        opened = await open_teacher(task.name, task.teacher, task.answers, known=examples)
+        opened = await open_teacher(
+            task.name, task.teacher, task.answers, known=examples, simulator=start_simulator
+        )
         try:
             result = await evaluate(
                 TaskRuntime(task, engine, calibration, opened.teacher, opened.label),

@@ -14,7 +14,7 @@ def teacher_sim(data: Path, host: str, port: int, accuracy: float, latency_ms: f
     import uvicorn
 
     from gateway.examples import read_examples
-    from gateway.testing.sim import SimulatedAnswers, create_sim_app
+    from gateway.simulator import SimulatedAnswers, create_sim_app
 
     answers = SimulatedAnswers.from_examples(read_examples(data), accuracy=accuracy)
     known = len(answers.references)

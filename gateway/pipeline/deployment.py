@@ -22,7 +22,7 @@ from gateway.engines.base import StudentEngine
 from gateway.engines.student_folder import is_student
 from gateway.tasks import Task, TeacherConfig
 from gateway.teachers.base import Teacher
-from gateway.teachers.factory import OpenedTeacher, open_teacher
+from gateway.teachers.factory import OpenedTeacher, StartSimulator, open_teacher
 
 __all__ = [
     "CandidateRuntime",
@@ -146,9 +146,14 @@ def _calibration(task: Task, fingerprint: str) -> Calibration | None:
 
 
 async def build_deployment(
-    tasks: Mapping[str, Task], make_engine: EngineMaker, previous: Deployment | None = None
+    tasks: Mapping[str, Task],
+    make_engine: EngineMaker,
+    previous: Deployment | None = None,
+    *,
+    simulator: StartSimulator | None = None,
 ) -> Deployment:
-    """Runtimes for ``tasks``, sharing what ``previous`` already has open where unchanged.
+    """Runtimes for ``tasks``, sharing what ``previous`` already has open where unchanged;
+    ``simulator`` starts the stand-in teacher of a task without an API key (``serve``'s).
 
     On failure, whatever this call opened is closed again and the error raised.
     """
@@ -165,7 +170,7 @@ async def build_deployment(
                 runtime = TaskRuntime(task, None, redactor=redactor)
             else:
                 runtime = await _student_runtime(task, new, old_engines, make_engine, redactor)
-            await _attach_teacher(runtime, new, old_teachers)
+            await _attach_teacher(runtime, new, old_teachers, simulator)
             trial = task.trial
             if trial is not None:
                 candidate_task = _candidate_task(task)
@@ -229,7 +234,10 @@ async def _student_runtime(
 
 
 async def _attach_teacher(
-    runtime: TaskRuntime, new: Deployment, old_teachers: Mapping[_TeacherKey, OpenedTeacher]
+    runtime: TaskRuntime,
+    new: Deployment,
+    old_teachers: Mapping[_TeacherKey, OpenedTeacher],
+    simulator: StartSimulator | None,
 ) -> None:
     task = runtime.task
     if task.teacher is None:
@@ -237,7 +245,7 @@ async def _attach_teacher(
     key: _TeacherKey = (task.teacher, task.answers)
     opened = new.teachers.get(key) or old_teachers.get(key)
     if opened is None:
-        opened = await open_teacher(task.name, task.teacher, task.answers)
+        opened = await open_teacher(task.name, task.teacher, task.answers, simulator=simulator)
     new.teachers[key] = opened
     runtime.teacher, runtime.teacher_label = opened.teacher, opened.label
 

@@ -27,6 +27,7 @@ from gateway.pipeline.deployment import (
     retire,
 )
 from gateway.tasks import Task, TaskConfigError
+from gateway.teachers.factory import StartSimulator
 
 __all__ = ["Reloader", "reload_on_sighup"]
 
@@ -45,8 +46,10 @@ class Reloader:
         load_keys: Callable[[], KeyRing] | None = None,
         on_keys: Callable[[KeyRing], None] | None = None,
         on_outcome: Callable[[str], None] | None = None,
+        simulator: StartSimulator | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.simulator = simulator
         self.load_tasks = load_tasks
         self.make_engine = make_engine
         self.drain_timeout_s = drain_timeout_s
@@ -78,7 +81,10 @@ class Reloader:
                 raise DeploymentError(str(exc)) from None
             try:
                 new = await build_deployment(
-                    tasks, self.make_engine, previous=self.pipeline.deployment
+                    tasks,
+                    self.make_engine,
+                    previous=self.pipeline.deployment,
+                    simulator=self.simulator,
                 )
             except DeploymentError:
                 raise

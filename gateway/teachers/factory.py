@@ -1,18 +1,15 @@
 """The one place a teacher is chosen, for ``serve`` and every command: the real API when its
 key is set, otherwise the local simulator (for demos and tests; labelled as such), otherwise
-a start-up error."""
+a start-up error. The simulator is an HTTP server (``gateway/simulator.py``, the edge's):
+the caller hands in how to start one, so the data path never imports a web framework."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import socket
-import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-
-import uvicorn
+from typing import Protocol
 
 from gateway.examples import Example, read_examples
 from gateway.tasks import TeacherConfig
@@ -21,23 +18,35 @@ from gateway.teachers.base import Teacher
 from gateway.teachers.openai_compat import OpenAICompatTeacher
 from gateway.teachers.resilience import ResilientTeacher
 
-__all__ = ["OpenedTeacher", "open_teacher"]
+__all__ = ["OpenedTeacher", "RunningSimulator", "StartSimulator", "open_teacher"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunningSimulator:
+    """A teacher stand-in serving the real wire protocols at ``url`` (its root)."""
+
+    url: str
+    stop: Callable[[], Awaitable[None]]
+
+
+class StartSimulator(Protocol):
+    async def __call__(
+        self, known: Sequence[Example], *, accuracy: float, answer_set: tuple[str, ...] | None
+    ) -> RunningSimulator: ...
 
 
 @dataclass
 class OpenedTeacher:
     teacher: Teacher
     label: str
-    _sim_server: uvicorn.Server | None = None
-    _sim_thread: threading.Thread | None = None
+    _simulator: RunningSimulator | None = None
 
     async def aclose(self) -> None:
         await self.teacher.aclose()
-        if self._sim_server is not None and self._sim_thread is not None:
-            self._sim_server.should_exit = True
-            await asyncio.to_thread(self._sim_thread.join, 10)
+        if self._simulator is not None:
+            await self._simulator.stop()
 
 
 def _client(config: TeacherConfig, *, base_url: str | None, api_key: str) -> Teacher:
@@ -62,10 +71,12 @@ async def open_teacher(
     answer_set: tuple[str, ...] | None,
     *,
     known: Sequence[Example] | None = None,
+    simulator: StartSimulator | None = None,
 ) -> OpenedTeacher:
     """``known``: examples a simulator answers from instead of ``config.simulator_data``
     (``evaluate`` passes the set it evaluates, so the simulated teacher knows its references).
-    Without a config only a simulator of ``known``, always right, can be opened."""
+    Without a config only a simulator of ``known``, always right, can be opened.
+    ``simulator``: how to start one; without it, only the real API."""
     config = config or TeacherConfig(api_key_env="", simulator_accuracy=1.0)
     key = os.environ.get(config.api_key_env) if config.api_key_env else None
     if key:
@@ -74,33 +85,16 @@ async def open_teacher(
         )
     if known is None and config.simulator_data:
         known = [ex for path in config.simulator_data for ex in read_examples(path)]
-    if not known:
-        need = f"{config.api_key_env} (or simulator_data for a demo)"
+    if not known or simulator is None:
+        need = config.api_key_env or "an API key"
+        need += " (or simulator_data for a demo)" if simulator is not None else ""
         raise ValueError(f"task {task_name!r}: its teacher needs {need}")
-    from gateway.testing.sim import SimulatedAnswers, create_sim_app  # the demo's stand-in only
-
-    answers = SimulatedAnswers.from_examples(known, accuracy=config.simulator_accuracy)
-    if answer_set:
-        answers.answer_set = tuple(answer_set)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    # Its own thread and event loop, like a separate server; uvicorn leaves signals alone
-    # off the main thread, so the gateway keeps its own handling of SIGTERM.
-    server = uvicorn.Server(
-        uvicorn.Config(create_sim_app(answers), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, name="teacher-simulator", daemon=True)
-    thread.start()
-    while not server.started:
-        if not thread.is_alive():
-            raise RuntimeError("the teacher simulator did not start")
-        await asyncio.sleep(0.02)
-    base_url = f"http://127.0.0.1:{port}" + ("/v1" if config.provider == "openai" else "")
+    running = await simulator(known, accuracy=config.simulator_accuracy, answer_set=answer_set)
+    base_url = running.url + ("/v1" if config.provider == "openai" else "")
     why = f"{config.api_key_env} not set" if config.api_key_env else "no teacher configured"
     label = f"simulator (accuracy {config.simulator_accuracy}, {why})"
     logger.warning(
         "task %s: %s; the teacher is the local SIMULATOR at %s", task_name, why, base_url
     )
     teacher = _resilient(_client(config, base_url=base_url, api_key="simulator"), config)
-    return OpenedTeacher(teacher, label, server, thread)
+    return OpenedTeacher(teacher, label, running)

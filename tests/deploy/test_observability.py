@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from gateway.settings import Settings
-from gateway.testing.sim import SimulatedAnswers, create_sim_app
+from gateway.simulator import SimulatedAnswers, create_sim_app
 from tests.conftest import LABELS, Gateway, free_port, serve_in_thread, write_calibrator, write_task
 from tests.redis_server import RedisServer
 

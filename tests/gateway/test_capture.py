@@ -16,7 +16,7 @@ from calibration import student_fingerprint
 from gateway.capture import CaptureRecord
 from gateway.capture.redis import default_stream_name
 from gateway.settings import Settings
-from gateway.testing.sim import SimulatedAnswers, create_sim_app
+from gateway.simulator import SimulatedAnswers, create_sim_app
 from tests.conftest import LABELS, Gateway, serve_in_thread, write_calibrator, write_task
 from tests.redis_server import RedisServer
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from gateway.settings import Settings
-from gateway.testing.sim import SimulatedAnswers, create_sim_app
+from gateway.simulator import SimulatedAnswers, create_sim_app
 from tests.conftest import LABELS, Gateway, serve_in_thread, write_calibrator, write_task
 
 PROMPT = "I still have not received my card"

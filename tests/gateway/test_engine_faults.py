@@ -20,8 +20,8 @@ from gateway.engines.transformers import TransformersEngine
 from gateway.errors import EngineUnavailable
 from gateway.metrics import Metrics
 from gateway.settings import Settings
+from gateway.simulator import SimulatedAnswers, create_sim_app
 from gateway.tasks import Task
-from gateway.testing.sim import SimulatedAnswers, create_sim_app
 from tests.conftest import LABELS, serve_in_thread, write_calibrator, write_task
 
 KEY_ENV = "DISTILLGATE_TEST_TEACHER_KEY"

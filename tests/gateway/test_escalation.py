@@ -15,7 +15,7 @@ import pytest
 from calibration import Calibration, save_calibration
 from gateway.examples import Example, write_examples
 from gateway.settings import Settings
-from gateway.testing.sim import SimulatedAnswers, create_sim_app
+from gateway.simulator import SimulatedAnswers, create_sim_app
 from tests.conftest import LABELS, Gateway, serve_in_thread, write_calibrator, write_task
 
 IN_DOMAIN = "I still have not received my card"

@@ -14,8 +14,8 @@ from gateway.engines.transformers import TransformersEngine
 from gateway.examples import Example
 from gateway.jobs.evaluate import evaluate
 from gateway.pipeline.deployment import TaskRuntime
+from gateway.simulator import SimulatedAnswers, SimulatedTeacher
 from gateway.tasks import Task
-from gateway.testing.sim import SimulatedAnswers, SimulatedTeacher
 from tests.conftest import LABELS
 
 

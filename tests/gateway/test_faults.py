@@ -17,7 +17,7 @@ import openai
 from gateway.capture import CaptureRecord
 from gateway.capture.redis import default_stream_name
 from gateway.settings import Settings
-from gateway.testing.sim import SimulatedAnswers, create_sim_app
+from gateway.simulator import SimulatedAnswers, create_sim_app
 from tests.conftest import (
     LABELS,
     Gateway,

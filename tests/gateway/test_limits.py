@@ -18,7 +18,7 @@ from gateway.engines.base import GenerationRequest, Message, SamplingParams
 from gateway.engines.transformers import TransformersEngine
 from gateway.errors import Overloaded
 from gateway.settings import Settings
-from gateway.testing.sim import SimulatedAnswers, create_sim_app
+from gateway.simulator import SimulatedAnswers, create_sim_app
 from tests.conftest import LABELS, Gateway, serve_in_thread, write_calibrator, write_task
 
 KEY_ENV = "DISTILLGATE_TEST_TEACHER_KEY"

@@ -11,7 +11,7 @@ from prometheus_client import REGISTRY, Gauge
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.settings import Settings
-from gateway.testing.sim import SimulatedAnswers, create_sim_app
+from gateway.simulator import SimulatedAnswers, create_sim_app
 from tests.conftest import LABELS, Gateway, serve_in_thread, write_calibrator, write_task
 
 KEY_ENV = "DISTILLGATE_TEST_METRICS_KEY"

@@ -24,7 +24,7 @@ import pydantic
 import pytest
 
 from gateway.settings import Settings
-from gateway.testing.sim import SimulatedAnswers, create_sim_app
+from gateway.simulator import SimulatedAnswers, create_sim_app
 from tests.conftest import LABELS, Gateway, serve_in_thread, write_calibrator, write_task
 
 SCHEMAS = json.loads((Path(__file__).parent / "openai_schemas.json").read_text())

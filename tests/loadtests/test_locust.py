@@ -11,7 +11,7 @@ import pytest
 
 from gateway.examples import write_examples
 from gateway.settings import Settings
-from gateway.testing.sim import SimulatedAnswers, create_sim_app
+from gateway.simulator import SimulatedAnswers, create_sim_app
 from tests.conftest import LABELS, free_port, serve_in_thread, write_calibrator, write_task
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,8 +14,8 @@ from gateway.examples import write_examples
 from gateway.loop.registry import Registry
 from gateway.loop.round import run_round
 from gateway.loop.trainers import trainer_for
+from gateway.simulator import SimulatedAnswers
 from gateway.tasks import CapturePolicy, LoopPolicy, RoutingPolicy, Task
-from gateway.testing.sim import SimulatedAnswers
 from tests.conftest import DATA, LABELS, ROOT
 from tests.gateway.loop.helpers import captured
 from tests.test_loop import per_label

@@ -9,6 +9,7 @@ import pytest
 
 from gateway.engines.base import Message
 from gateway.examples import Example
+from gateway.simulator import start_simulator
 from gateway.tasks import TeacherConfig
 from gateway.teachers.anthropic import AnthropicTeacher
 from gateway.teachers.base import TeacherRequest
@@ -32,7 +33,7 @@ def test_without_a_key_the_simulator_answers_from_the_examples_given(
     config = TeacherConfig(api_key_env="DISTILLGATE_TEST_TEACHER_KEY", simulator_accuracy=1.0)
 
     async def run() -> tuple[str, str]:
-        opened = await open_teacher("t", config, None, known=KNOWN)
+        opened = await open_teacher("t", config, None, known=KNOWN, simulator=start_simulator)
         try:
             answer = await opened.teacher.complete(_ask("where is my card"))
             return answer.text, opened.label
@@ -46,7 +47,7 @@ def test_without_a_key_the_simulator_answers_from_the_examples_given(
 
 def test_a_task_without_a_teacher_gets_a_perfect_simulator_of_its_examples() -> None:
     async def run() -> tuple[str, str]:
-        opened = await open_teacher("t", None, None, known=KNOWN)
+        opened = await open_teacher("t", None, None, known=KNOWN, simulator=start_simulator)
         try:
             return (await opened.teacher.complete(_ask("what is the rate"))).text, opened.label
         finally:
@@ -76,4 +77,14 @@ def test_no_key_and_nothing_to_simulate_is_a_clear_error(monkeypatch: pytest.Mon
     monkeypatch.delenv("DISTILLGATE_TEST_TEACHER_KEY", raising=False)
     config = TeacherConfig(api_key_env="DISTILLGATE_TEST_TEACHER_KEY")
     with pytest.raises(ValueError, match="DISTILLGATE_TEST_TEACHER_KEY"):
-        asyncio.run(open_teacher("t", config, None))
+        asyncio.run(open_teacher("t", config, None, simulator=start_simulator))
+
+
+def test_without_a_simulator_handed_in_only_the_real_api_opens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The simulator is the edge's to start: the teacher factory never imports a web server."""
+    monkeypatch.delenv("DISTILLGATE_TEST_TEACHER_KEY", raising=False)
+    config = TeacherConfig(api_key_env="DISTILLGATE_TEST_TEACHER_KEY")
+    with pytest.raises(ValueError, match=r"needs DISTILLGATE_TEST_TEACHER_KEY$"):
+        asyncio.run(open_teacher("t", config, None, known=KNOWN))

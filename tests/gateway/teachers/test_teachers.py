@@ -13,11 +13,11 @@ import pytest
 
 from gateway.engines.base import Message
 from gateway.errors import TeacherError, TeacherTimeout, TeacherUnavailable
+from gateway.simulator import SimulatedAnswers, create_sim_app
 from gateway.teachers.anthropic import AnthropicTeacher
 from gateway.teachers.base import Teacher, TeacherRequest
 from gateway.teachers.openai_compat import OpenAICompatTeacher
 from gateway.teachers.resilience import CircuitBreaker, ResilientTeacher
-from gateway.testing.sim import SimulatedAnswers, create_sim_app
 from tests.conftest import serve_in_thread
 
 KNOWN = {"where is my card": "card_arrival", "what is the rate": "exchange_rate"}

@@ -17,19 +17,23 @@ import asyncio
 import hashlib
 import json
 import re
+import socket
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from gateway.examples import Example
 from gateway.teachers.base import TeacherAnswer, TeacherRequest
+from gateway.teachers.factory import RunningSimulator
 
-__all__ = ["SimulatedAnswers", "SimulatedTeacher", "create_sim_app"]
+__all__ = ["SimulatedAnswers", "SimulatedTeacher", "create_sim_app", "start_simulator"]
 
 FaultMode = Literal["429", "529", "500", "timeout", "stall", "garbage"]
 _GARBAGE = b'{"id": "msg_x", "type": "message", "content": "\x00 not a list", "usage": null'
@@ -399,3 +403,32 @@ def create_sim_app(
         return StreamingResponse(chunks(), media_type="text/event-stream")
 
     return app
+
+
+async def start_simulator(
+    known: Sequence[Example], *, accuracy: float, answer_set: tuple[str, ...] | None
+) -> RunningSimulator:
+    """The simulator on a free local port, in its own thread and event loop like a separate
+    server (``open_teacher``'s ``StartSimulator``); uvicorn leaves signals alone off the main
+    thread, so the gateway keeps its own handling of SIGTERM."""
+    answers = SimulatedAnswers.from_examples(known, accuracy=accuracy)
+    if answer_set:
+        answers.answer_set = tuple(answer_set)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    server = uvicorn.Server(
+        uvicorn.Config(create_sim_app(answers), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, name="teacher-simulator", daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("the teacher simulator did not start")
+        await asyncio.sleep(0.02)
+
+    async def stop() -> None:
+        server.should_exit = True
+        await asyncio.to_thread(thread.join, 10)
+
+    return RunningSimulator(f"http://127.0.0.1:{port}", stop)
