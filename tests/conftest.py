@@ -274,6 +274,63 @@ def run_gateway() -> Iterator[object]:
         served.stop()
 
 
+IN_DOMAIN = "I still have not received my card"
+# Prompts off the tiny student's four intents, blends of two among them. A student this small
+# is sure of most of them, and which one it doubts most depends on the machine's arithmetic,
+# so the escalation tests measure rather than guess.
+OFF_TOPIC = (
+    "zxqv blorf quantum pickle 88 !!",
+    "hello",
+    "my card was stolen, and what is the exchange rate?",
+    "Has my card arrived or was it stolen?",
+    "purple monkey dishwasher",
+    "lorem ipsum dolor sit amet",
+    "the",
+    "refund",
+    "card exchange",
+    "zebra",
+    "asdf qwer zxcv",
+    "?",
+)
+
+
+@dataclass(frozen=True)
+class Unsure:
+    """The off-topic prompt the tiny student doubts most, its answer, and a threshold halfway
+    between its confidence and the in-domain prompt's: a calibrator (T = 1) at that threshold
+    keeps the in-domain answer and escalates this one."""
+
+    prompt: str
+    student_answer: str
+    confidence: float
+    threshold: float
+
+    def teacher_answer(self) -> str:
+        """A label the student did not give, so an answer from the teacher is visible."""
+        return next(label for label in LABELS if label != self.student_answer)
+
+
+@pytest.fixture(scope="session")
+def unsure(
+    tiny_student: TinyStudent, run_gateway, tmp_path_factory: pytest.TempPathFactory
+) -> Unsure:  # type: ignore[no-untyped-def]
+    tasks = tmp_path_factory.mktemp("unsure")
+    calibrator = write_calibrator(tasks / "c.json", tiny_student.path, threshold=0.0)
+    write_task(tasks / "tasks", tiny_student.path, extra=f'calibrator = "{calibrator}"\n')
+    client = run_gateway(Settings(tasks_dir=tasks / "tasks")).client()
+    seen: dict[str, tuple[float, str]] = {}
+    for prompt in (IN_DOMAIN, *OFF_TOPIC):
+        raw = client.chat.completions.with_raw_response.create(
+            model="banking77", messages=[{"role": "user", "content": prompt}]
+        )
+        answer = raw.parse().choices[0].message.content or ""
+        seen[prompt] = (float(raw.headers["x-distillgate-confidence"]), answer)
+    sure = seen.pop(IN_DOMAIN)[0]
+    prompt, (confidence, answer) = min(seen.items(), key=lambda item: item[1][0])
+    assert sure - confidence >= 0.02, f"the tiny student is sure of everything: {seen}"
+    return Unsure(prompt, answer, confidence, round((sure + confidence) / 2, 4))
+
+
 @pytest.fixture(scope="session")
 def gateway(
     tiny_student: TinyStudent, run_gateway, tmp_path_factory: pytest.TempPathFactory

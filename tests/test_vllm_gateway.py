@@ -32,7 +32,16 @@ from gateway.loop.trainers import trainer_for
 from gateway.settings import Settings
 from gateway.simulator import SimulatedAnswers, create_sim_app
 from gateway.tasks import PromptFormat, load_tasks
-from tests.conftest import DATA, LABELS, Gateway, serve_in_thread, write_calibrator, write_task
+from tests.conftest import (
+    DATA,
+    IN_DOMAIN,
+    LABELS,
+    Gateway,
+    Unsure,
+    serve_in_thread,
+    write_calibrator,
+    write_task,
+)
 from tests.gateway.loop.helpers import captured
 from tests.gateway.loop.test_round import TRAINER
 from tests.gateway.test_structured import SCHEMA
@@ -42,8 +51,6 @@ from tests.vllm_tier import ON_VLLM, engine_arguments
 
 pytestmark = ON_VLLM
 
-IN_DOMAIN = "I still have not received my card"
-GIBBERISH = "zxqv blorf quantum pickle 88 !!"
 KEY_ENV = "DISTILLGATE_TEST_TEACHER_KEY"
 ENGINE = '[engine]\nkind = "vllm"\nenforce_eager = true\nmax_num_seqs = 64\ndtype = "float32"\n'
 
@@ -74,14 +81,17 @@ def test_vllm_answers_as_the_embedded_engine(tiny_student) -> None:  # type: ign
 
 
 @pytest.fixture(scope="module")
-def gw(tiny_student, run_gateway, tmp_path_factory) -> Iterator[Gateway]:  # type: ignore[no-untyped-def]
+def gw(tiny_student, unsure, run_gateway, tmp_path_factory) -> Iterator[Gateway]:  # type: ignore[no-untyped-def]
     answers = SimulatedAnswers(
-        {GIBBERISH: "Refund_not_showing_up", IN_DOMAIN: "card_arrival"}, LABELS
+        {unsure.prompt: unsure.teacher_answer(), IN_DOMAIN: "card_arrival"}, LABELS
     )
     sim = serve_in_thread(create_sim_app(answers, timeout_s=30))
     tasks = tmp_path_factory.mktemp("vllm-tasks")
     engine = ENGINE
-    calibrator = write_calibrator(tasks / "tiny.calibration.json", tiny_student.path)
+    # the threshold measured on the embedded engine: vLLM's log-probabilities are within 0.05
+    calibrator = write_calibrator(
+        tasks / "tiny.calibration.json", tiny_student.path, unsure.threshold
+    )
     teacher = (
         f'[teacher]\nprovider = "anthropic"\nmodel = "claude-test"\nbase_url = "{sim.url}"\n'
         f'api_key_env = "{KEY_ENV}"\n'
@@ -104,7 +114,7 @@ def gw(tiny_student, run_gateway, tmp_path_factory) -> Iterator[Gateway]:  # typ
     sim.stop()
 
 
-def test_both_routes_answer_the_openai_client(gw: Gateway) -> None:
+def test_both_routes_answer_the_openai_client(gw: Gateway, unsure: Unsure) -> None:
     client = gw.client()
     raw = client.chat.completions.with_raw_response.create(
         model="banking77", messages=[{"role": "user", "content": IN_DOMAIN}], logprobs=True
@@ -116,19 +126,20 @@ def test_both_routes_answer_the_openai_client(gw: Gateway) -> None:
     assert "".join(e.token for e in entries) == "card_arrival"
 
     raw = client.chat.completions.with_raw_response.create(
-        model="banking77", messages=[{"role": "user", "content": GIBBERISH}], logprobs=True
+        model="banking77", messages=[{"role": "user", "content": unsure.prompt}], logprobs=True
     )
     assert raw.headers["x-distillgate-route"] == "teacher"
     done = raw.parse()
-    assert done.choices[0].message.content == "Refund_not_showing_up"
+    assert done.choices[0].message.content == unsure.teacher_answer()
     # the teacher's answer scored by the student through vLLM's prompt logprobs
     entries = done.choices[0].logprobs.content
-    assert "".join(e.token for e in entries) == "Refund_not_showing_up"
-    assert all(e.logprob < 0 for e in entries)
+    assert "".join(e.token for e in entries) == unsure.teacher_answer()
+    assert all(e.logprob <= 0 for e in entries) and sum(e.logprob for e in entries) < 0
 
 
-@pytest.mark.parametrize("text, route", [(IN_DOMAIN, "student"), (GIBBERISH, "teacher")])
-def test_streaming_on_both_routes(gw: Gateway, text: str, route: str) -> None:
+@pytest.mark.parametrize("route", ["student", "teacher"])
+def test_streaming_on_both_routes(gw: Gateway, unsure: Unsure, route: str) -> None:
+    text = IN_DOMAIN if route == "student" else unsure.prompt
     client = gw.client()
     with client.chat.completions.with_streaming_response.create(
         model="banking77", messages=[{"role": "user", "content": text}], stream=True
@@ -136,7 +147,7 @@ def test_streaming_on_both_routes(gw: Gateway, text: str, route: str) -> None:
         assert response.headers["x-distillgate-route"] == route
         chunks = list(response.parse())
     content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert content == ("card_arrival" if route == "student" else "Refund_not_showing_up")
+    assert content == ("card_arrival" if route == "student" else unsure.teacher_answer())
     assert chunks[-1].choices[0].finish_reason == "stop"
 
 
