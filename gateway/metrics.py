@@ -499,6 +499,6 @@ def _loop_counts(
     outcomes = [str(r.get("outcome")) for r in reports]
     for outcome in ("promoted", "on_trial", "rejected", "failed", "skipped"):
         rounds.add_metric([task, outcome], outcomes.count(outcome))
-    manifests = registry.manifests()
-    rollbacks.add_metric([task], sum(m.status == "bad" for m in manifests))
-    promotions.add_metric([task], sum(m.promoted_at is not None for m in manifests))
+    versions = registry.versions()
+    rollbacks.add_metric([task], sum(v.state == "bad" for v in versions))
+    promotions.add_metric([task], sum(v.promoted_at is not None for v in versions))

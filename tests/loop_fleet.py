@@ -12,16 +12,21 @@ from gateway.loop.registry import Manifest, Registry
 from tests.conftest import TinyStudent, free_port, serve_process, write_calibrator, write_task
 from tests.redis_server import RedisServer
 
-__all__ = ["add_version", "loop_gateways", "loop_task", "stop"]
+__all__ = ["add_version", "loop_gateways", "loop_task", "promote", "stop"]
 
 
 def add_version(registry: Registry, student: Path) -> str:
+    """A candidate: a copy of ``student`` with a hand-set calibrator."""
     version = registry.next_version()
-    staged = registry.staging(version)
-    shutil.copytree(student, staged / "student")
-    write_calibrator(staged / "calibration.json", staged / "student")
-    registry.add(Manifest(version, None, "2026-12-02T00:00:00+00:00", "rejected"))
+    folder = registry.add(Manifest(version, None, "2026-12-02T00:00:00+00:00"))
+    shutil.copytree(student, folder / "student")
+    write_calibrator(folder / "calibration.json", folder / "student")
     return version
+
+
+def promote(registry: Registry, version: str) -> None:
+    """A candidate straight to serving, as a gate with no trial would send it."""
+    registry.pass_gate(version, None, "passed by hand", {"promote": True})
 
 
 def loop_task(

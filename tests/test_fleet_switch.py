@@ -12,7 +12,7 @@ import httpx
 from gateway.loop.notify import publish_serving
 from gateway.loop.registry import Registry
 from tests.conftest import TinyStudent
-from tests.loop_fleet import add_version, loop_gateways, loop_task, stop
+from tests.loop_fleet import add_version, loop_gateways, loop_task, promote, stop
 from tests.redis_server import RedisServer
 from tests.traffic import Traffic
 
@@ -22,7 +22,7 @@ def test_three_gateways_switch_to_a_promoted_version_under_load(
 ) -> None:
     registry = Registry(tmp_path / "registry", "banking77")
     v1 = add_version(registry, tiny_student.path)
-    registry.promote(v1)
+    promote(registry, v1)
     loop_task(tmp_path)
     procs, urls = loop_gateways(tmp_path, redis_server, 3, poll_s=5)
     prompts = [e.prompt or "" for e in tiny_student.test]
@@ -31,7 +31,7 @@ def test_three_gateways_switch_to_a_promoted_version_under_load(
             traffic.wait_for_answers()
             assert all(set(traffic.seen[url]) == {v1} for url in urls)
             v2 = add_version(registry, tiny_student.path)
-            registry.promote(v2)
+            promote(registry, v2)
             asyncio.run(publish_serving(redis_server.url, "banking77"))
             promoted = time.monotonic()
             switched: dict[str, float] = {}
@@ -62,12 +62,12 @@ def test_with_redis_down_a_promotion_still_reaches_every_replica_and_messages_re
     poll_s = 8.0
     registry = Registry(tmp_path / "registry", "banking77")
     v1 = add_version(registry, tiny_student.path)
-    registry.promote(v1)
+    promote(registry, v1)
     loop_task(tmp_path)
     procs, urls = loop_gateways(tmp_path, redis_server, 2, poll_s=poll_s)
 
     def promote_and_time(version: str) -> dict[str, float]:
-        registry.promote(version)
+        promote(registry, version)
         asyncio.run(publish_serving(redis_server.url, "banking77"))  # fails quietly if down
         promoted = time.monotonic()
         switched: dict[str, float] = {}

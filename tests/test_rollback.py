@@ -23,7 +23,7 @@ from tests.conftest import (
     TinyStudent,
     write_calibrator,
 )
-from tests.loop_fleet import add_version, loop_gateways, loop_task, stop
+from tests.loop_fleet import add_version, loop_gateways, loop_task, promote, stop
 from tests.redis_server import RedisServer
 
 
@@ -32,7 +32,7 @@ def test_a_bad_version_forced_into_service_is_rolled_back_by_its_audits(
 ) -> None:
     registry = Registry(tmp_path / "registry", "banking77")
     good = add_version(registry, tiny_student.path)
-    registry.promote(good)
+    promote(registry, good)
     # A bad student: the tiny recipe on labels moved one place along (every answer wrong),
     # forced into service by hand with a calibrator that accepts all it says.
     labels = sorted({e.answer for e in tiny_student.train})
@@ -41,7 +41,7 @@ def test_a_bad_version_forced_into_service_is_rolled_back_by_its_audits(
     train_student(wrong, wrong[:20], tmp_path / "wrong", TINY)
     bad = add_version(registry, tmp_path / "wrong")
     write_calibrator(registry.calibrator(bad), registry.student_dir(bad), threshold=0.0)
-    registry.promote(bad)
+    promote(registry, bad)
     tasks = loop_task(
         tmp_path,
         loop="min_pairs = 100000\nmin_new_pairs = 100000\n",
@@ -78,12 +78,12 @@ def test_a_bad_version_forced_into_service_is_rolled_back_by_its_audits(
             )
             serving = registry.serving()
             assert serving is not None and serving.version == good
-            manifest = registry.manifest(bad)
-            assert manifest.status == "bad" and "SPRT" in manifest.reason
+            version = registry.version(bad)
+            assert version.state == "bad" and "SPRT" in version.reason
             deadline = time.monotonic() + 15
             while ask(tiny_student.test[0].prompt or "") != good:
                 assert time.monotonic() < deadline, "the gateway did not switch back"
                 time.sleep(0.2)
     finally:
         stop(procs)
-    print({"audits": len(audits), "agreement": round(agreement, 3), "reason": manifest.reason})
+    print({"audits": len(audits), "agreement": round(agreement, 3), "reason": version.reason})

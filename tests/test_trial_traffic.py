@@ -12,11 +12,12 @@ from pathlib import Path
 import httpx
 
 from gateway.jobs.export import stream_records
+from gateway.loop.lifecycle import State, TrialState
 from gateway.loop.notify import publish_serving
-from gateway.loop.registry import Registry, TrialState
+from gateway.loop.registry import Registry
 from gateway.tasks import load_tasks
 from tests.conftest import TinyStudent
-from tests.loop_fleet import add_version, loop_gateways, loop_task, stop
+from tests.loop_fleet import add_version, loop_gateways, loop_task, promote, stop
 from tests.redis_server import RedisServer
 from tests.traffic import Traffic
 
@@ -37,7 +38,7 @@ def test_a_canary_serves_its_share_and_a_shadow_is_captured_beside_live_traffic(
     registry = Registry(tmp_path / "registry", "banking77")
     v1 = add_version(registry, tiny_student.path)
     v2 = add_version(registry, tiny_student.path)
-    registry.promote(v1)
+    promote(registry, v1)
     tasks = loop_task(
         tmp_path,
         loop="canary_steps = [0.5]\n",
@@ -48,9 +49,14 @@ def test_a_canary_serves_its_share_and_a_shadow_is_captured_beside_live_traffic(
     prompts = [e.prompt or "" for e in tiny_student.test]
 
     def stage(traffic: Traffic, trial: TrialState) -> list[str]:
-        """Put ``trial`` in place, wait until the gateway serves it, then what answered the
-        requests sent since."""
-        registry.start_trial(trial)
+        """Move v2 on to ``trial``'s stage as the lifecycle does (its gate, then a stage that
+        held), wait until the gateway serves it, then what answered the requests sent since."""
+        if trial.stage == State.SHADOW:
+            registry.pass_gate(trial.version, trial, "passed", {})
+        else:
+            current = registry.trial()
+            assert current is not None
+            registry.stage_held(current, trial, "held", {})
         asyncio.run(publish_serving(redis_server.url, "banking77"))
         wait_for(url, f"{trial.version} {trial.stage} {trial.share:g}")
         since = time.monotonic()
@@ -60,9 +66,11 @@ def test_a_canary_serves_its_share_and_a_shadow_is_captured_beside_live_traffic(
     try:
         with Traffic([url], prompts) as traffic:
             traffic.wait_for_answers()
-            canary = stage(traffic, TrialState(v2, "canary", 0.5, 0, time.time()))
-            shadowed = stage(traffic, TrialState(v2, "shadow", 1.0, 0, time.time()))
-            registry.promote(v2)
+            shadowed = stage(traffic, TrialState(v2, State.SHADOW, 1.0, 0, time.time()))
+            canary = stage(traffic, TrialState(v2, State.CANARY, 0.5, 0, time.time()))
+            current = registry.trial()
+            assert current is not None
+            registry.stage_held(current, None, "held", {})
             asyncio.run(publish_serving(redis_server.url, "banking77"))
             wait_for(url, None)
             time.sleep(1)

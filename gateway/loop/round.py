@@ -1,16 +1,19 @@
 """One round of the loop: data → candidate → calibrator → gate → promote (or not).
 
-A round only ever adds to the registry: the candidate becomes a version (``serving`` when
-the gate passes, ``rejected`` with the reason otherwise), and the one pointer write of
-``Registry.promote`` is what switches traffic. Any failure before that (too little data,
-a trainer that crashes or times out, a folder that does not load, a calibrator that cannot
-be fitted) ends the round with the reason in its report, and the serving student serves on.
+A round adds its candidate to the registry before training it, then moves it by the
+lifecycle's events (``lifecycle.py``): ``build_failed`` (a trainer that crashes or times out,
+a folder that does not load, a calibrator that cannot be fitted), ``gate_failed`` or
+``gate_passed`` (on to its trial, or serving). Candidates a dead round left behind are
+rejected first (``interrupted``): the round runs under the task's lease, so no other round
+is building them. Too little data ends the round before it adds anything; whatever
+happens, the serving student serves on until a transition says otherwise.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 import uuid
 from collections.abc import Sequence
@@ -34,9 +37,9 @@ from gateway.examples import Example, read_examples, write_examples
 from gateway.jobs.calibrate import MIN_EXAMPLES, fit_calibration, score_set
 from gateway.jobs.replay import replay
 from gateway.loop.data import RoundData, round_data, with_labelled
+from gateway.loop.lifecycle import Event, State, first_stage
 from gateway.loop.registry import Manifest, Registry, now
 from gateway.loop.trainers import Trainer, TrainerFailed, TrainJob
-from gateway.loop.trial import first_stage
 from gateway.pipeline.decision import decide
 from gateway.tasks import LoopPolicy, Task
 
@@ -131,6 +134,8 @@ async def run_round(
     policy: LoopPolicy | None = task.loop
     assert policy is not None, "a round needs the task's [loop] section"
     report = RoundReport(task.name, trigger, records_seen=len(records))
+    for left in registry.candidates():
+        registry.reject(left, Event.INTERRUPTED, "its round died before the gate judged it")
     data = round_data(records, task, eval_share=policy.eval_share)
     build = task.build
     try:
@@ -165,8 +170,10 @@ async def run_round(
     current_dir, current_calibrator = _current(task, registry, parent)
     version = registry.next_version()
     report.candidate, report.parent = version, parent
-    staged = registry.staging(version)
-    work = staged / "round"
+    folder = registry.add(
+        Manifest(version, parent, now(), report.data), reason=f"round {report.round_id}: {trigger}"
+    )
+    work = folder / "round"
     write_examples(work / "train.jsonl", train)
     held_out = labelled_held_out or calibrate
     write_examples(work / "held_out.jsonl", held_out)
@@ -175,7 +182,7 @@ async def run_round(
     job = TrainJob(
         train=work / "train.jsonl",
         held_out=work / "held_out.jsonl",
-        out=staged / "student",
+        out=folder / "student",
         parent=current_dir or _weak_candidate(registry),
         answers=work / "answers.json",
         log=work / "train.log",
@@ -186,9 +193,7 @@ async def run_round(
         report.seconds["train"] = round(time.monotonic() - started, 1)
         student_fingerprint(student)  # a folder that does not load fails here
     except (TrainerFailed, OSError, ValueError) as exc:
-        report.outcome, report.reason = "failed", f"training failed: {exc}"
-        registry.discard(version)
-        return _finish(registry, report)
+        return _build_failed(registry, report, folder, f"training failed: {exc}")
 
     started = time.monotonic()
     routing = task.routing
@@ -209,10 +214,8 @@ async def run_round(
             delta=routing.delta,
         )
     except Exception as exc:  # a candidate that cannot be run or calibrated is rejected
-        report.outcome, report.reason = "failed", f"calibration failed: {exc}"
-        registry.discard(version)
-        return _finish(registry, report)
-    save_calibration(calibration, staged / "calibration.json")
+        return _build_failed(registry, report, folder, f"calibration failed: {exc}")
+    save_calibration(calibration, folder / "calibration.json")
     report.seconds["calibrate"] = round(time.monotonic() - started, 1)
     report.calibration = {
         "version": calibration.version_id,
@@ -234,24 +237,14 @@ async def run_round(
     )
     report.seconds["gate"] = round(time.monotonic() - started, 1)
     report.gate = result.as_dict()
-    manifest = Manifest(
-        version=version,
-        parent=parent,
-        created_at=now(),
-        status="rejected",
-        trained_on=report.data,
-        gate=report.gate,
-        calibrator_version=calibration.version_id,
-        reason="" if result.promote else result.reason,
-    )
-    registry.add(manifest)
-    if result.promote and policy.trials:
-        registry.start_trial(first_stage(policy, version, time.time()))
-        report.outcome, report.reason = "on_trial", result.reason
-    elif result.promote:
-        registry.promote(version)
-        report.outcome, report.reason = "promoted", result.reason
+    evidence = report.gate | {"calibration": report.calibration}
+    if result.promote:
+        stage = first_stage(policy, version, time.time())
+        registry.pass_gate(version, stage, result.reason, evidence)
+        report.outcome = "promoted" if stage is None else "on_trial"
+        report.reason = result.reason
     else:
+        registry.reject(version, Event.GATE_FAILED, result.reason, evidence)
         report.outcome, report.reason = "rejected", result.reason
         if result.reason == NOTHING_ACCEPTED:  # too weak yet: say how far, and what comes next
             accuracy = calibration.metrics_after.get("accuracy", float("nan"))
@@ -268,10 +261,10 @@ def _weak_candidate(registry: Registry) -> Path | None:
     nothing at the guarantee): the next round continues its training rather than starting
     over, so a cold start whose budget per round is short still gets there. The gate judges
     the result as it judges any candidate."""
-    manifests = registry.manifests()
-    if not manifests or manifests[-1].reason != NOTHING_ACCEPTED:
+    judged = [v for v in registry.versions() if v.judged]
+    if not judged or judged[-1].state != State.REJECTED or judged[-1].reason != NOTHING_ACCEPTED:
         return None
-    student = registry.student_dir(manifests[-1].version)
+    student = registry.student_dir(judged[-1].name)
     return student if is_student(student) else None
 
 
@@ -286,12 +279,27 @@ def _current(task: Task, registry: Registry, parent: str | None) -> tuple[Path |
     return None, None
 
 
+def _build_failed(
+    registry: Registry, report: RoundReport, folder: Path, reason: str
+) -> RoundReport:
+    """The candidate is rejected with the reason; its half-built student is removed."""
+    assert report.candidate is not None
+    registry.reject(report.candidate, Event.BUILD_FAILED, reason)
+    shutil.rmtree(folder / "student", ignore_errors=True)
+    report.outcome, report.reason = "failed", reason
+    return _finish(registry, report)
+
+
 def _finish(registry: Registry, report: RoundReport) -> RoundReport:
+    """The report, then the cursor: a worker that dies between the candidate's last
+    transition and the cursor runs the round again on the same records, nothing worse."""
     report.finished_at = now()
     last = registry.rounds(1)
     repeated = report.outcome == "skipped" and bool(last) and last[-1]["reason"] == report.reason
     if not repeated:  # a worker polling a task that is short of data logs that once
         registry.record_round(report.as_dict())
+    if report.outcome != "skipped":
+        registry.advance_cursor(report.records_seen)
     logger.info(
         "task %s: round %s %s (%s)%s",
         report.task,

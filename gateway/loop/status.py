@@ -23,15 +23,18 @@ def loop_status(task: Task, rounds: int = 10) -> dict[str, Any]:
         "trial": asdict(trial) if trial else None,
         "versions": [
             {
-                "version": m.version,
-                "parent": m.parent,
-                "status": m.status,
-                "created_at": m.created_at,
-                "coverage": m.gate.get("coverage"),
-                "accepted_accuracy": m.gate.get("accepted_accuracy"),
-                "reason": m.reason,
+                "version": v.name,
+                "parent": v.manifest.parent,
+                "status": v.state.value,
+                "created_at": v.manifest.created_at,
+                "coverage": v.gate.get("coverage"),
+                "accepted_accuracy": v.gate.get("accepted_accuracy"),
+                "reason": v.reason,
+                "transitions": [
+                    {"at": t.at, "event": t.event, "to": t.target} for t in v.transitions
+                ],
             }
-            for m in registry.manifests()
+            for v in registry.versions()
         ],
         "rounds": [
             {k: r.get(k) for k in ("started_at", "trigger", "outcome", "reason", "candidate")}

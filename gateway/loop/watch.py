@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from calibration import AgreementSPRT
 from gateway.capture.base import CaptureRecord
-from gateway.loop.registry import TrialState
+from gateway.loop.lifecycle import TrialState
 from gateway.pipeline.audit import answers_agree
 from gateway.tasks import Task
 

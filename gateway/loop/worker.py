@@ -3,18 +3,22 @@
 Each ``step`` reads the capture history, then, in this order:
 
 1. **Watch** the serving version (``watch.py``): its audits feed Wald's SPRT; when the
-   agreement has fallen below the target the version is marked bad and the last good one
-   serves again (rollback).
-2. **Try** a candidate on trial (``trial.py``), if there is one: its shadow answers or its
-   canary audits since the stage began hold (the next stage, or promotion) or fall (it is
-   rejected). No round runs while a candidate is on trial.
+   agreement has fallen below the target the event is ``rolled_back``: the version is marked
+   bad and the last good one serves again.
+2. **Try** a candidate on trial, if there is one: its shadow answers or its canary audits
+   since the stage began hold (``stage_holds``: the next stage, or serving) or fall
+   (``stage_falls``: it is rejected). No round runs while a candidate is on trial.
 3. **Trigger** a round when one is due: no student yet and enough data (labelled or
-   captured), ``min_new_pairs`` new records since the last round that trained, drift (a
-   rollback, or the serving version escalating significantly more than its calibrator
-   expects), or ``every_s`` elapsed with anything new.
+   captured), ``min_new_pairs`` new records past the cursor of the last round that trained,
+   a candidate left by a round that died, drift (a rollback, or the serving version
+   escalating significantly more than its calibrator expects), or ``every_s`` elapsed with
+   anything new.
 4. **Run** it under the task's lease (``lease.py``), so one worker per task trains at a time;
    another worker finds the lease taken and waits for the next step.
 
+Every state the worker acts on is read back from the registry at each step (nothing is kept
+in memory but a status line), and every event goes through ``lifecycle.transition``, so a
+worker killed at any point and started again carries on from what the registry says.
 Promotions, trial stages and rollbacks are published (``notify.py``) so every replica swaps
 within seconds; replicas also poll the registry, so a lost message only delays the swap.
 """
@@ -32,12 +36,12 @@ from calibration import load_calibration
 from gateway.capture.base import CaptureRecord
 from gateway.engines.student_folder import is_student
 from gateway.loop.lease import Lease
+from gateway.loop.lifecycle import Event, TrialState, next_stage
 from gateway.loop.notify import publish_serving
-from gateway.loop.registry import Registry, TrialState, now
+from gateway.loop.registry import Registry, now
 from gateway.loop.round import RoundReport, run_round
 from gateway.loop.source import CaptureHistory
 from gateway.loop.trainers import Trainer, trainer_for
-from gateway.loop.trial import next_stage
 from gateway.loop.watch import watch_escalation, watch_serving, watch_trial
 from gateway.tasks import Task
 
@@ -75,32 +79,25 @@ class LoopWorker:
         self.last_status = ""
         self._state = ""
 
-    def _last_trained(self) -> dict[str, object] | None:
-        rounds = [
-            r
-            for r in self.registry.rounds(200)
-            if r.get("outcome") != "skipped" and r.get("kind") != "trial"
-        ]
-        return rounds[-1] if rounds else None
-
     def due(self, records: Sequence[CaptureRecord], rolled_back: bool) -> str | None:
         """Why a round should run now, or None."""
         if rolled_back:
             return "rollback"
-        last = self._last_trained()
-        seen = int(last["records_seen"]) if last else 0  # type: ignore[call-overload]
-        new = len(records) - seen
+        if self.registry.candidates():
+            return "a round was interrupted"
+        cursor = self.registry.cursor()
+        new = len(records) - cursor.records_seen
+        trained = bool(cursor.round_finished_at)
         no_student = not is_student(self.task.student)
-        if self.registry.serving() is None and last is None and no_student:
+        if self.registry.serving() is None and not trained and no_student:
             if self.task.build is not None or new >= self.policy.min_pairs:
                 return "first student"
             return None
         if new >= self.policy.min_new_pairs:
             return f"{new} new captured records"
-        if self.policy.every_s and new > 0 and last is not None:
-            finished = str(last.get("finished_at") or "")
-            if finished and _age_s(finished, self.clock()) >= self.policy.every_s:
-                return "schedule"
+        age = _age_s(cursor.round_finished_at, self.clock()) if trained else 0.0
+        if self.policy.every_s and new > 0 and trained and age >= self.policy.every_s:
+            return "schedule"
         return None
 
     async def step(self) -> RoundReport | None:
@@ -115,7 +112,8 @@ class LoopWorker:
                     f"live audit agreement {watch.agreement:.3f} over {watch.audits} audits fell "
                     f"below the target (SPRT)"
                 )
-                back = self.registry.roll_back(reason)
+                evidence = {"audits": watch.audits, "agreement": watch.agreement}
+                back = self.registry.roll_back(reason, evidence)
                 logger.error(
                     "task %s: rolled back %s (%s); now serving %s",
                     self.task.name,
@@ -124,9 +122,6 @@ class LoopWorker:
                     back.version if back else "no student (the teacher answers)",
                 )
                 rolled_back = True
-                if self.registry.trial() is not None:
-                    reason = f"the version it was gated against ({serving.version}) was rolled back"
-                    self.registry.reject_trial(reason)
                 await publish_serving(self.redis_url, self.task.name)
         trial = self.registry.trial()
         if trial is not None:  # no new round while a candidate is on trial
@@ -135,8 +130,7 @@ class LoopWorker:
         trigger = self.due(records, rolled_back) or self._drift(records)
         if trigger is None:
             return None
-        last = self._last_trained()
-        last_round_at = _timestamp(str(last.get("finished_at") or "")) if last else 0.0
+        last_round_at = _timestamp(self.registry.cursor().round_finished_at)
         async with self.lease.take(last_round_at) as held:
             if not held:
                 self._status(f"a round waits: {self.lease.why}", f"due: {trigger}")
@@ -171,8 +165,7 @@ class LoopWorker:
         coverage = calibration.metrics_after.get("coverage")
         if coverage is None:
             return None
-        last = self._last_trained()
-        since = _timestamp(str(last.get("finished_at") or "")) if last else 0.0
+        since = _timestamp(self.registry.cursor().round_finished_at)
         recent = [r for r in records if r.captured_at >= since]
         watch = watch_escalation(self.task, serving.version, 1 - coverage, recent)
         if watch.verdict != "fell" or watch.agreement is None:
@@ -191,21 +184,18 @@ class LoopWorker:
         if watch.verdict not in ("fell", "holds"):
             return
         figures = f"agreement {watch.agreement:.3f} over {watch.audits} answers"
+        evidence = {"audits": watch.audits, "agreement": watch.agreement, "share": trial.share}
         if watch.verdict == "fell":
             decision, reason = "rejected", f"{trial.stage}: {figures} fell below the target (SPRT)"
-            self.registry.reject_trial(reason)
+            self.registry.stage_fell(trial, Event.STAGE_FALLS, reason, evidence)
             logger.warning(
                 "task %s: %s rejected on trial: %s", self.task.name, trial.version, reason
             )
         else:
             following = next_stage(self.policy, trial, self.clock())
             reason = f"{trial.stage} at share {trial.share:g}: {figures} held (SPRT)"
-            if following is None:
-                decision = "promoted"
-                self.registry.promote(trial.version)
-            else:
-                decision = f"canary {following.share:g}"
-                self.registry.start_trial(following)
+            decision = "promoted" if following is None else f"canary {following.share:g}"
+            self.registry.stage_held(trial, following, reason, evidence)
             logger.info("task %s: %s %s: %s", self.task.name, trial.version, decision, reason)
         self.registry.record_round(
             {

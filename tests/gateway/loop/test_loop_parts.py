@@ -16,12 +16,13 @@ from gateway.examples import Example
 from gateway.jobs.export import is_held_out, normalise_prompt
 from gateway.loop.data import round_data, with_labelled
 from gateway.loop.lease import Lease
+from gateway.loop.lifecycle import Event, State, first_stage
 from gateway.loop.registry import Manifest, Registry, served
-from gateway.loop.trial import first_stage
 from gateway.loop.watch import watch_escalation, watch_serving
 from gateway.loop.worker import LoopWorker
 from gateway.tasks import CapturePolicy, LoopPolicy, RoutingPolicy, Task
 from tests.gateway.loop.helpers import captured
+from tests.loop_fleet import promote
 
 LABELS = ("card_arrival", "exchange_rate")
 
@@ -101,10 +102,10 @@ def test_the_three_parts_and_their_order_are_fixed_by_the_prompts(tmp_path: Path
 
 
 def make_version(registry: Registry, parent: str | None = None) -> str:
+    """A candidate with an (empty) student folder."""
     version = registry.next_version()
-    staged = registry.staging(version)
-    (staged / "student").mkdir()
-    registry.add(Manifest(version, parent, "2026-12-02T00:00:00+00:00", "rejected"))
+    folder = registry.add(Manifest(version, parent, "2026-12-02T00:00:00+00:00"))
+    (folder / "student").mkdir()
     return version
 
 
@@ -135,16 +136,16 @@ def test_the_registry_promotes_rolls_back_and_resolves_the_served_task(tmp_path:
     v1 = make_version(registry)
     v2 = make_version(registry, v1)
     assert (v1, v2) == ("v0001", "v0002")
-    registry.promote(v1)
-    registry.promote(v2)
+    promote(registry, v1)
+    promote(registry, v2)
     resolved = served(t)
     assert resolved.student_version == "v0002"
     assert resolved.student == registry.student_dir("v0002")
     assert resolved.calibrator == registry.calibrator("v0002")
-    assert registry.manifest(v1).status == "retired"
+    assert registry.version(v1).state == "retired"
     back = registry.roll_back("agreement fell")
     assert back is not None and back.version == v1
-    assert registry.manifest(v2).status == "bad" and registry.manifest(v2).reason
+    assert registry.version(v2).state == "bad" and registry.version(v2).reason
     assert registry.roll_back("again") is None  # nothing good left: back to no student
     assert registry.serving() is None and served(t).student_version is None
 
@@ -162,8 +163,8 @@ def test_a_version_whose_audits_disagree_is_rolled_back_by_the_sprt(tmp_path: Pa
     registry = Registry(tmp_path / "registry", "banking77")
     v1 = make_version(registry)
     v2 = make_version(registry, v1)
-    registry.promote(v1)
-    registry.promote(v2)
+    promote(registry, v1)
+    promote(registry, v2)
     good = [captured("p", "card_arrival", route="audit", student="card_arrival", version=v1)]
     audits = [
         captured(f"q{i}", "card_arrival", route="audit", student=s, version=v2, at=i)
@@ -175,7 +176,7 @@ def test_a_version_whose_audits_disagree_is_rolled_back_by_the_sprt(tmp_path: Pa
     asyncio.run(worker.step())
     serving = registry.serving()
     assert serving is not None and serving.version == v1
-    assert registry.manifest(v2).status == "bad" and "SPRT" in registry.manifest(v2).reason
+    assert registry.version(v2).state == "bad" and "SPRT" in registry.version(v2).reason
     # A version whose audits agree stays.
     fine = [
         captured(f"r{i}", "card_arrival", route="audit", student="card_arrival", version=v1)
@@ -205,8 +206,8 @@ def test_a_candidate_goes_from_shadow_through_canary_steps_to_serving(tmp_path: 
     registry = Registry(tmp_path / "registry", "banking77")
     v1 = make_version(registry)
     v2 = make_version(registry, v1)
-    registry.promote(v1)
-    registry.start_trial(first_stage(t.loop, v2, since=100.0))  # type: ignore[arg-type]
+    promote(registry, v1)
+    registry.pass_gate(v2, first_stage(t.loop, v2, since=100.0), "passed", {})  # type: ignore[arg-type]
     assert served(t).trial is not None and served(t).trial.label == "v0002 shadow 0.2"  # type: ignore[union-attr]
     clock = [200.0]
     records: list[CaptureRecord] = []
@@ -244,7 +245,7 @@ def test_a_candidate_goes_from_shadow_through_canary_steps_to_serving(tmp_path: 
     asyncio.run(worker.step())
     serving = registry.serving()
     assert registry.trial() is None and serving is not None and serving.version == v2
-    assert registry.manifest(v2).promoted_at and registry.manifest(v1).status == "retired"
+    assert registry.version(v2).promoted_at and registry.version(v1).state == "retired"
     decisions = [r["outcome"] for r in registry.rounds() if r.get("kind") == "trial"]
     assert decisions == ["canary 0.1", "canary 0.5", "promoted"]
 
@@ -256,8 +257,8 @@ def test_a_candidate_that_disagrees_on_trial_is_rejected_and_nothing_else_change
     registry = Registry(tmp_path / "registry", "banking77")
     v1 = make_version(registry)
     v2 = make_version(registry, v1)
-    registry.promote(v1)
-    registry.start_trial(first_stage(t.loop, v2, since=0.0))  # type: ignore[arg-type]
+    promote(registry, v1)
+    registry.pass_gate(v2, first_stage(t.loop, v2, since=0.0), "passed", {})  # type: ignore[arg-type]
     audits = [
         captured(f"q{i}", "card_arrival", route="audit", student=s, version=v2, at=1.0)
         for i, s in enumerate(["card_arrival", "exchange_rate"] * 30)
@@ -265,10 +266,9 @@ def test_a_candidate_that_disagrees_on_trial_is_rejected_and_nothing_else_change
     asyncio.run(LoopWorker(t, History(audits)).step())  # type: ignore[arg-type]
     assert registry.trial() is None and served(t).trial is None
     assert registry.serving().version == v1  # type: ignore[union-attr]
-    manifest = registry.manifest(v2)
-    assert (
-        manifest.status == "rejected" and "canary" in manifest.reason and "SPRT" in manifest.reason
-    )
+    version = registry.version(v2)
+    assert version.state == State.REJECTED and "canary" in version.reason
+    assert "SPRT" in version.reason and version.transitions[-1].event == Event.STAGE_FALLS
 
 
 def test_escalating_more_than_the_calibrator_expects_is_drift(tmp_path: Path) -> None:
@@ -278,7 +278,7 @@ def test_escalating_more_than_the_calibrator_expects_is_drift(tmp_path: Path) ->
     t = task(tmp_path, min_pairs=10_000)
     registry = Registry(tmp_path / "registry", "banking77")
     v1 = make_version(registry)
-    registry.promote(v1)
+    promote(registry, v1)
     calibration = Calibration(1.0, 0.5, "x", metrics_after={"coverage": 0.8})
     save_calibration(calibration, registry.calibrator(v1))
 
@@ -315,16 +315,17 @@ def test_before_a_first_student_a_round_continues_the_last_too_weak_candidate(
 
     registry = Registry(tmp_path / "registry", "banking77")
     assert _weak_candidate(registry) is None
-    version = registry.next_version()
-    (registry.staging(version) / "student").mkdir()
-    (registry.staging(version) / "student" / "config.json").write_text("{}")
-    registry.add(
-        Manifest(version, None, "2026-12-02T00:00:00+00:00", "rejected", reason=NOTHING_ACCEPTED)
-    )
+    version = make_version(registry)
+    (registry.student_dir(version) / "config.json").write_text("{}")
+    registry.reject(version, Event.GATE_FAILED, NOTHING_ACCEPTED, {"promote": False})
+    assert _weak_candidate(registry) == registry.student_dir(version)
+    # A round that failed to build its candidate does not hide the weak one.
+    broken = make_version(registry)
+    registry.reject(broken, Event.BUILD_FAILED, "training failed: killed")
     assert _weak_candidate(registry) == registry.student_dir(version)
     # A candidate rejected for wrong answers is not built on.
     wrong = make_version(registry)
-    registry.set_status(wrong, "rejected", "accepted answers' error bound 0.2 > 0.03")
+    registry.reject(wrong, Event.GATE_FAILED, "accepted answers' error bound 0.2 > 0.03", {})
     assert _weak_candidate(registry) is None
 
 

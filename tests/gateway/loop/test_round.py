@@ -69,8 +69,8 @@ def test_a_poisoned_round_is_rejected_and_changes_nothing(tmp_path: Path) -> Non
     bad = round_of(task, [captured(e.prompt or "", e.answer) for e in clean] + poisoned)
     assert bad.outcome == "rejected", bad.reason  # type: ignore[attr-defined]
     assert registry.serving() == serving  # nothing switched
-    assert registry.manifest("v0002").status == "rejected"
-    assert registry.manifest("v0002").gate["promote"] is False
+    assert registry.version("v0002").state == "rejected"
+    assert registry.version("v0002").gate["promote"] is False
     rounds = registry.rounds()
     assert [r["outcome"] for r in rounds] == ["promoted", "rejected"]
     assert rounds[1]["gate"]["test"].startswith("Clopper-Pearson")
@@ -93,8 +93,11 @@ def test_a_crashing_or_broken_trainer_fails_the_round(
     report = round_of(task, records)
     assert report.outcome == "failed" and why in report.reason  # type: ignore[attr-defined]
     registry = Registry(tmp_path / "registry", "banking77")
-    assert registry.serving() is None and registry.manifests() == []
-    assert not (registry.dir / "staging" / "v0001").exists()  # nothing half-made is left
+    assert registry.serving() is None
+    (version,) = registry.versions()  # the candidate, rejected with the reason
+    assert version.state == "rejected" and version.transitions[-1].event == "build_failed"
+    assert why in version.reason
+    assert not registry.student_dir(version.name).exists()  # nothing half-made is left
 
 
 def test_a_trainer_that_hangs_is_stopped_at_its_timeout(tmp_path: Path) -> None:
