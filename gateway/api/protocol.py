@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from gateway.answers import same_schema
-from gateway.engines.base import Message, SamplingParams
+from gateway.engines.base import GenerationRequest, Message, SamplingParams
 from gateway.errors import InvalidRequest
 from gateway.pipeline.prompt import student_turns
 from gateway.pipeline.reply import ReplyOptions
@@ -374,3 +374,13 @@ class CompletionRequest(_SamplingFields):
     def reply_options(self, task: Task) -> ReplyOptions:
         limit = self._limit(task, self.max_tokens, "max_tokens")
         return ReplyOptions(limit, self._stops(), self.logprobs is not None, self.logprobs or 0)
+
+
+def chat_request(
+    task: Task, wire: dict[str, Any], request_id: str
+) -> tuple[GenerationRequest, ReplyOptions]:
+    """A chat completion body as serving converts it: for jobs that replay data as clients
+    would (``evaluate``), handed to them by the CLI so the jobs need not know the wire."""
+    body = ChatCompletionRequest.model_validate(wire)
+    gen = GenerationRequest(request_id, body.to_sampling(task), messages=body.to_messages(task))
+    return gen, body.reply_options(task)

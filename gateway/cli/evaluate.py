@@ -23,6 +23,7 @@ def evaluate_routing(
     in its queue while the task's deadline runs (what a slow student would otherwise hit)."""
     from calibration import load_calibration
     from calibration.plots import quality_cost_figure
+    from gateway.api.protocol import chat_request
     from gateway.engines.factory import replay_engine
     from gateway.examples import read_examples
     from gateway.jobs.evaluate import evaluate
@@ -47,6 +48,7 @@ def evaluate_routing(
             result = await evaluate(
                 TaskRuntime(task, engine, calibration, opened.teacher, opened.label),
                 examples,
+                client_request=chat_request,
                 max_tokens=max_tokens,
                 concurrency=concurrency,
             )

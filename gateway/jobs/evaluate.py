@@ -12,7 +12,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -23,7 +23,6 @@ from calibration import (
     expected_calibration_error,
     routing_curve,
 )
-from gateway.api.protocol import ChatCompletionRequest
 from gateway.engines.base import GenerationRequest
 from gateway.errors import GatewayError
 from gateway.examples import Example
@@ -33,10 +32,19 @@ from gateway.pipeline.base import Answer
 from gateway.pipeline.decision import Route
 from gateway.pipeline.deployment import TaskRuntime
 from gateway.pipeline.escalation import teacher_request
-from gateway.tasks import Prices
+from gateway.pipeline.reply import ReplyOptions
+from gateway.tasks import Prices, Task
 from gateway.teachers.base import TeacherAnswer
 
-__all__ = ["Evaluation", "evaluate"]
+__all__ = ["ClientRequest", "Evaluation", "evaluate"]
+
+
+class ClientRequest(Protocol):
+    """Converts a client's request body as serving does (``api.protocol.chat_request``)."""
+
+    def __call__(
+        self, task: Task, wire: dict[str, Any], request_id: str
+    ) -> tuple[GenerationRequest, ReplyOptions]: ...
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,7 @@ async def evaluate(
     runtime: TaskRuntime,
     examples: Sequence[Example],
     *,
+    client_request: ClientRequest,
     max_tokens: int | None = None,
     concurrency: int = 64,
 ) -> Evaluation:
@@ -98,11 +107,8 @@ async def evaluate(
         wire: dict[str, Any] = {"model": task.name, "messages": examples[i].chat()}
         if max_tokens is not None:
             wire["max_tokens"] = max_tokens
-        body = ChatCompletionRequest.model_validate(wire)
-        gen = GenerationRequest(
-            f"eval-{i}", body.to_sampling(task), messages=body.to_messages(task)
-        )
-        answer = await pipeline.answer(runtime, gen, options=body.reply_options(task))
+        gen, options = client_request(task, wire, f"eval-{i}")
+        answer = await pipeline.answer(runtime, gen, options=options)
         assert runtime.teacher is not None
         teacher = await runtime.teacher.complete(teacher_request(task, gen))
         return answer, teacher

@@ -9,6 +9,7 @@ from collections.abc import AsyncGenerator
 import pytest
 
 from calibration import Calibration, student_fingerprint
+from gateway.api.protocol import chat_request
 from gateway.engines.base import GenerationRequest, TokenDelta
 from gateway.engines.transformers import TransformersEngine
 from gateway.examples import Example
@@ -52,6 +53,7 @@ def run(  # type: ignore[no-untyped-def]
             result = await evaluate(
                 TaskRuntime(task, engine, calibration, SimulatedTeacher(answers)),
                 tiny_student.test,
+                client_request=chat_request,
                 max_tokens=max_tokens,
                 concurrency=concurrency,
             )
@@ -118,7 +120,9 @@ def test_a_structured_task_reports_record_exact_match_and_field_scores(tiny_stud
         task = Task(name="t", student=tiny_student.path, answer_schema=schema)
         teacher = SimulatedTeacher(SimulatedAnswers.from_examples(examples, accuracy=1.0))
         try:
-            result = await evaluate(TaskRuntime(task, engine, None, teacher), examples)
+            result = await evaluate(
+                TaskRuntime(task, engine, None, teacher), examples, client_request=chat_request
+            )
         finally:
             await engine.aclose()
         return result.report
@@ -156,7 +160,9 @@ def test_a_request_past_its_deadline_is_counted_and_the_replay_goes_on(tiny_stud
         )
         try:
             result = await evaluate(
-                TaskRuntime(task, engine, None, SimulatedTeacher(answers)), tiny_student.test
+                TaskRuntime(task, engine, None, SimulatedTeacher(answers)),
+                tiny_student.test,
+                client_request=chat_request,
             )
         finally:
             await engine.aclose()
