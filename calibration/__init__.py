@@ -9,6 +9,7 @@ from calibration.artifact import (
     student_fingerprint,
 )
 from calibration.features import confidence, renormalized_logprob, token_features
+from calibration.goal import RoutingGoal
 from calibration.metrics import (
     accuracy_score,
     aurc_loss,
@@ -40,6 +41,7 @@ __all__ = [
     "NotFittedError",
     "Outcome",
     "RoutingCurve",
+    "RoutingGoal",
     "TemperatureScaler",
     "ThresholdSelector",
     "accuracy_score",

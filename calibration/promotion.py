@@ -1,11 +1,18 @@
 """The statistics that let the loop promote and roll back by itself.
 
 ``promotion_gate``: a candidate student replaces the serving one only if, on a frozen set of
-prompts neither was trained or calibrated on, (1) its accepted answers meet the target with a
-Clopper-Pearson upper bound on their error <= 1 - target at level delta (the guarantee the
-threshold already gives), and (2) it accepts more of the *same* prompts, by an exact one-sided
-McNemar test on the discordant pairs (prompts one accepts and the other escalates). A first
-student has nothing to beat: only (1), and it must accept something.
+prompts neither was trained or calibrated on, it meets the task's goal (``RoutingGoal``) and
+beats the serving one by an exact one-sided McNemar test on the discordant pairs:
+
+- under ``target_accuracy``: (1) a Clopper-Pearson upper bound on its accepted answers' error
+  <= 1 - target at level delta (the guarantee the threshold already gives), and (2) it
+  accepts more of the *same* prompts (pairs: one accepts, the other escalates);
+- under ``max_escalation``: (1) it does not escalate significantly more than the budget
+  (a Clopper-Pearson lower bound on its escalation share <= the budget), and (2) at that
+  budget it serves more right answers itself (pairs: one accepts a right answer, the other
+  does not).
+
+A first student has nothing to beat: only (1), and it must accept something.
 
 ``AgreementSPRT``: Wald's sequential probability ratio test of the live audit agreement,
 H0 p = target against H1 p = target - epsilon. Audits arrive one by one; the test stops as
@@ -20,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from calibration.goal import RoutingGoal
 from calibration.threshold import binomial_cdf, clopper_pearson_upper
 
 __all__ = ["AgreementSPRT", "GateResult", "Outcome", "mcnemar_greater", "promotion_gate"]
@@ -67,14 +75,14 @@ def promotion_gate(
     candidate: Sequence[Outcome],
     current: Sequence[Outcome] | None,
     *,
-    target_accuracy: float,
-    delta: float,
+    goal: RoutingGoal,
     alpha: float,
 ) -> GateResult:
     """``current`` is None for a first student, else aligned with ``candidate``."""
     n = len(candidate)
     if current is not None and len(current) != n:
         raise ValueError("candidate and current need one outcome per prompt, aligned")
+    delta = goal.delta
     accepted = [o for o in candidate if o.accepted]
     errors = sum(not o.correct for o in accepted)
     bound = clopper_pearson_upper(errors, len(accepted), delta)
@@ -84,13 +92,22 @@ def promotion_gate(
     p_value: float | None = None
     current_coverage: float | None = None
     if current is not None:
-        gained = sum(a.accepted and not b.accepted for a, b in zip(candidate, current, strict=True))
-        lost = sum(b.accepted and not a.accepted for a, b in zip(candidate, current, strict=True))
+        # Under a budget the pairs that count are right answers served by the student.
+        def won(o: Outcome) -> bool:
+            return o.accepted and (o.correct or not goal.is_budget)
+
+        pairs = list(zip(candidate, current, strict=True))
+        gained = sum(won(a) and not won(b) for a, b in pairs)
+        lost = sum(won(b) and not won(a) for a, b in pairs)
         p_value = mcnemar_greater(gained, lost)
         current_coverage = sum(o.accepted for o in current) / n if n else 0.0
-    test = (
-        f"Clopper-Pearson upper bound on accepted error <= {1 - target_accuracy:.4g} at delta "
-        f"{delta:g}" + ("" if current is None else f"; exact McNemar (one-sided) at {alpha:g}")
+    if goal.max_escalation is None:
+        assert goal.target_accuracy is not None
+        first = f"Clopper-Pearson upper bound on accepted error <= {1 - goal.target_accuracy:.4g}"
+    else:
+        first = f"Clopper-Pearson lower bound on escalation <= {goal.max_escalation:g}"
+    test = f"{first} at delta {delta:g}" + (
+        "" if current is None else f"; exact McNemar (one-sided) at {alpha:g}"
     )
 
     def result(promote: bool, reason: str) -> GateResult:
@@ -103,17 +120,30 @@ def promotion_gate(
         return result(False, "the frozen evaluation set is empty")
     if not accepted:
         return result(False, NOTHING_ACCEPTED)
-    if bound > 1 - target_accuracy:
-        limit = 1 - target_accuracy
-        return result(
-            False, f"accepted accuracy not guaranteed: error bound {bound:.4f} > {limit:.4f}"
-        )
+    if goal.max_escalation is not None:
+        least = 1 - clopper_pearson_upper(len(accepted), n, delta)  # escalation's lower bound
+        if least > goal.max_escalation:
+            return result(
+                False,
+                f"escalates beyond its budget: at least {least:.4f} > {goal.max_escalation:g}",
+            )
+        passed, more = "within the escalation budget", "more right answers served"
+        worse = "serve significantly more right answers"
+    else:
+        assert goal.target_accuracy is not None
+        limit = 1 - goal.target_accuracy
+        if bound > limit:
+            return result(
+                False, f"accepted accuracy not guaranteed: error bound {bound:.4f} > {limit:.4f}"
+            )
+        passed, more = "guaranteed accuracy", "more accepted"
+        worse = "accept significantly more"
     if p_value is not None and p_value >= alpha:
         return result(
             False,
-            f"does not accept significantly more ({gained} gained, {lost} lost, p = {p_value:.3g})",
+            f"does not {worse} ({gained} gained, {lost} lost, p = {p_value:.3g})",
         )
-    return result(True, "guaranteed accuracy" + ("" if p_value is None else " and more accepted"))
+    return result(True, passed + ("" if p_value is None else f" and {more}"))
 
 
 Verdict = Literal["continue", "holds", "fell"]

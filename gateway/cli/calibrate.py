@@ -8,13 +8,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from calibration import RoutingGoal
 from gateway.answers import AnswerCheck
 from gateway.cli.resolve import redis_client, task_named
 from gateway.cli.student import answer_budget
 from gateway.engines.factory import ReplayEngine, replay_engine
 from gateway.examples import Example
+from gateway.pipeline.decision import routing_goal
 from gateway.settings import Settings
-from gateway.tasks import PromptFormat, Task, default_calibrator
+from gateway.tasks import PromptFormat, RoutingPolicy, Task, default_calibrator
 
 __all__ = ["calibrate_student", "calibrate_task", "run", "stream_examples"]
 
@@ -24,9 +26,7 @@ def calibrate_student(
     examples: Sequence[Example],
     out: Path,
     *,
-    target_accuracy: float | None,
-    max_escalation: float | None,
-    delta: float,
+    goal: RoutingGoal,
     max_tokens: int,
     prompt: PromptFormat,
     check: AnswerCheck | None = None,
@@ -55,13 +55,7 @@ def calibrate_student(
         )
         bar.update()
         bar.set_postfix_str("fitting temperature and threshold")
-        calibration, held = fit_calibration(
-            scored,
-            student,
-            target_accuracy=target_accuracy,
-            max_escalation=max_escalation,
-            delta=delta,
-        )
+        calibration, held = fit_calibration(scored, student, goal=goal)
         bar.update()
         bar.set_postfix_str("writing artifact and plots")
         save_calibration(calibration, out)
@@ -84,7 +78,7 @@ def calibrate_student(
     print(f"\n{'metric':<12} {'before':>10} {'after':>10}   ({sizes})")
     for key in ("accuracy", "ece", "mce", "brier", "nll", "aurc", "token_nll"):
         print(f"{key:<12} {before[key]:>10.4f} {after[key]:>10.4f}")
-    goal = (
+    asked = (
         f"target accepted accuracy {calibration.target_accuracy} (delta {calibration.delta})"
         if calibration.target_accuracy is not None
         else f"escalate at most {calibration.max_escalation}"
@@ -92,7 +86,7 @@ def calibrate_student(
     warning = "" if calibration.certified else " -- NOT CERTIFIED: everything escalates"
     print(
         f"\ntemperature {calibration.temperature:.4f}; "
-        f"threshold {calibration.threshold:.4f} for {goal}: "
+        f"threshold {calibration.threshold:.4f} for {asked}: "
         f"accepts {after['coverage']:.1%} with accuracy {after['accepted_accuracy']:.4f} "
         f"(error bound {calibration.error_bound:.4f}){warning}"
     )
@@ -116,9 +110,7 @@ def _calibrate_for(task: Task, examples: Sequence[Example]) -> None:
         task.student,
         examples,
         task.calibrator_path,
-        target_accuracy=task.routing.target_accuracy,
-        max_escalation=task.routing.max_escalation,
-        delta=task.routing.delta,
+        goal=routing_goal(task.routing),
         max_tokens=task.generation.max_tokens,
         prompt=task.prompt,
         check=task.answer_check,
@@ -165,9 +157,14 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
         args.student,
         read_examples(args.data),
         args.out or default_calibrator(args.student),
-        target_accuracy=args.target_accuracy if goal_given else 0.97,
-        max_escalation=args.max_escalation,
-        delta=args.delta or 0.05,
+        # without a task, the goal asked for, else a task's default
+        goal=routing_goal(
+            RoutingPolicy(
+                target_accuracy=args.target_accuracy,
+                max_escalation=args.max_escalation,
+                delta=args.delta or RoutingPolicy().delta,
+            )
+        ),
         max_tokens=budget,
         prompt=PromptFormat(),
     )

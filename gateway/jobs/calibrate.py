@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from calibration import (
     AnswerTemperatureScaler,
     Calibration,
+    RoutingGoal,
     ThresholdSelector,
     aurc_loss,
     brier_score_loss,
@@ -180,9 +181,7 @@ def fit_calibration(
     scored: ScoredSet,
     student_dir: Path,
     *,
-    target_accuracy: float | None,
-    max_escalation: float | None,
-    delta: float = 0.05,
+    goal: RoutingGoal,
     seed: int = 0,
 ) -> tuple[Calibration, ScoredSet]:
     """Fit T on a third and the threshold on the other two thirds (``split_for_calibration``);
@@ -199,7 +198,7 @@ def fit_calibration(
     before = sequence_confidence(select_part.greedy, 1.0)
     after = sequence_confidence(select_part.greedy, temperature)
     selector = ThresholdSelector(
-        target_accuracy=target_accuracy, max_escalation=max_escalation, delta=delta
+        target_accuracy=goal.target_accuracy, max_escalation=goal.max_escalation, delta=goal.delta
     )
     selector.fit(after, correct)
     metrics_after = calibration_metrics(correct, after)
@@ -215,9 +214,9 @@ def fit_calibration(
         temperature=temperature,
         threshold=float(selector.threshold_),
         student_fingerprint=student_fingerprint(student_dir),
-        target_accuracy=target_accuracy,
-        max_escalation=max_escalation,
-        delta=delta,
+        target_accuracy=goal.target_accuracy,
+        max_escalation=goal.max_escalation,
+        delta=goal.delta,
         certified=bool(selector.certified_),
         error_bound=float(selector.error_bound_),
         n_temperature=len(fit_idx),

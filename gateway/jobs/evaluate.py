@@ -29,7 +29,7 @@ from gateway.examples import Example
 from gateway.jobs.fields import field_scores
 from gateway.pipeline.answer import Pipeline
 from gateway.pipeline.base import Answer
-from gateway.pipeline.decision import Route
+from gateway.pipeline.decision import Route, routing_goal
 from gateway.pipeline.deployment import TaskRuntime
 from gateway.pipeline.escalation import teacher_request
 from gateway.pipeline.reply import ReplyOptions
@@ -164,6 +164,7 @@ async def evaluate(
         "temperature": runtime.calibration.temperature if runtime.calibration else None,
         "threshold": runtime.calibration.threshold if runtime.calibration else None,
         "target_accuracy": runtime.calibration.target_accuracy if runtime.calibration else None,
+        "goal": str(routing_goal(task.routing)),  # what the task asks; the calibrator's above
         "teacher": runtime.teacher_label or runtime.teacher.name,
         "client_max_tokens": max_tokens,
     }

@@ -40,7 +40,7 @@ from gateway.loop.data import RoundData, round_data, with_labelled
 from gateway.loop.lifecycle import Event, State, first_stage
 from gateway.loop.registry import Manifest, Registry, now
 from gateway.loop.trainers import Trainer, TrainerFailed, TrainJob
-from gateway.pipeline.decision import decide
+from gateway.pipeline.decision import decide, routing_goal
 from gateway.tasks import LoopPolicy, Task
 
 __all__ = ["RoundReport", "judge", "run_round"]
@@ -196,7 +196,7 @@ async def run_round(
         return _build_failed(registry, report, folder, f"training failed: {exc}")
 
     started = time.monotonic()
-    routing = task.routing
+    goal = routing_goal(task.routing)
     try:
         scored = await score_set(
             student,
@@ -206,13 +206,7 @@ async def run_round(
             check=task.answer_check,
             engine=replay_engine(task),
         )
-        calibration, _ = fit_calibration(
-            scored,
-            student,
-            target_accuracy=routing.target_accuracy,
-            max_escalation=routing.max_escalation,
-            delta=routing.delta,
-        )
+        calibration, _ = fit_calibration(scored, student, goal=goal)
     except Exception as exc:  # a candidate that cannot be run or calibrated is rejected
         return _build_failed(registry, report, folder, f"calibration failed: {exc}")
     save_calibration(calibration, folder / "calibration.json")
@@ -231,10 +225,7 @@ async def run_round(
     if current_dir is not None and current_calibrator is not None:
         current_calibration = load_calibration(current_calibrator)
         current = await judge(current_dir, current_calibration, task, evaluate)
-    target = routing.target_accuracy if routing.target_accuracy is not None else 0.97
-    result = promotion_gate(
-        candidate, current, target_accuracy=target, delta=routing.delta, alpha=policy.gate_alpha
-    )
+    result = promotion_gate(candidate, current, goal=goal, alpha=policy.gate_alpha)
     report.seconds["gate"] = round(time.monotonic() - started, 1)
     report.gate = result.as_dict()
     evidence = report.gate | {"calibration": report.calibration}
@@ -249,7 +240,7 @@ async def run_round(
         if result.reason == NOTHING_ACCEPTED:  # too weak yet: say how far, and what comes next
             accuracy = calibration.metrics_after.get("accuracy", float("nan"))
             report.reason += (
-                f": no threshold is certified at {target:g} (its answers {accuracy:.3f} right "
+                f": no threshold is certified for {goal} (its answers {accuracy:.3f} right "
                 f"on {calibration.n_threshold} held-out prompts, T {calibration.temperature:.2f})"
                 "; the teacher answers meanwhile, and the next round continues its training"
             )

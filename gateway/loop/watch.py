@@ -36,18 +36,17 @@ def _sprt(
     agreed: Sequence[bool],
     *,
     first: bool,
-    target: float | None = None,
+    target: float | None,
     epsilon: float | None = None,
 ) -> Watch:
-    """The SPRT over ``agreed``, oldest first: agreement ``target`` (the task's) against
-    ``target - epsilon``. ``first``: stop at the first decision (a trial stage); else the test
-    restarts after each ``holds`` and watches on (the serving version)."""
+    """The SPRT over ``agreed``, oldest first: agreement ``target`` (what the task's goal
+    holds the version to, ``RoutingGoal.agreement_target``; None: nothing to hold it to)
+    against ``target - epsilon``. ``first``: stop at the first decision (a trial stage); else
+    the test restarts after each ``holds`` and watches on (the serving version)."""
     policy = task.loop
     assert policy is not None
-    if version is None or not agreed:
+    if version is None or not agreed or target is None:
         return Watch(version, 0, None, "none")
-    if target is None:
-        target = task.routing.target_accuracy or 0.97
     if epsilon is None:
         epsilon = min(policy.rollback_epsilon, target / 2)
     test = AgreementSPRT(target, epsilon, alpha=policy.rollback_alpha, beta=policy.rollback_beta)
@@ -69,13 +68,17 @@ def _agreements(task: Task, records: Sequence[CaptureRecord]) -> list[bool]:
     return [answers_agree(r.student_answer, r.teacher_answer or "", check) for r in judged]
 
 
-def watch_serving(task: Task, version: str | None, records: Sequence[CaptureRecord]) -> Watch:
+def watch_serving(
+    task: Task, version: str | None, records: Sequence[CaptureRecord], target: float | None
+) -> Watch:
     """The SPRT over the serving version's audits."""
     audits = [r for r in records if r.route == "audit" and r.student_version == version]
-    return _sprt(task, version, _agreements(task, audits), first=False)
+    return _sprt(task, version, _agreements(task, audits), first=False, target=target)
 
 
-def watch_trial(task: Task, trial: TrialState, records: Sequence[CaptureRecord]) -> Watch:
+def watch_trial(
+    task: Task, trial: TrialState, records: Sequence[CaptureRecord], target: float | None
+) -> Watch:
     """The SPRT over the candidate's evidence since its stage began: in shadow, the answers
     it would have accepted, against the teacher's; as a canary, the audits of what it served."""
     route, reasons = ("shadow", {"confident"}) if trial.stage == "shadow" else ("audit", None)
@@ -87,7 +90,7 @@ def watch_trial(task: Task, trial: TrialState, records: Sequence[CaptureRecord])
         and r.captured_at >= trial.since
         and (reasons is None or r.reason in reasons)
     ]
-    return _sprt(task, trial.version, _agreements(task, evidence), first=True)
+    return _sprt(task, trial.version, _agreements(task, evidence), first=True, target=target)
 
 
 ESCALATED = {"low_confidence", "invalid_answer"}

@@ -43,6 +43,7 @@ from gateway.loop.round import RoundReport, run_round
 from gateway.loop.source import CaptureHistory
 from gateway.loop.trainers import Trainer, trainer_for
 from gateway.loop.watch import watch_escalation, watch_serving, watch_trial
+from gateway.pipeline.decision import routing_goal
 from gateway.tasks import Task
 
 __all__ = ["LoopWorker"]
@@ -106,7 +107,8 @@ class LoopWorker:
         serving = self.registry.serving()
         rolled_back = False
         if serving is not None and self.policy.rollback:
-            watch = watch_serving(self.task, serving.version, records)
+            target = self._agreement_target(serving.version)
+            watch = watch_serving(self.task, serving.version, records, target)
             if watch.verdict == "fell":
                 reason = (
                     f"live audit agreement {watch.agreement:.3f} over {watch.audits} audits fell "
@@ -144,6 +146,18 @@ class LoopWorker:
         self._state, self.last_status = "", f"{report.outcome}: {report.reason}"
         return report
 
+    def _agreement_target(self, version: str) -> float | None:
+        """What the task's goal holds ``version``'s live audits to: its target accuracy, or
+        under an escalation budget the accepted accuracy the version's calibration measured."""
+        goal = routing_goal(self.task.routing)
+        if not goal.is_budget:
+            return goal.target_accuracy
+        try:
+            calibration = load_calibration(self.registry.calibrator(version))
+        except (OSError, ValueError):
+            return None
+        return goal.agreement_target(calibration.metrics_after.get("accepted_accuracy"))
+
     def _status(self, state: str, detail: str) -> None:
         """A state seen every poll is logged once, when it begins (its detail, such as a
         growing count of new records, does not make it a new state)."""
@@ -176,7 +190,7 @@ class LoopWorker:
         )
 
     async def _judge_trial(self, trial: TrialState, records: Sequence[CaptureRecord]) -> None:
-        watch = watch_trial(self.task, trial, records)
+        watch = watch_trial(self.task, trial, records, self._agreement_target(trial.version))
         self.last_status = (
             f"{trial.version} on trial ({trial.stage}, share {trial.share:g}): "
             f"{watch.audits} answers judged"

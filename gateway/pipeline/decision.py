@@ -6,7 +6,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
-__all__ = ["ESCALATION_REASONS", "Decision", "Reason", "Route", "decide"]
+from calibration import RoutingGoal
+from gateway.tasks import RoutingPolicy
+
+__all__ = ["ESCALATION_REASONS", "Decision", "Reason", "Route", "decide", "routing_goal"]
+
+
+def routing_goal(routing: RoutingPolicy) -> RoutingGoal:
+    """The task's goal, as calibration, the gate, the rollback watch and evaluate read it."""
+    return RoutingGoal(routing.target_accuracy, routing.max_escalation, routing.delta)
 
 
 class Route(StrEnum):

@@ -170,7 +170,7 @@ def test_a_version_whose_audits_disagree_is_rolled_back_by_the_sprt(tmp_path: Pa
         captured(f"q{i}", "card_arrival", route="audit", student=s, version=v2, at=i)
         for i, s in enumerate(["card_arrival", "exchange_rate", "exchange_rate"] * 20)
     ]
-    watch = watch_serving(t, v2, [*good, *audits])
+    watch = watch_serving(t, v2, [*good, *audits], target=0.9)
     assert watch.verdict == "fell" and watch.audits < 60
     worker = LoopWorker(t, History([*good, *audits]))  # type: ignore[arg-type]
     asyncio.run(worker.step())
@@ -182,7 +182,39 @@ def test_a_version_whose_audits_disagree_is_rolled_back_by_the_sprt(tmp_path: Pa
         captured(f"r{i}", "card_arrival", route="audit", student="card_arrival", version=v1)
         for i in range(200)
     ]
-    assert watch_serving(t, v1, fine).verdict == "holds"
+    assert watch_serving(t, v1, fine, target=0.9).verdict == "holds"
+
+
+@pytest.mark.parametrize(
+    ("goal", "agreeing", "rolled_back"),
+    [
+        ({"max_escalation": 0.3}, 0.8, False),  # as right as its calibration measured
+        ({"max_escalation": 0.3}, 0.5, True),  # below what it measured
+        ({"target_accuracy": 0.97}, 0.8, True),  # the same audits, held to an accuracy goal
+    ],
+)
+def test_a_budget_task_is_watched_on_its_own_goal(
+    tmp_path: Path, goal: dict[str, float], agreeing: float, rolled_back: bool
+) -> None:
+    """A task with an escalation budget asks no accuracy: its serving version is held to the
+    accepted accuracy its calibration measured (0.8 here), not to a 0.97 it never asked for."""
+    t = task(tmp_path, min_pairs=10_000).model_copy(update={"routing": RoutingPolicy(**goal)})
+    registry = Registry(tmp_path / "registry", "banking77")
+    v1, v2 = make_version(registry), make_version(registry)
+    for version in (v1, v2):
+        promote(registry, version)
+        measured = Calibration(1.0, 0.5, "x", metrics_after={"accepted_accuracy": 0.8})
+        save_calibration(measured, registry.calibrator(version))
+    rng = random.Random(0)
+    audits = [
+        captured(
+            f"q{i}", "card_arrival", route="audit", version=v2,
+            student="card_arrival" if rng.random() < agreeing else "exchange_rate",
+        )
+        for i in range(400)
+    ]  # fmt: skip
+    asyncio.run(LoopWorker(t, History(audits)).step())  # type: ignore[arg-type]
+    assert (registry.version(v2).state == State.BAD) is rolled_back
 
 
 def test_one_worker_per_task_holds_the_lease(tmp_path: Path) -> None:
