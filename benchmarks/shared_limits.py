@@ -16,9 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from gateway.api.keys import ClientKey, key_digest
-from gateway.api.ratelimit import ProcessRateLimiter, RateLimiter
-from gateway.api.redis_ratelimit import RedisRateLimiter
+from gateway.keys import ClientKey, key_digest
+from gateway.limits import ProcessRateLimiter, RateLimiter, RedisRateLimiter
 from tests.redis_cluster import RedisClusterServers
 from tests.redis_server import RedisServer
 

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import openai
 
-from gateway.api.keys import key_digest
+from gateway.keys import key_digest
 from gateway.simulator import SimulatedAnswers, create_sim_app
 from tests.conftest import (
     LABELS,

@@ -41,8 +41,10 @@ LAYERS = {
     # data types, errors, configuration
     "gateway": 0, "gateway.errors": 0, "gateway.answers": 0, "gateway.examples": 0,
     "gateway.tasks": 0, "gateway.settings": 0, "gateway.cores": 0, "gateway.redis_clients": 0,
+    "gateway.keys": 0,
     "calibration": 1,  # the math: no I/O
     "gateway.engines": 2, "gateway.teachers": 2, "gateway.capture": 2,  # the parts
+    "gateway.limits": 2,
     "gateway.pipeline": 3,  # request -> student -> confidence -> accept or escalate
     "gateway.jobs": 4, "gateway.loop": 4, "gateway.training": 4,  # offline work
     # the edge: HTTP, process assembly, metrics, commands

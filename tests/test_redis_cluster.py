@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.api.redis_ratelimit import bucket_key
 from gateway.capture import CaptureRecord
 from gateway.capture.redis import default_stream_name
+from gateway.limits.redis import bucket_key
 from tests.conftest import cli
 from tests.fleet import Fleet, drive, wait_until
 from tests.redis_cluster import RedisClusterServers

@@ -17,62 +17,60 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.exceptions import HTTPException
 
-from gateway.errors import ReloadRefused
+from gateway.api.state import GatewayState, gateway_state
+from gateway.errors import Overloaded, ReloadRefused
 from gateway.loop.status import loop_status
-from gateway.pipeline.answer import Pipeline
 from gateway.pipeline.deployment import DeploymentError
-from gateway.runtime.reloading import Reloader
-from gateway.settings import Settings
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 
 
-def _require_enabled(request: Request) -> None:
+def _enabled(request: Request) -> GatewayState:
     """Without an admin key these endpoints do not exist; with one, the middleware has
     already checked it."""
-    settings: Settings = request.app.state.settings
-    if settings.admin_key is None:
+    state = gateway_state(request)
+    if state.settings.admin_key is None:
         raise HTTPException(404, "Admin endpoints are disabled; set DISTILLGATE_ADMIN_KEY.")
+    return state
 
 
 @router.post("/reload")
 async def reload(request: Request) -> dict[str, Any]:
-    _require_enabled(request)
-    reloader: Reloader = request.app.state.reloader
+    state = _enabled(request)
+    if state.reloader is None:
+        raise Overloaded("The gateway is starting.", status_code=503)
     try:
-        deployment = await reloader.reload()
+        deployment = await state.reloader.reload()
     except DeploymentError as exc:
         raise ReloadRefused(
             f"Reload refused; still serving the previous deployment: {exc}"
         ) from None
-    keyring = request.app.state.keyring
-    return {"object": "deployment", "tasks": deployment.describe(), "client_keys": len(keyring)}
+    tasks, keys = deployment.describe(), len(state.keyring)
+    return {"object": "deployment", "tasks": tasks, "client_keys": keys}
 
 
 @router.post("/drain")
 async def drain(request: Request) -> dict[str, Any]:
-    _require_enabled(request)
-    request.app.state.draining = True
+    _enabled(request).draining = True
     return {"object": "drain", "draining": True}
 
 
 @router.delete("/drain")
 async def undrain(request: Request) -> dict[str, Any]:
-    _require_enabled(request)
-    request.app.state.draining = False
+    _enabled(request).draining = False
     return {"object": "drain", "draining": False}
 
 
 @router.get("/status")
 async def status(request: Request) -> dict[str, Any]:
-    _require_enabled(request)
-    pipeline: Pipeline = request.app.state.pipeline
+    state = _enabled(request)
+    pipeline = state.serving
     recorder = pipeline.recorder
     return {
         "object": "status",
-        "draining": request.app.state.draining,
+        "draining": state.draining,
         "tasks": pipeline.deployment.describe(),
         "audit": {
             name: pipeline.audits.agreement(name).to_json() if pipeline.audits else None

@@ -20,13 +20,12 @@ from fastapi.responses import Response, StreamingResponse
 from prometheus_client import Histogram
 
 from gateway.api import completions
-from gateway.api.keys import ClientKey
 from gateway.api.middleware import request_id_of
 from gateway.api.openapi import ERROR_RESPONSES
 from gateway.api.protocol import ChatCompletionRequest, CompletionRequest, parse_body
+from gateway.api.state import GatewayState, gateway_state
 from gateway.errors import GatewayError, InvalidRequest, Overloaded, UnknownTask
-from gateway.metrics import Metrics
-from gateway.pipeline.answer import Pipeline
+from gateway.keys import ClientKey
 
 __all__ = ["direct_routes", "router"]
 
@@ -67,9 +66,9 @@ def json_response(content: Any, headers: Mapping[str, str] | None = None) -> Res
     return Response(orjson.dumps(content), media_type="application/json", headers=headers)
 
 
-def _forced_route(request: Request) -> Literal["student", "teacher"] | None:
+def _forced_route(request: Request, state: GatewayState) -> Literal["student", "teacher"] | None:
     value = request.headers.get("x-distillgate-force-route")
-    if value is None or not request.app.state.settings.allow_force_route:
+    if value is None or not state.settings.allow_force_route:
         return None
     if value == "student":
         return "student"
@@ -95,21 +94,21 @@ def _check_scope(key: ClientKey | None, model: str) -> None:
 
 
 async def _answer(request: Request, body: ChatCompletionRequest | CompletionRequest) -> Response:
-    pipeline: Pipeline = request.app.state.pipeline
-    metrics: Metrics = request.app.state.metrics
+    state = gateway_state(request)
+    pipeline, metrics = state.serving, state.metrics
     request_id = request_id_of(request.scope)
     task = body.model if body.model in pipeline.runtimes else "unknown"  # bounded labels
     key = _client_key(request)
     started = time.perf_counter()
     try:
         _check_scope(key, body.model)
-        forced = _forced_route(request)
+        forced = _forced_route(request, state)
         if body.stream:
             events, headers, tokens = await _until_disconnect(
                 request, completions.stream(pipeline, body, request_id, forced)
             )
             if key is not None:
-                request.app.state.limiter.charge(key, tokens)
+                state.limiter.charge(key, tokens)
             route = headers["x-distillgate-route"]
             metrics.child(metrics.requests, task, route, "200").inc()
             headers = {**headers, "cache-control": "no-cache"}
@@ -128,7 +127,7 @@ async def _answer(request: Request, body: ChatCompletionRequest | CompletionRequ
             metrics.engine_rejections.labels(task).inc()
         raise
     if key is not None:
-        request.app.state.limiter.charge(key, result["usage"]["total_tokens"])
+        state.limiter.charge(key, result["usage"]["total_tokens"])
     route = headers["x-distillgate-route"]
     metrics.child(metrics.requests, task, route, "200").inc()
     metrics.child(metrics.request_seconds, task, route).observe(time.perf_counter() - started)
@@ -167,7 +166,7 @@ _KEYED: dict[int | str, dict[str, Any]] = {401: ERROR_RESPONSES[401]}
 
 @router.get("/v1/models", responses=_KEYED)
 async def list_models(request: Request) -> dict[str, Any]:
-    pipeline: Pipeline = request.app.state.pipeline
+    pipeline = gateway_state(request).serving
     key = _client_key(request)
     models = completions.models(pipeline)
     models["data"] = [m for m in models["data"] if key is None or key.may_call(m["id"])]
@@ -176,7 +175,7 @@ async def list_models(request: Request) -> dict[str, Any]:
 
 @router.get("/v1/models/{model}", responses={**_KEYED, 404: ERROR_RESPONSES[404]})
 async def retrieve_model(model: str, request: Request) -> dict[str, Any]:
-    pipeline: Pipeline = request.app.state.pipeline
+    pipeline = gateway_state(request).serving
     _check_scope(_client_key(request), model)
     pipeline.runtime(model)
     return next(m for m in completions.models(pipeline)["data"] if m["id"] == model)
@@ -189,10 +188,9 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", responses={503: ERROR_RESPONSES[503]})
 async def readyz(request: Request) -> dict[str, str]:
-    pipeline: Pipeline | None = getattr(request.app.state, "pipeline", None)
-    if pipeline is None:
-        raise Overloaded("The gateway is starting.", status_code=503)
-    if request.app.state.draining:
+    state = gateway_state(request)
+    pipeline = state.serving
+    if state.draining:
         raise Overloaded("The gateway is draining (POST /admin/drain).", status_code=503)
     try:
         for engine in pipeline.engines:

@@ -12,7 +12,7 @@ __all__ = ["run"]
 
 
 def run(args: argparse.Namespace, settings: Settings) -> None:
-    from gateway.api.keys import key_digest, new_key
+    from gateway.keys import key_digest, new_key
 
     if args.action == "hash":
         print(key_digest(sys.stdin.readline().strip()).hex())

@@ -2,7 +2,7 @@
 
 ``Answer`` is the pipeline's one result, immutable: what is served (within the client's
 options) beside what the decision saw. ``PipelineObserver`` is how metrics watch the data
-path without the pipeline knowing about Prometheus (``server/metrics.py`` implements it;
+path without the pipeline knowing about Prometheus (``gateway/metrics/series.py`` implements it;
 ``NullObserver`` is for offline replays and tests).
 """
 

@@ -17,7 +17,7 @@ import logging
 import signal
 from collections.abc import Callable, Mapping
 
-from gateway.api.keys import KeyRing, KeyRingError
+from gateway.keys import KeyRing, KeyRingError
 from gateway.pipeline.answer import Pipeline
 from gateway.pipeline.deployment import (
     Deployment,

@@ -10,9 +10,9 @@ import httpx
 import openai
 import pytest
 
-from gateway.api.keys import ClientKey, KeyRing, KeyRingError, key_digest
-from gateway.api.ratelimit import ProcessRateLimiter
 from gateway.errors import RateLimited
+from gateway.keys import ClientKey, KeyRing, KeyRingError, key_digest
+from gateway.limits.process import ProcessRateLimiter
 from gateway.settings import Settings
 from tests.conftest import Gateway, write_task
 

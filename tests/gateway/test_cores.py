@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from gateway import cores
-from gateway.app import _beside_the_loop
+from gateway.app.engines import beside_the_loop
 from gateway.cores import CoreWatch, serving_threads
 from gateway.runtime.loop_processes import LoopProcesses
 from gateway.settings import Settings
@@ -27,21 +27,21 @@ def test_the_student_engine_takes_only_the_cores_a_running_round_leaves(
 ) -> None:
     """The demo's own tasks, as `serve` starts them: the engine's torch threads plus the
     loop's trainer threads never exceed the machine's cores (one engine thread at least)."""
-    monkeypatch.setattr("gateway.app.available_cores", lambda: n)
+    monkeypatch.setattr("gateway.app.engines.available_cores", lambda: n)
     settings = Settings(tasks_dir=ROOT / "tasks")
     tasks = [t for t in load_tasks(settings.tasks_dir).values() if t.loop is not None]
     workers = LoopProcesses(settings, tasks)
     reserved = workers.threads()
     assert reserved == max(t.loop.train_threads for t in tasks if t.loop)  # they take turns
-    threads = _beside_the_loop(settings, workers).torch_threads
+    threads = beside_the_loop(settings, workers).torch_threads
     assert threads is not None
     assert threads + reserved <= n or threads == 1
     assert threads == serving_threads(n, reserved)
     # A count the operator set is kept; with the loop run elsewhere, nothing is reserved.
     told = Settings(tasks_dir=ROOT / "tasks", torch_threads=7)
-    assert _beside_the_loop(told, workers).torch_threads == 7
+    assert beside_the_loop(told, workers).torch_threads == 7
     apart = Settings(tasks_dir=ROOT / "tasks", loop="off")
-    assert _beside_the_loop(apart, workers).torch_threads is None
+    assert beside_the_loop(apart, workers).torch_threads is None
 
 
 def test_rounds_that_do_not_take_turns_reserve_every_trainer(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import httpx
 import openai
@@ -10,12 +11,24 @@ import pytest
 from prometheus_client import REGISTRY, Gauge
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.loop.registry import Registry
 from gateway.settings import Settings
 from gateway.simulator import SimulatedAnswers, create_sim_app
-from tests.conftest import LABELS, Gateway, serve_in_thread, write_calibrator, write_task
+from tests.conftest import (
+    LABELS,
+    ROOT,
+    Gateway,
+    TinyStudent,
+    serve_in_thread,
+    write_calibrator,
+    write_task,
+)
+from tests.loop_fleet import add_version, loop_task, promote
+from tests.redis_server import RedisServer
 
 KEY_ENV = "DISTILLGATE_TEST_METRICS_KEY"
 IN_DOMAIN = "I still have not received my card"
+DEPLOY = ROOT / "deploy"
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +125,30 @@ def test_names_and_labels_are_safe(gw: Gateway) -> None:
     names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line[:1].isalpha()}
     assert names and all(n.startswith("distillgate_") and "vllm" not in n for n in names)
     assert not re.search(r"req-|chatcmpl|request_id|user=", text)  # no unbounded labels
+
+
+def test_every_series_a_dashboard_reads_is_there_from_start_up(
+    tiny_student: TinyStudent, run_gateway, redis_server: RedisServer, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Scraped before the first request: a loop task serving its first version (no trial
+    yet), capture and shared limits in Redis. Every name the dashboards and alerts query
+    has a sample, so no panel says "No data" for what has simply not happened yet."""
+    tasks = loop_task(tmp_path, teacher=tiny_student)
+    registry = Registry(tmp_path / "registry", "banking77")
+    version = add_version(registry, tiny_student.path)
+    fitted = {"target_accuracy": 0.9, "metrics_after": {"coverage": 0.6}}  # as calibrate writes
+    write_calibrator(registry.calibrator(version), registry.student_dir(version), **fitted)
+    promote(registry, version)
+    gw = run_gateway(
+        Settings(
+            tasks_dir=tasks, redis_url=redis_server.url, loop="off", spool_dir=tmp_path / "spool"
+        )
+    )
+    text = httpx.get(f"{gw.url}/metrics").text
+    queried = "".join(p.read_text() for p in DEPLOY.rglob("*") if p.suffix in (".json", ".yml"))
+    names = set(re.findall(r"distillgate_[a-z_]+", queried))
+    sampled = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line[:1].isalpha()}
+    assert names - sampled == set()
+    assert 'distillgate_student_trial_share{stage="none",task="banking77",version="none"} 0.0' in (
+        text
+    )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from gateway.metrics import Metrics
+from gateway.metrics import LiveCollector, Metrics, ServingSnapshot
+from gateway.metrics.live import TaskState, TrialState
 from gateway.pipeline.decision import ESCALATION_REASONS, Reason, Route
 
 # The series the dashboards and alerts read that only counted events used to create.
@@ -43,7 +44,7 @@ def test_every_series_the_dashboards_read_is_prepared() -> None:
     metrics.prepare(["t"])
     metrics.prepare_versions([("t", "static")])
     text = metrics.render().decode()
-    live = {  # read at scrape time from what is served (DeploymentCollector)
+    live = {  # read at scrape time from what is served (LiveCollector, test_metrics.py)
         "distillgate_calibrator",
         "distillgate_teacher_circuit_open",
         "distillgate_teacher_retries",
@@ -53,7 +54,7 @@ def test_every_series_the_dashboards_read_is_prepared() -> None:
         "distillgate_capture_queued",
         "distillgate_http_requests",
         "distillgate_rate_limited",
-        "distillgate_rate_limits_shared",  # SharedLimitsCollector, with shared limits only
+        "distillgate_rate_limits_shared",
         "distillgate_student_version_info",
         "distillgate_student_trial_share",
         "distillgate_loop_",  # from the task's registry
@@ -78,3 +79,19 @@ def test_every_escalation_reason_the_pipeline_counts_is_prepared() -> None:
         assert f'distillgate_requests_total{{route="{route}",status="200",task="t"}} 0.0' in text
     assert Reason.NO_STUDENT in ESCALATION_REASONS
     assert Reason.CONFIDENT not in ESCALATION_REASONS
+
+
+def test_a_task_without_a_trial_reads_a_zero_share() -> None:
+    """The trial panel has a series from start-up (version ``none``), and a trial replaces
+    it rather than sitting beside it."""
+    metrics = Metrics()
+    snapshot = ServingSnapshot(tasks={"t": TaskState(version="v0001")})
+    metrics.watch(LiveCollector(lambda: snapshot))
+    idle = 'distillgate_student_trial_share{stage="none",task="t",version="none"} 0.0'
+    assert idle in metrics.render().decode()
+    snapshot = ServingSnapshot(
+        tasks={"t": TaskState(version="v0001", trial=TrialState("v0002", "canary", 0.1))}
+    )
+    text = metrics.render().decode()
+    assert 'distillgate_student_trial_share{stage="canary",task="t",version="v0002"} 0.1' in text
+    assert idle not in text

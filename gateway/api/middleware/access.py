@@ -9,13 +9,12 @@ from __future__ import annotations
 import hmac
 from typing import Literal
 
-from pydantic import SecretStr
-from starlette.datastructures import State
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.api.errors import send_error
-from gateway.api.keys import KeyRing, key_digest
+from gateway.api.state import GatewayState
 from gateway.errors import RateLimited, Unauthorized
+from gateway.keys import KeyRing, key_digest
 
 __all__ = ["Access", "AuthMiddleware"]
 
@@ -31,21 +30,15 @@ class AuthMiddleware:
     With no client keys configured, client-level paths are open.
     """
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        state: State,
-        admin_key: SecretStr | None,
-        metrics_access: Access,
-        health_access: Access,
-    ) -> None:
+    def __init__(self, app: ASGIApp, state: GatewayState) -> None:
         self.app = app
-        self.state = state  # .keyring, .limiter, .metrics: a reload swaps the keyring
+        self.state = state  # read per request: a reload swaps the keyring
+        admin_key, settings = state.settings.admin_key, state.settings
         self.admin_digest = key_digest(admin_key.get_secret_value()) if admin_key else None
         self.levels: dict[str, Access] = {
-            "/metrics": metrics_access,
-            "/healthz": health_access,
-            "/readyz": health_access,
+            "/metrics": settings.metrics_access,
+            "/healthz": settings.health_access,
+            "/readyz": settings.health_access,
         }
 
     def _level(self, path: str) -> Access:

@@ -1,27 +1,21 @@
-"""Per-key rate limits: requests and tokens per minute, as token buckets, per process.
+"""``ProcessRateLimiter``: a client key's buckets in this process.
 
-A bucket holds up to a minute's allowance and refills continuously, so a key may burst
-to its per-minute limit and then proceeds at the steady rate. Requests are taken on
-arrival; tokens are charged when the answer is known (prompt + completion) and may push
-the bucket into debt, which refuses the key's next requests until it has refilled, the
-way OpenAI's token limits behave.
-
-``ProcessRateLimiter`` keeps the buckets in this process: alone it serves one gateway, and it
-is what ``RedisRateLimiter`` (``redis_ratelimit.py``, the same buckets shared by every replica)
-falls back to, with each limit divided by the replicas expected, while Redis is unreachable.
+Alone it serves one gateway; it is also what ``RedisRateLimiter`` (``redis.py``, the same
+buckets shared by every replica) falls back to, with each limit divided by the replicas
+expected, while Redis is unreachable.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
-from gateway.api.keys import ClientKey
-from gateway.errors import RateLimited
+from gateway.keys import ClientKey
+from gateway.limits.base import refusal
 
-__all__ = ["ProcessRateLimiter", "RateLimiter", "TokenBucket", "refusal"]
+__all__ = ["ProcessRateLimiter", "TokenBucket"]
 
 
 @dataclass
@@ -49,30 +43,10 @@ class TokenBucket:
         self.level -= amount
 
 
-class RateLimiter(Protocol):
-    """Where a client key's allowance is kept: this process, or Redis for the whole fleet."""
-
-    async def admit(self, key: ClientKey) -> None:
-        """Take one request from ``key``'s allowance, or raise ``RateLimited`` (429)."""
-
-    def charge(self, key: ClientKey, tokens: int) -> None:
-        """Count an answer's tokens against ``key`` (never refuses: the answer is given)."""
-
-
-def refusal(key: ClientKey, kind: str, wait: float, share: int = 1) -> RateLimited:
-    per_minute = key.tokens_per_minute if kind == "tokens" else key.requests_per_minute
-    where = (
-        f" (this replica's 1/{share} while the shared limits are unreachable)" if share > 1 else ""
-    )
-    return RateLimited(
-        f"Rate limit reached for key {key.name!r}: {per_minute} {kind} per minute{where}.",
-        kind=kind,
-        retry_after=wait,
-    )
-
-
 class ProcessRateLimiter:
     """Buckets in this process; ``share``: each limit divided by it (at least 1 a minute)."""
+
+    shared: bool | None = None  # per process by design
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, *, share: int = 1) -> None:
         self.clock = clock
@@ -104,6 +78,12 @@ class ProcessRateLimiter:
             now = self.clock()
             per_minute = self._part(key.tokens_per_minute)
             self._bucket(self._tokens, key.name, per_minute, now).take(tokens, now)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await stop.wait()  # nothing to settle: every charge is already counted
+
+    async def aclose(self) -> None:
+        pass
 
     def _part(self, per_minute: int) -> int:
         return max(per_minute // self.share, 1)

@@ -27,8 +27,9 @@ from collections.abc import Callable
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
-from gateway.api.keys import ClientKey
-from gateway.api.ratelimit import ProcessRateLimiter, refusal
+from gateway.keys import ClientKey
+from gateway.limits.base import refusal
+from gateway.limits.process import ProcessRateLimiter
 from gateway.redis_clients import AsyncRedis, async_redis
 
 __all__ = ["RedisRateLimiter", "bucket_key"]
@@ -91,7 +92,7 @@ class RedisRateLimiter:
         self.fallback = ProcessRateLimiter(clock, share=replicas)
         self.timeout_s, self.retry_s, self.flush_s = timeout_s, retry_s, flush_s
         self.on_fallback = on_fallback
-        self.shared = True  # False while Redis is unreachable
+        self.shared: bool | None = True  # False while Redis is unreachable
         self._owed: dict[str, tuple[ClientKey, int]] = {}
         self._script = client.register_script(_ADMIT)
         self._probe: asyncio.Future[None] | None = None

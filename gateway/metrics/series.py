@@ -1,41 +1,27 @@
-"""Prometheus metrics, one registry per app (no process globals, so tests and apps don't mix).
-
-Every name starts with ``distillgate_`` and none contains ``vllm`` (vLLM unregisters any
-collector whose name does). Labels are bounded: task names come from the task files
-(unknown ``model`` values are counted as ``unknown``), routes, reasons and error kinds
-from fixed sets; never request or user ids.
-
-Events are counted where they happen (``student_answered``, ``escalated``,
-``teacher_answered``, ``decided``, ``audited``...: the pipeline's observer); live state
-(calibrators, circuit breakers, engine queues, the capture backlog) is read at scrape time by
-``DeploymentCollector``, so a reload never leaves stale label sets behind.
+"""The gateway's series: one registry per app (no process globals, so tests and apps don't
+mix), each series declared once in ``Metrics.__init__`` and counted where its event happens
+(the pipeline's observer: ``student_answered``, ``escalated``, ``teacher_answered``,
+``decided``, ``audited``...).
 
 With several worker processes, set ``PROMETHEUS_MULTIPROC_DIR``: counters and histograms
-are then summed over the workers; live state is the scraped worker's own.
+are then summed over the workers; live state (``live.py``) is the scraped worker's own.
 """
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from gateway.engines.base import Queued
-from gateway.loop.registry import Registry
+from gateway.errors import TeacherError, TeacherTimeout, TeacherUnavailable
+from gateway.metrics.live import VLLMPassthrough
 from gateway.pipeline.decision import ESCALATION_REASONS, Route
-from gateway.teachers.resilience import ResilientTeacher
 
-if TYPE_CHECKING:
-    from gateway.pipeline.answer import Pipeline
-
-__all__ = ["DeploymentCollector", "Metrics", "SharedLimitsCollector", "VLLMPassthrough"]
+__all__ = ["Metrics"]
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 1.0)
@@ -43,7 +29,7 @@ CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0
 
 ROUTES = tuple(r.value for r in Route)
 REASONS = tuple(r.value for r in ESCALATION_REASONS)
-TEACHER_ERRORS = ("teacher_error", "teacher_timeout", "teacher_unavailable")
+TEACHER_ERRORS = tuple(str(e.code) for e in (TeacherError, TeacherTimeout, TeacherUnavailable))
 PURPOSES = ("escalation", "audit", "shadow")
 CAPTURE_OUTCOMES = ("written", "spooled", "replayed", "dropped")
 
@@ -322,183 +308,3 @@ class Metrics:
         """Register a scrape-time collector of live state."""
         self._live.append(collector)
         self.registry.register(collector)
-
-
-class DeploymentCollector(Collector):
-    """Live state of what is served, read at scrape time from ``pipeline()``."""
-
-    def __init__(self, pipeline: Callable[[], Pipeline | None]) -> None:
-        self.pipeline = pipeline
-
-    def collect(self) -> Iterator[Metric]:
-        """Long by design: one family per live gauge, declared, then filled in one pass over
-        the tasks."""
-        serving = self.pipeline()
-        if serving is None:
-            return
-        info = GaugeMetricFamily(
-            "distillgate_calibrator_info",
-            "The calibrator in service (value 1), by task, its version and its student.",
-            labels=["task", "version", "student"],
-        )
-        threshold = GaugeMetricFamily(
-            "distillgate_calibrator_threshold", "Accept threshold on confidence.", labels=["task"]
-        )
-        temperature = GaugeMetricFamily(
-            "distillgate_calibrator_temperature", "Fitted temperature T.", labels=["task"]
-        )
-        target = GaugeMetricFamily(
-            "distillgate_calibrator_target_accuracy",
-            "Accepted-answer accuracy the threshold was chosen for.",
-            labels=["task"],
-        )
-        expected = GaugeMetricFamily(
-            "distillgate_calibrator_expected_escalation",
-            "Share of traffic the calibrator expects to escalate (1 - its fitted coverage).",
-            labels=["task"],
-        )
-        circuit = GaugeMetricFamily(
-            "distillgate_teacher_circuit_open",
-            "1 while the task's teacher circuit breaker is open (calls refused).",
-            labels=["task"],
-        )
-        retries = CounterMetricFamily(
-            "distillgate_teacher_retries",
-            "Teacher calls retried (since the teacher was opened).",
-            labels=["task"],
-        )
-        queue = GaugeMetricFamily(
-            "distillgate_engine_queue_depth",
-            "Requests waiting for or in the student engine, by task.",
-            labels=["task"],
-        )
-        version = GaugeMetricFamily(
-            "distillgate_student_version_info",
-            "The student version this replica serves (value 1): a registry version, `none` "
-            "before the first student, `static` outside a loop.",
-            labels=["task", "version"],
-        )
-        agreement = GaugeMetricFamily(
-            "distillgate_audit_agreement",
-            "Rolling agreement of accepted student answers with the teacher (live accuracy).",
-            labels=["task"],
-        )
-        rounds = CounterMetricFamily(
-            "distillgate_loop_rounds",
-            "Improvement-loop rounds by outcome (promoted, on_trial, rejected, failed, skipped), "
-            "from the task's registry.",
-            labels=["task", "outcome"],
-        )
-        rollbacks = CounterMetricFamily(
-            "distillgate_loop_rollbacks",
-            "Versions the loop marked bad and rolled back, from the task's registry.",
-            labels=["task"],
-        )
-        promotions = CounterMetricFamily(
-            "distillgate_loop_promotions",
-            "Versions promoted to serve (after the gate, and the trial if any), from the "
-            "task's registry.",
-            labels=["task"],
-        )
-        trial = GaugeMetricFamily(
-            "distillgate_student_trial_share",
-            "The share of requests a candidate on trial answers here: in shadow (off the "
-            "request path) or as a canary (serving them).",
-            labels=["task", "version", "stage"],
-        )
-        for name, runtime in serving.runtimes.items():
-            version.add_metric([name, runtime.version_label], 1)
-            if runtime.task.loop is not None:
-                _loop_counts(name, runtime.task.loop.registry, rounds, rollbacks, promotions)
-            if runtime.trial is not None:
-                candidate = runtime.trial.runtime.version_label
-                trial.add_metric([name, candidate, runtime.trial.stage], runtime.trial.share)
-            cal = runtime.calibration
-            if cal is not None:
-                info.add_metric([name, cal.version_id, (runtime.student_fingerprint or "")[:19]], 1)
-                threshold.add_metric([name], cal.threshold)
-                temperature.add_metric([name], cal.temperature)
-                if cal.target_accuracy is not None:
-                    target.add_metric([name], cal.target_accuracy)
-                coverage = cal.metrics_after.get("coverage")
-                if coverage is not None:
-                    expected.add_metric([name], 1.0 - coverage)
-            teacher = runtime.teacher
-            if isinstance(teacher, ResilientTeacher):
-                circuit.add_metric([name], 1.0 if teacher.breaker.state == "open" else 0.0)
-                retries.add_metric([name], float(teacher.retries))
-            if isinstance(runtime.engine, Queued):
-                queue.add_metric([name], runtime.engine.pending)
-            if serving.audits is not None:  # NaN before the first audit: no comparison holds
-                rate = serving.audits.agreement(name).rate
-                agreement.add_metric([name], math.nan if rate is None else rate)
-        yield from (
-            info,
-            threshold,
-            temperature,
-            target,
-            expected,
-            circuit,
-            retries,
-            queue,
-            version,
-        )
-        yield from (agreement, rounds, rollbacks, promotions, trial)
-        recorder = serving.recorder
-        if recorder is not None:
-            spool = GaugeMetricFamily(
-                "distillgate_capture_spool_bytes",
-                "Bytes of records waiting in the local spool for Redis.",
-            )
-            spool.add_metric([], recorder.spool.size_bytes)
-            queued = GaugeMetricFamily(
-                "distillgate_capture_queued", "Records waiting in memory for the capture writer."
-            )
-            queued.add_metric([], recorder.queued)
-            yield from (spool, queued)
-
-
-class SharedLimitsCollector(Collector):
-    """Whether this replica's rate limits are the fleet's (1) or its own fallback (0)."""
-
-    def __init__(self, shared: Callable[[], bool]) -> None:
-        self.shared = shared
-
-    def collect(self) -> Iterator[Metric]:
-        gauge = GaugeMetricFamily(
-            "distillgate_rate_limits_shared",
-            "1 while client keys' limits are shared in Redis, 0 while this replica limits "
-            "alone because Redis does not answer.",
-        )
-        gauge.add_metric([], 1.0 if self.shared() else 0.0)
-        yield gauge
-
-
-class VLLMPassthrough(Collector):
-    """vLLM's own ``vllm:*`` metrics, which it registers in prometheus_client's process-wide
-    registry, served on the gateway's ``/metrics`` beside ours when the engine runs
-    in-process. Nothing else of that registry is passed through."""
-
-    def collect(self) -> Iterator[Metric]:
-        for metric in REGISTRY.collect():
-            if metric.name.startswith("vllm:"):
-                yield metric
-
-
-def _loop_counts(
-    task: str,
-    root: Path,
-    rounds: CounterMetricFamily,
-    rollbacks: CounterMetricFamily,
-    promotions: CounterMetricFamily,
-) -> None:
-    """Read from the registry the worker writes (a shared folder), so every replica reports
-    the loop without the worker serving metrics of its own."""
-    registry = Registry(root, task)
-    reports = [r for r in registry.rounds(last=1_000_000) if r.get("kind") != "trial"]
-    outcomes = [str(r.get("outcome")) for r in reports]
-    for outcome in ("promoted", "on_trial", "rejected", "failed", "skipped"):
-        rounds.add_metric([task, outcome], outcomes.count(outcome))
-    versions = registry.versions()
-    rollbacks.add_metric([task], sum(v.state == "bad" for v in versions))
-    promotions.add_metric([task], sum(v.promoted_at is not None for v in versions))
