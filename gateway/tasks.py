@@ -400,6 +400,7 @@ def _resolve(base: Path, p: Path | None) -> Path | None:
 
 
 def load_task(path: Path) -> Task:
+    """Read, validate, then make every path in the file relative to the file itself."""
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -416,72 +417,85 @@ def load_task(path: Path) -> Task:
         )
         raise TaskConfigError(f"{path}: {problems}") from None
     base = path.parent
-    answers = task.answers
     answers_file = _resolve(base, task.answers_file)
-    if answers_file is not None:
-        if answers is not None:
-            raise TaskConfigError(f"{path}: set either answers or answers_file, not both")
-        try:
-            loaded = json.loads(answers_file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise TaskConfigError(f"{path}: answers_file {answers_file}: {exc}") from None
-        if not (
-            isinstance(loaded, list) and loaded and all(isinstance(a, str) and a for a in loaded)
-        ):
-            raise TaskConfigError(f"{path}: answers_file must hold a JSON list of strings")
-        answers = tuple(loaded)
-    schema = task.answer_schema
     schema_file = _resolve(base, task.answer_schema_file)
-    if schema_file is not None:
-        if schema is not None:
-            raise TaskConfigError(
-                f"{path}: set either answer_schema or answer_schema_file, not both"
-            )
-        try:
-            schema = json.loads(schema_file.read_text(encoding="utf-8"))
-            if not isinstance(schema, dict):
-                raise ValueError("a JSON Schema is a JSON object")
-            check_schema(schema)
-        except (OSError, ValueError) as exc:
-            raise TaskConfigError(f"{path}: answer_schema_file {schema_file}: {exc}") from None
-    build = task.build
-    if build is not None:
-        build = build.model_copy(
-            update={
-                "train": _resolve(base, build.train),
-                "held_out": _resolve(base, build.held_out),
-                "base": _resolve(base, build.base),
-            }
-        )
-    routing = task.routing.model_copy(
-        update={"calibration_data": _resolve(base, task.routing.calibration_data)}
-    )
-    teacher = task.teacher
-    if teacher is not None:
-        sims = tuple(
-            p for p in (_resolve(base, p) for p in teacher.simulator_data) if p is not None
-        )
-        teacher = teacher.model_copy(update={"simulator_data": sims})
-    loop = task.loop
-    if loop is not None:
-        loop = loop.model_copy(
-            update={
-                "registry": _resolve(base, loop.registry),
-                "eval_data": _resolve(base, loop.eval_data),
-            }
-        )
     return task.model_copy(
         update={
             "student": _resolve(base, task.student),
-            "answers": answers,
+            "answers": _answers(path, task.answers, answers_file),
             "answers_file": answers_file,
-            "answer_schema": schema,
+            "answer_schema": _answer_schema(path, task.answer_schema, schema_file),
             "answer_schema_file": schema_file,
-            "build": build,
+            "build": _resolved_build(base, task.build),
             "calibrator": _resolve(base, task.calibrator),
-            "routing": routing,
-            "teacher": teacher,
-            "loop": loop,
+            "routing": task.routing.model_copy(
+                update={"calibration_data": _resolve(base, task.routing.calibration_data)}
+            ),
+            "teacher": _resolved_teacher(base, task.teacher),
+            "loop": _resolved_loop(base, task.loop),
+        }
+    )
+
+
+def _answers(
+    path: Path, inline: tuple[str, ...] | None, answers_file: Path | None
+) -> tuple[str, ...] | None:
+    if answers_file is None:
+        return inline
+    if inline is not None:
+        raise TaskConfigError(f"{path}: set either answers or answers_file, not both")
+    try:
+        loaded = json.loads(answers_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TaskConfigError(f"{path}: answers_file {answers_file}: {exc}") from None
+    if not (isinstance(loaded, list) and loaded and all(isinstance(a, str) and a for a in loaded)):
+        raise TaskConfigError(f"{path}: answers_file must hold a JSON list of strings")
+    return tuple(loaded)
+
+
+def _answer_schema(
+    path: Path, inline: dict[str, Any] | None, schema_file: Path | None
+) -> dict[str, Any] | None:
+    if schema_file is None:
+        return inline
+    if inline is not None:
+        raise TaskConfigError(f"{path}: set either answer_schema or answer_schema_file, not both")
+    try:
+        schema = json.loads(schema_file.read_text(encoding="utf-8"))
+        if not isinstance(schema, dict):
+            raise ValueError("a JSON Schema is a JSON object")
+        check_schema(schema)
+    except (OSError, ValueError) as exc:
+        raise TaskConfigError(f"{path}: answer_schema_file {schema_file}: {exc}") from None
+    return schema
+
+
+def _resolved_build(base: Path, build: BuildRecipe | None) -> BuildRecipe | None:
+    if build is None:
+        return None
+    return build.model_copy(
+        update={
+            "train": _resolve(base, build.train),
+            "held_out": _resolve(base, build.held_out),
+            "base": _resolve(base, build.base),
+        }
+    )
+
+
+def _resolved_teacher(base: Path, teacher: TeacherConfig | None) -> TeacherConfig | None:
+    if teacher is None:
+        return None
+    sims = tuple(p for p in (_resolve(base, p) for p in teacher.simulator_data) if p is not None)
+    return teacher.model_copy(update={"simulator_data": sims})
+
+
+def _resolved_loop(base: Path, loop: LoopPolicy | None) -> LoopPolicy | None:
+    if loop is None:
+        return None
+    return loop.model_copy(
+        update={
+            "registry": _resolve(base, loop.registry),
+            "eval_data": _resolve(base, loop.eval_data),
         }
     )
 

@@ -16,7 +16,8 @@ import logging
 import shutil
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,9 @@ from typing import Any
 from calibration import (
     NOTHING_ACCEPTED,
     Calibration,
+    GateResult,
     Outcome,
+    RoutingGoal,
     load_calibration,
     promotion_gate,
     save_calibration,
@@ -71,16 +74,6 @@ class RoundReport:
 
 def _labelled(path: Path | None) -> list[Example]:
     return read_examples(path) if path is not None and path.is_file() else []
-
-
-def _skip_reason(task: Task, data: RoundData, train: Sequence[Example]) -> str | None:
-    policy = task.loop
-    assert policy is not None
-    if len(train) + len(data.calibrate) + len(data.evaluate) < policy.min_pairs:
-        return f"too little data: {len(train)} pairs to train on (at least {policy.min_pairs})"
-    if len({e.answer for e in train}) < 2:
-        return "the training data is all one answer"
-    return None
 
 
 async def judge(
@@ -130,35 +123,19 @@ async def run_round(
     *,
     trigger: str,
 ) -> RoundReport:
-    """Long because it is the round's script, each step a call and its failure report."""
+    """The round's script: each step a call, and a report of where and why it stopped."""
     policy: LoopPolicy | None = task.loop
     assert policy is not None, "a round needs the task's [loop] section"
     report = RoundReport(task.name, trigger, records_seen=len(records))
     for left in registry.candidates():
         registry.reject(left, Event.INTERRUPTED, "its round died before the gate judged it")
-    data = round_data(records, task, eval_share=policy.eval_share)
-    build = task.build
     try:
-        labelled_eval = _labelled(policy.eval_data)
-        labelled_calibrate = _labelled(task.routing.calibration_data)
-        labelled_train = _labelled(build.train if build else None)
-        labelled_held_out = _labelled(build.held_out if build else None)
+        sets = _round_sets(task, records)
     except (OSError, ValueError) as exc:
         report.outcome, report.reason = "failed", f"a labelled file cannot be read: {exc}"
         return _finish(registry, report)
-    train, calibrate, evaluate = with_labelled(
-        data, train=labelled_train, calibrate=labelled_calibrate, evaluate=labelled_eval
-    )
-    report.data = data.summary() | {
-        "train_with_labelled": len(train),
-        "calibrate_with_labelled": len(calibrate),
-        "evaluate_with_labelled": len(evaluate),
-    }
-    skip = _skip_reason(task, data, train)
-    if skip is None and len(calibrate) < MIN_EXAMPLES:
-        skip = f"too little data to calibrate: {len(calibrate)} pairs (at least {MIN_EXAMPLES})"
-    if skip is None and not evaluate:
-        skip = "no frozen evaluation data yet"
+    report.data = sets.summary()
+    skip = _skip_reason(task, sets)
     if skip is not None:
         report.reason = skip
         return _finish(registry, report)
@@ -173,45 +150,119 @@ async def run_round(
     folder = registry.add(
         Manifest(version, parent, now(), report.data), reason=f"round {report.round_id}: {trigger}"
     )
-    work = folder / "round"
-    write_examples(work / "train.jsonl", train)
-    held_out = labelled_held_out or calibrate
-    write_examples(work / "held_out.jsonl", held_out)
-    answers = sorted(set(task.answers or ()) | data.answers | {e.answer for e in train})
-    (work / "answers.json").write_text(json.dumps(answers))
-    job = TrainJob(
-        train=work / "train.jsonl",
-        held_out=work / "held_out.jsonl",
-        out=folder / "student",
-        parent=current_dir or _weak_candidate(registry),
-        answers=work / "answers.json",
-        log=work / "train.log",
-    )
-    started = time.monotonic()
+    job = _train_job(task, sets, folder, parent=current_dir or _weak_candidate(registry))
     try:
-        student = await trainer.train(job)
-        report.seconds["train"] = round(time.monotonic() - started, 1)
-        student_fingerprint(student)  # a folder that does not load fails here
+        with _timed(report, "train"):
+            student = await trainer.train(job)
+            student_fingerprint(student)  # a folder that does not load fails here
     except (TrainerFailed, OSError, ValueError) as exc:
         return _build_failed(registry, report, folder, f"training failed: {exc}")
 
-    started = time.monotonic()
     goal = routing_goal(task.routing)
     try:
-        scored = await score_set(
-            student,
-            calibrate,
-            max_tokens=task.generation.max_tokens,
-            prompt=task.prompt,
-            check=task.answer_check,
-            engine=replay_engine(task),
-        )
-        calibration, _ = fit_calibration(scored, student, goal=goal)
+        with _timed(report, "calibrate"):
+            calibration = await _calibrate(task, student, sets.calibrate, goal)
+            save_calibration(calibration, folder / "calibration.json")
     except Exception as exc:  # a candidate that cannot be run or calibrated is rejected
         return _build_failed(registry, report, folder, f"calibration failed: {exc}")
-    save_calibration(calibration, folder / "calibration.json")
-    report.seconds["calibrate"] = round(time.monotonic() - started, 1)
-    report.calibration = {
+    report.calibration = _calibration_summary(calibration)
+
+    with _timed(report, "gate"):
+        candidate = await judge(student, calibration, task, sets.evaluate)
+        current = None
+        if current_dir is not None and current_calibrator is not None:
+            current_calibration = load_calibration(current_calibrator)
+            current = await judge(current_dir, current_calibration, task, sets.evaluate)
+        result = promotion_gate(candidate, current, goal=goal, alpha=policy.gate_alpha)
+    _apply_verdict(registry, report, policy, result, calibration, goal)
+    return _finish(registry, report)
+
+
+@dataclass(frozen=True)
+class _RoundSets:
+    """The round's data: captured pairs split by prompt hash, each part with the task's
+    labelled files added."""
+
+    data: RoundData
+    train: list[Example]
+    calibrate: list[Example]
+    evaluate: list[Example]
+    held_out: list[Example]  # what the trainer keeps its best checkpoint by
+
+    def summary(self) -> dict[str, Any]:
+        return self.data.summary() | {
+            "train_with_labelled": len(self.train),
+            "calibrate_with_labelled": len(self.calibrate),
+            "evaluate_with_labelled": len(self.evaluate),
+        }
+
+
+def _round_sets(task: Task, records: Sequence[CaptureRecord]) -> _RoundSets:
+    assert task.loop is not None
+    data = round_data(records, task, eval_share=task.loop.eval_share)
+    build = task.build
+    train, calibrate, evaluate = with_labelled(
+        data,
+        train=_labelled(build.train if build else None),
+        calibrate=_labelled(task.routing.calibration_data),
+        evaluate=_labelled(task.loop.eval_data),
+    )
+    held_out = _labelled(build.held_out if build else None) or calibrate
+    return _RoundSets(data, train, calibrate, evaluate, held_out)
+
+
+def _skip_reason(task: Task, sets: _RoundSets) -> str | None:
+    policy = task.loop
+    assert policy is not None
+    train, data = sets.train, sets.data
+    if len(train) + len(data.calibrate) + len(data.evaluate) < policy.min_pairs:
+        return f"too little data: {len(train)} pairs to train on (at least {policy.min_pairs})"
+    if len({e.answer for e in train}) < 2:
+        return "the training data is all one answer"
+    if len(sets.calibrate) < MIN_EXAMPLES:
+        return (
+            f"too little data to calibrate: {len(sets.calibrate)} pairs (at least {MIN_EXAMPLES})"
+        )
+    if not sets.evaluate:
+        return "no frozen evaluation data yet"
+    return None
+
+
+def _train_job(task: Task, sets: _RoundSets, folder: Path, parent: Path | None) -> TrainJob:
+    """The trainer's inputs, written into the candidate's folder (a command trainer reads
+    files, not objects)."""
+    work = folder / "round"
+    write_examples(work / "train.jsonl", sets.train)
+    write_examples(work / "held_out.jsonl", sets.held_out)
+    answers = sorted(set(task.answers or ()) | sets.data.answers | {e.answer for e in sets.train})
+    (work / "answers.json").write_text(json.dumps(answers))
+    return TrainJob(
+        train=work / "train.jsonl",
+        held_out=work / "held_out.jsonl",
+        out=folder / "student",
+        parent=parent,
+        answers=work / "answers.json",
+        log=work / "train.log",
+    )
+
+
+async def _calibrate(
+    task: Task, student: Path, examples: Sequence[Example], goal: RoutingGoal
+) -> Calibration:
+    scored = await score_set(
+        student,
+        examples,
+        max_tokens=task.generation.max_tokens,
+        prompt=task.prompt,
+        check=task.answer_check,
+        engine=replay_engine(task),
+    )
+    calibration, _ = fit_calibration(scored, student, goal=goal)
+    return calibration
+
+
+def _calibration_summary(calibration: Calibration) -> dict[str, Any]:
+    return {
         "version": calibration.version_id,
         "temperature": calibration.temperature,
         "threshold": calibration.threshold,
@@ -219,14 +270,18 @@ async def run_round(
         "n": calibration.n_temperature + calibration.n_threshold,
     }
 
-    started = time.monotonic()
-    candidate = await judge(student, calibration, task, evaluate)
-    current = None
-    if current_dir is not None and current_calibrator is not None:
-        current_calibration = load_calibration(current_calibrator)
-        current = await judge(current_dir, current_calibration, task, evaluate)
-    result = promotion_gate(candidate, current, goal=goal, alpha=policy.gate_alpha)
-    report.seconds["gate"] = round(time.monotonic() - started, 1)
+
+def _apply_verdict(
+    registry: Registry,
+    report: RoundReport,
+    policy: LoopPolicy,
+    result: GateResult,
+    calibration: Calibration,
+    goal: RoutingGoal,
+) -> None:
+    """The gate's verdict as the candidate's transition, with the evidence it rests on."""
+    version = report.candidate
+    assert version is not None
     report.gate = result.as_dict()
     evidence = report.gate | {"calibration": report.calibration}
     if result.promote:
@@ -234,17 +289,24 @@ async def run_round(
         registry.pass_gate(version, stage, result.reason, evidence)
         report.outcome = "promoted" if stage is None else "on_trial"
         report.reason = result.reason
-    else:
-        registry.reject(version, Event.GATE_FAILED, result.reason, evidence)
-        report.outcome, report.reason = "rejected", result.reason
-        if result.reason == NOTHING_ACCEPTED:  # too weak yet: say how far, and what comes next
-            accuracy = calibration.metrics_after.get("accuracy", float("nan"))
-            report.reason += (
-                f": no threshold is certified for {goal} (its answers {accuracy:.3f} right "
-                f"on {calibration.n_threshold} held-out prompts, T {calibration.temperature:.2f})"
-                "; the teacher answers meanwhile, and the next round continues its training"
-            )
-    return _finish(registry, report)
+        return
+    registry.reject(version, Event.GATE_FAILED, result.reason, evidence)
+    report.outcome, report.reason = "rejected", result.reason
+    if result.reason == NOTHING_ACCEPTED:  # too weak yet: say how far, and what comes next
+        accuracy = calibration.metrics_after.get("accuracy", float("nan"))
+        report.reason += (
+            f": no threshold is certified for {goal} (its answers {accuracy:.3f} right "
+            f"on {calibration.n_threshold} held-out prompts, T {calibration.temperature:.2f})"
+            "; the teacher answers meanwhile, and the next round continues its training"
+        )
+
+
+@contextmanager
+def _timed(report: RoundReport, step: str) -> Iterator[None]:
+    """A step's seconds in the report, when it completes."""
+    started = time.monotonic()
+    yield
+    report.seconds[step] = round(time.monotonic() - started, 1)
 
 
 def _weak_candidate(registry: Registry) -> Path | None:
