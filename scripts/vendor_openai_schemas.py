@@ -6,11 +6,12 @@ reads OpenAI's OpenAPI document (github.com/openai/openai-openapi, ``openapi.yam
 writes ``tests/gateway/openai_schemas.json``: the named schemas and everything they
 reference, as JSON Schema 2020-12 ``$defs``, with the document's version recorded.
 
-One rewrite: the 3.1 document still marks some fields ``nullable: true`` (an OpenAPI 3.0
+Two rewrites. The 3.1 document still marks some fields ``nullable: true`` (an OpenAPI 3.0
 keyword that JSON Schema ignores), so a strict validator rejects ``null`` where OpenAI
 itself sends it (``finish_reason`` and ``logprobs`` of every stream chunk but the last).
-Such a schema gets ``"null"`` added to its ``type`` (and to its ``enum``). Descriptions are
-dropped; nothing else changes.
+Such a schema gets ``"null"`` added to its ``type`` (and to its ``enum``). And one schema
+nests itself by 2019-09's ``$recursiveRef``, which 2020-12 validators refuse: it becomes a
+``$ref`` to its own definition. Descriptions are dropped; nothing else changes.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ ROOTS = (
     "CreateCompletionResponse",
     "ErrorResponse",
     "ListModelsResponse",
+    "Response",
+    "ResponseStreamEvent",
 )
 OUT = Path(__file__).resolve().parents[1] / "tests" / "gateway" / "openai_schemas.json"
 
@@ -48,6 +51,19 @@ def _rewrite(node: Any) -> Any:
             out["enum"] = [*out["enum"], None]
         if kind is None and "enum" not in out:
             out = {"anyOf": [out, {"type": "null"}]}
+    return out
+
+
+def _recursion(node: Any, name: str) -> Any:
+    """2019-09's ``$recursiveRef: "#"`` (one filter schema nests itself) as a plain ``$ref`` to
+    its own definition; 2020-12 validators refuse ``$recursiveAnchor: true``."""
+    if isinstance(node, list):
+        return [_recursion(v, name) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _recursion(v, name) for k, v in node.items() if k != "$recursiveAnchor"}
+    if out.pop("$recursiveRef", None) == "#":
+        out["$ref"] = f"#/$defs/{name}"
     return out
 
 
@@ -81,8 +97,11 @@ def main(path: str) -> None:
     vendored = {
         "source": "github.com/openai/openai-openapi openapi.yaml",
         "version": document["info"]["version"],
-        "rewrites": "nullable: true -> 'null' added to type/enum; descriptions dropped",
-        "$defs": {name: _rewrite(schemas[name]) for name in _closure(schemas, ROOTS)},
+        "rewrites": "nullable: true -> 'null' added to type/enum; descriptions dropped; "
+        "$recursiveRef '#' -> $ref to its own definition",
+        "$defs": {
+            name: _recursion(_rewrite(schemas[name]), name) for name in _closure(schemas, ROOTS)
+        },
     }
     OUT.write_text(json.dumps(vendored, indent=1, sort_keys=True) + "\n")
     print(f"wrote {OUT} ({len(vendored['$defs'])} schemas, OpenAPI {vendored['version']})")

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from gateway.api.protocol import ChatCompletionRequest, CompletionRequest, new_id, now
-from gateway.api.responses import ChatRenderer, CompletionRenderer, Renderer, usage
+from gateway.api.render import ChatRenderer, CompletionRenderer, Renderer, usage
 from gateway.engines.base import GenerationRequest
 from gateway.pipeline.answer import Forced, Pipeline
 from gateway.pipeline.base import Answer

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from gateway.api.protocol import ChatCompletionRequest, CompletionRequest
+from gateway.api.responses_api import ResponseRequest
 
 __all__ = ["ERROR_RESPONSES", "install_openapi"]
 
@@ -92,6 +93,18 @@ _CHAT = _completion(
     },
 )
 _TEXT = _completion("text_completion", {"text": {"type": "string"}})
+_RESPONSE = {
+    "type": "object",
+    "required": ["id", "object", "status", "model", "output"],
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"const": "response"},
+        "status": {"enum": ["completed", "incomplete"]},
+        "model": {"type": "string"},
+        "output": {"type": "array", "items": {"type": "object"}},
+        "usage": {"type": "object"},
+    },
+}
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -146,7 +159,7 @@ def install_openapi(app: FastAPI) -> None:
         doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
         schemas = doc.setdefault("components", {}).setdefault("schemas", {})
         schemas["Error"] = _ERROR
-        for model in (ChatCompletionRequest, CompletionRequest):
+        for model in (ChatCompletionRequest, CompletionRequest, ResponseRequest):
             schema = model.model_json_schema(ref_template=_REF)
             schemas.update(schema.pop("$defs", {}))
             schemas[model.__name__] = schema
@@ -155,6 +168,9 @@ def install_openapi(app: FastAPI) -> None:
         }
         doc["paths"]["/v1/completions"] = {
             "post": _operation("Text completion", CompletionRequest, _TEXT)
+        }
+        doc["paths"]["/v1/responses"] = {
+            "post": _operation("Response (stateless)", ResponseRequest, _RESPONSE)
         }
         app.openapi_schema = doc
         return doc

@@ -34,6 +34,7 @@ __all__ = [
     "ChatMessage",
     "CompletionRequest",
     "StreamOptions",
+    "check_answer_format",
     "invalid_request",
     "new_id",
     "param_path",
@@ -174,6 +175,28 @@ class ChatMessage(_Wire):
         return "".join(parts)
 
 
+def check_answer_format(task: Task, kind: str, schema: dict[str, Any] | None, param: str) -> None:
+    """A structured task answers JSON of its own schema, whatever is asked; asking for a
+    structure it does not answer in is a 400 rather than a silent plain-text answer. The
+    same rule for ``response_format`` (chat) and ``text.format`` (Responses)."""
+    if kind == "text":
+        return
+    own = task.answer_schema
+    if own is None:
+        raise unsupported(
+            param,
+            f"{param} {kind!r}: task {task.name!r} answers plain text (it declares no answer "
+            "schema); only {'type': 'text'} is accepted.",
+        )
+    if kind == "json_schema" and not same_schema(schema or {}, own):
+        raise InvalidRequest(
+            f"{param} json_schema differs from task {task.name!r}'s answer schema; send that "
+            "schema (GET /v1/models/{model} shows it) or {'type': 'json_object'}.",
+            param=param,
+            code="schema_mismatch",
+        )
+
+
 class StreamOptions(_Wire):
     include_usage: bool = False
 
@@ -212,16 +235,13 @@ class _SamplingFields(_Wire):
             )
         return stop
 
-    def _limit(self, task: Task, max_tokens: int | None, param: str) -> int | None:
-        limit = task.generation.max_tokens
-        if max_tokens is not None and max_tokens > limit:
-            raise InvalidRequest(
-                f"{param} is too large: {max_tokens}. Task {task.name!r} allows at most "
-                f"{limit} completion tokens.",
-                param=param,
-                code="integer_above_max_value",
-            )
-        return max_tokens
+    @staticmethod
+    def _limit(task: Task, max_tokens: int | None) -> int | None:
+        """A client's limit is a ceiling, not a demand: many send 256 or 4096 by habit and
+        cannot know a task's own limit, which the student never exceeds anyway."""
+        if max_tokens is None:
+            return None
+        return min(max_tokens, task.generation.max_tokens)
 
     def _stops(self) -> tuple[str, ...]:
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
@@ -289,28 +309,9 @@ class ChatCompletionRequest(_SamplingFields):
         return v
 
     def _check_format(self, task: Task) -> None:
-        """A structured task answers JSON of its own schema, whatever is asked; asking for a
-        structure it does not answer in is a 400 rather than a silent plain-text answer."""
-        kind = (self.response_format or {}).get("type", "text")
-        if kind == "text":
-            return
-        own = task.answer_schema
-        if own is None:
-            raise unsupported(
-                "response_format",
-                f"response_format {kind!r}: task {task.name!r} answers plain text (it declares "
-                "no answer schema); only {'type': 'text'} is accepted.",
-            )
-        if kind == "json_schema":
-            asked = (self.response_format or {})["json_schema"]["schema"]
-            if not same_schema(asked, own):
-                raise InvalidRequest(
-                    f"response_format json_schema differs from task {task.name!r}'s answer "
-                    "schema; send that schema (GET /v1/models/{model} shows it) or "
-                    "{'type': 'json_object'}.",
-                    param="response_format",
-                    code="schema_mismatch",
-                )
+        fmt = self.response_format or {}
+        schema = (fmt.get("json_schema") or {}).get("schema")
+        check_answer_format(task, fmt.get("type", "text"), schema, "response_format")
 
     @model_validator(mode="after")
     def _logprobs_pair(self) -> ChatCompletionRequest:
@@ -333,9 +334,9 @@ class ChatCompletionRequest(_SamplingFields):
 
     def reply_options(self, task: Task) -> ReplyOptions:
         if self.max_completion_tokens is not None:
-            limit = self._limit(task, self.max_completion_tokens, "max_completion_tokens")
+            limit = self._limit(task, self.max_completion_tokens)
         else:
-            limit = self._limit(task, self.max_tokens, "max_tokens")
+            limit = self._limit(task, self.max_tokens)
         return ReplyOptions(limit, self._stops(), self.logprobs, self.top_logprobs or 0)
 
 
@@ -372,7 +373,7 @@ class CompletionRequest(_SamplingFields):
         return self._sampling(task, self.logprobs or 0)
 
     def reply_options(self, task: Task) -> ReplyOptions:
-        limit = self._limit(task, self.max_tokens, "max_tokens")
+        limit = self._limit(task, self.max_tokens)
         return ReplyOptions(limit, self._stops(), self.logprobs is not None, self.logprobs or 0)
 
 

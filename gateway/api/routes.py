@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Literal, TypeVar
 
 import orjson
@@ -19,18 +19,25 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 from prometheus_client import Histogram
 
-from gateway.api import completions
+from gateway.api import completions, responses_api
 from gateway.api.middleware import request_id_of
 from gateway.api.openapi import ERROR_RESPONSES
 from gateway.api.protocol import ChatCompletionRequest, CompletionRequest, parse_body
+from gateway.api.responses_api import ResponseRequest
 from gateway.api.state import GatewayState, gateway_state
 from gateway.errors import GatewayError, InvalidRequest, Overloaded, UnknownTask
 from gateway.keys import ClientKey
+from gateway.pipeline.answer import Forced, Pipeline
 
 __all__ = ["direct_routes", "router"]
 
 router = APIRouter()
 T = TypeVar("T")
+Body = ChatCompletionRequest | CompletionRequest | ResponseRequest
+Complete = Callable[[Pipeline, Any, str, Forced], Awaitable[tuple[dict[str, Any], dict[str, str]]]]
+Stream = Callable[
+    [Pipeline, Any, str, Forced], Awaitable[tuple[AsyncIterator[str], dict[str, str], int]]
+]
 
 
 class ClientDisconnected(Exception):
@@ -93,7 +100,14 @@ def _check_scope(key: ClientKey | None, model: str) -> None:
         )
 
 
-async def _answer(request: Request, body: ChatCompletionRequest | CompletionRequest) -> Response:
+async def _answer(
+    request: Request,
+    body: Body,
+    complete: Complete = completions.complete,
+    stream: Stream = completions.stream,
+) -> Response:
+    """One completion request, whichever wire format: ``complete`` and ``stream`` are its
+    adapter's (chat and legacy completions, or the Responses API)."""
     state = gateway_state(request)
     pipeline, metrics = state.serving, state.metrics
     request_id = request_id_of(request.scope)
@@ -105,7 +119,7 @@ async def _answer(request: Request, body: ChatCompletionRequest | CompletionRequ
         forced = _forced_route(request, state)
         if body.stream:
             events, headers, tokens = await _until_disconnect(
-                request, completions.stream(pipeline, body, request_id, forced)
+                request, stream(pipeline, body, request_id, forced)
             )
             if key is not None:
                 state.limiter.charge(key, tokens)
@@ -116,7 +130,7 @@ async def _answer(request: Request, body: ChatCompletionRequest | CompletionRequ
             timed = _first_chunk_timed(events, ttft, started)
             return StreamingResponse(timed, media_type="text/event-stream", headers=headers)
         result, headers = await _until_disconnect(
-            request, completions.complete(pipeline, body, request_id, forced)
+            request, complete(pipeline, body, request_id, forced)
         )
     except ClientDisconnected:
         metrics.requests.labels(task, "none", "499").inc()
@@ -153,9 +167,15 @@ async def create_completion(request: Request) -> Response:
     return await _answer(request, parse_body(CompletionRequest, await request.body()))
 
 
+async def create_response(request: Request) -> Response:
+    body = parse_body(ResponseRequest, await request.body())
+    return await _answer(request, body, responses_api.complete, responses_api.stream)
+
+
 direct_routes = {
     "/v1/chat/completions": create_chat_completion,
     "/v1/completions": create_completion,
+    "/v1/responses": create_response,
 }
 for path, endpoint in direct_routes.items():
     router.add_route(path, endpoint, methods=["POST"])

@@ -145,6 +145,23 @@ def test_max_tokens_is_honoured_on_both_routes(gw: Gateway, route: str) -> None:
 
 
 @pytest.mark.parametrize("route", ROUTES)
+def test_a_limit_above_the_tasks_is_a_ceiling_not_a_refusal(gw: Gateway, route: str) -> None:
+    """What frameworks send by habit (256, 1024, 4096) against a task whose answers take at
+    most 24 tokens: the task's answer, as if no limit had been sent."""
+    whole = chat(gw, route)["choices"][0]
+    for field in ("max_tokens", "max_completion_tokens"):
+        for habit in (256, 4096, 1_000_000):
+            choice = chat(gw, route, **{field: habit})["choices"][0]
+            assert choice["message"]["content"] == whole["message"]["content"]
+            assert choice["finish_reason"] == whole["finish_reason"] == "stop"
+    completion = post(
+        gw, "completions", route, model="banking77", prompt="my card is lost", max_tokens=4096
+    )
+    assert completion.status_code == 200
+    assert completion.json()["choices"][0]["finish_reason"] == "stop"
+
+
+@pytest.mark.parametrize("route", ROUTES)
 def test_stop_sequences_are_honoured_on_both_routes(gw: Gateway, route: str) -> None:
     full = chat(gw, route)["choices"][0]["message"]["content"]
     assert "_" in full

@@ -93,3 +93,19 @@ def test_a_schema_that_is_not_the_tasks_is_a_400(gw: Gateway) -> None:
 def test_the_model_entry_shows_the_answer_schema(gw: Gateway) -> None:
     entry = httpx.get(f"{gw.url}/v1/models/tickets").json()
     assert entry["answer_schema"] == SCHEMA
+
+
+def test_responses_parse_with_a_pydantic_model_returns_the_parsed_object(gw: Gateway) -> None:
+    """The Responses API's ``text.format`` follows ``response_format``'s rules."""
+    client = gw.client()
+    for text in ("where is my card", 'zq }{ " xv'):
+        done = client.responses.parse(model="tickets", input=text, text_format=Ticket)
+        assert isinstance(done.output_parsed, Ticket), done.output_text
+        assert done.status == "completed"
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.parse(
+            model="tickets", input="hi", text_format=pydantic.create_model("Other", city=(str, ...))
+        )
+    body = info.value.body
+    assert isinstance(body, dict)
+    assert (body["param"], body["code"]) == ("text.format", "schema_mismatch")

@@ -8,7 +8,7 @@ from gateway.metrics import Metrics
 
 __all__ = ["HttpMetricsMiddleware"]
 
-_API_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/models"})
+_API_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/models"})
 
 
 class HttpMetricsMiddleware:
