@@ -35,6 +35,7 @@ __all__ = [
     "CompletionRequest",
     "StreamOptions",
     "check_answer_format",
+    "client_limit",
     "invalid_request",
     "new_id",
     "param_path",
@@ -175,6 +176,14 @@ class ChatMessage(_Wire):
         return "".join(parts)
 
 
+def client_limit(task: Task, max_tokens: int | None) -> int | None:
+    """A client's limit is a ceiling, not a demand: many send 256 or 4096 by habit and
+    cannot know a task's own limit, which the student never exceeds anyway."""
+    if max_tokens is None:
+        return None
+    return min(max_tokens, task.generation.max_tokens)
+
+
 def check_answer_format(task: Task, kind: str, schema: dict[str, Any] | None, param: str) -> None:
     """A structured task answers JSON of its own schema, whatever is asked; asking for a
     structure it does not answer in is a 400 rather than a silent plain-text answer. The
@@ -234,14 +243,6 @@ class _SamplingFields(_Wire):
                 code="array_above_max_length",
             )
         return stop
-
-    @staticmethod
-    def _limit(task: Task, max_tokens: int | None) -> int | None:
-        """A client's limit is a ceiling, not a demand: many send 256 or 4096 by habit and
-        cannot know a task's own limit, which the student never exceeds anyway."""
-        if max_tokens is None:
-            return None
-        return min(max_tokens, task.generation.max_tokens)
 
     def _stops(self) -> tuple[str, ...]:
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
@@ -334,9 +335,9 @@ class ChatCompletionRequest(_SamplingFields):
 
     def reply_options(self, task: Task) -> ReplyOptions:
         if self.max_completion_tokens is not None:
-            limit = self._limit(task, self.max_completion_tokens)
+            limit = client_limit(task, self.max_completion_tokens)
         else:
-            limit = self._limit(task, self.max_tokens)
+            limit = client_limit(task, self.max_tokens)
         return ReplyOptions(limit, self._stops(), self.logprobs, self.top_logprobs or 0)
 
 
@@ -373,7 +374,7 @@ class CompletionRequest(_SamplingFields):
         return self._sampling(task, self.logprobs or 0)
 
     def reply_options(self, task: Task) -> ReplyOptions:
-        limit = self._limit(task, self.max_tokens)
+        limit = client_limit(task, self.max_tokens)
         return ReplyOptions(limit, self._stops(), self.logprobs is not None, self.logprobs or 0)
 
 

@@ -19,7 +19,14 @@ import orjson
 from pydantic import Field, ValidationInfo, field_validator
 
 from gateway.api.completions import headers
-from gateway.api.protocol import _Wire, check_answer_format, new_id, now, unsupported
+from gateway.api.protocol import (
+    _Wire,
+    check_answer_format,
+    client_limit,
+    new_id,
+    now,
+    unsupported,
+)
 from gateway.engines.base import GenerationRequest, Message, SamplingParams, TokenDelta
 from gateway.errors import InvalidRequest
 from gateway.pipeline.answer import Forced, Pipeline
@@ -143,9 +150,6 @@ class ResponseRequest(_Wire):
             out.append(_message(item, index))
         return out
 
-    def to_messages(self, task: Task) -> tuple[Message, ...]:
-        return student_turns(task.prompt, self.turns())
-
     def to_sampling(self, task: Task) -> SamplingParams:
         fmt = self.format
         check_answer_format(task, fmt.get("type", "text"), fmt.get("schema"), "text.format")
@@ -158,10 +162,7 @@ class ResponseRequest(_Wire):
         )
 
     def reply_options(self, task: Task) -> ReplyOptions:
-        """The client's limit is a ceiling on the served answer, as on chat completions."""
-        limit = self.max_output_tokens
-        if limit is not None:
-            limit = min(limit, task.generation.max_tokens)
+        limit = client_limit(task, self.max_output_tokens)
         return ReplyOptions(limit, (), self.logprobs, self.top_logprobs or 0)
 
 
@@ -206,13 +207,14 @@ def _prepare(
 ) -> tuple[TaskRuntime, GenerationRequest, ReplyOptions]:
     runtime = pipeline.runtime(body.model)
     task = runtime.task
-    if not body.turns():
+    turns = body.turns()
+    if not turns:
         raise InvalidRequest("input must not be empty", param="input", code="empty_array")
-    check_message_count(task, len(body.turns()))
+    check_message_count(task, len(turns))
     gen = GenerationRequest(
         request_id,
         body.to_sampling(task),
-        messages=body.to_messages(task),
+        messages=student_turns(task.prompt, turns),
         max_prompt_tokens=task.limits.max_prompt_tokens,
     )
     check_input_chars(task, gen)
