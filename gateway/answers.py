@@ -20,7 +20,7 @@ __all__ = [
     "answer_check",
     "canonical_json",
     "check_schema",
-    "same_schema",
+    "fits_schema",
 ]
 
 # Keywords that name or explain and constrain nothing: a client's generated schema (the
@@ -47,9 +47,24 @@ def check_schema(schema: Mapping[str, Any]) -> None:
         raise SchemaProblem(f"{exc.message} (at {where})") from None
 
 
-def same_schema(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    """Whether two schemas constrain the same way, annotations aside."""
-    return canonical_json(_bare(a)) == canonical_json(_bare(b))
+def fits_schema(client: Mapping[str, Any], own: Mapping[str, Any]) -> bool:
+    """Whether a client's schema asks for the task's answers: the same constraints,
+    annotations aside, except that the client may leave out ``additionalProperties: false``
+    (schemas generated outside strict mode do): every answer of the task's still fits it."""
+    return _fits(_bare(client), _bare(own))
+
+
+def _fits(client: object, own: object) -> bool:
+    if isinstance(client, dict) and isinstance(own, dict):
+        for key in client.keys() | own.keys():
+            if key == "additionalProperties" and key not in client and own[key] is False:
+                continue
+            if key not in client or key not in own or not _fits(client[key], own[key]):
+                return False
+        return True
+    if isinstance(client, list) and isinstance(own, list):
+        return len(client) == len(own) and all(map(_fits, client, own))
+    return canonical_json(client) == canonical_json(own)
 
 
 def _bare(node: object) -> object:
@@ -63,6 +78,8 @@ def _bare(node: object) -> object:
             continue
         if key in _NAMED_SCHEMAS and isinstance(value, Mapping):
             out[key] = {name: _bare(schema) for name, schema in value.items()}
+        elif key == "required" and isinstance(value, list):
+            out[key] = sorted(value, key=str)  # a set, whatever order a generator wrote
         else:
             out[key] = value if key in _VALUES else _bare(value)
     return out

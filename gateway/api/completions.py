@@ -14,7 +14,13 @@ from typing import Any
 import orjson
 
 from gateway.api.protocol import ChatCompletionRequest, CompletionRequest, new_id, now
-from gateway.api.render import ChatRenderer, CompletionRenderer, Renderer, usage
+from gateway.api.render import (
+    ChatRenderer,
+    CompletionRenderer,
+    Renderer,
+    ToolCallRenderer,
+    usage,
+)
 from gateway.engines.base import GenerationRequest
 from gateway.pipeline.answer import Forced, Pipeline
 from gateway.pipeline.base import Answer
@@ -64,7 +70,11 @@ def prepare(
             messages=body.to_messages(task),
             max_prompt_tokens=limits.max_prompt_tokens,
         )
-        renderer = ChatRenderer(logprobs=body.logprobs)
+        call = body.tool_call(task)
+        if call is None:
+            renderer = ChatRenderer(logprobs=body.logprobs)
+        else:
+            renderer = ToolCallRenderer(body.logprobs, function=call.name, call_id=new_id("call"))
     else:
         gen = GenerationRequest(
             request_id,

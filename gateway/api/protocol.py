@@ -1,8 +1,9 @@
 """OpenAI wire models: requests in, responses and stream chunks out.
 
 Requests ignore fields they do not know (clients send new ones all the time) but reject,
-with a 400 naming the field, the features a student cannot honour: ``n > 1``, tools,
-images and audio. ``to_sampling`` translates wire terms into engine terms.
+with a 400 naming the field, the features a student cannot honour: ``n > 1``, tools
+other than a forced function (``tools.py``), images and audio. ``to_sampling``
+translates wire terms into engine terms.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from pydantic import (
     model_validator,
 )
 
-from gateway.answers import same_schema
+from gateway.answers import fits_schema
+from gateway.api.tools import ToolCall, forced_call
 from gateway.engines.base import GenerationRequest, Message, SamplingParams
 from gateway.errors import InvalidRequest
 from gateway.pipeline.prompt import student_turns
@@ -197,7 +199,7 @@ def check_answer_format(task: Task, kind: str, schema: dict[str, Any] | None, pa
             f"{param} {kind!r}: task {task.name!r} answers plain text (it declares no answer "
             "schema); only {'type': 'text'} is accepted.",
         )
-    if kind == "json_schema" and not same_schema(schema or {}, own):
+    if kind == "json_schema" and not fits_schema(schema or {}, own):
         raise InvalidRequest(
             f"{param} json_schema differs from task {task.name!r}'s answer schema; send that "
             "schema (GET /v1/models/{model} shows it) or {'type': 'json_object'}.",
@@ -269,18 +271,20 @@ class ChatCompletionRequest(_SamplingFields):
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
     metadata: dict[str, str] | None = None
-    tools: list[dict[str, Any]] | None = None
-    functions: list[dict[str, Any]] | None = None
+    tools: list[Any] | None = None
     tool_choice: Any = None
+    functions: list[Any] | None = None
+    function_call: Any = None
     response_format: dict[str, Any] | None = None
 
-    @field_validator("tools", "functions", "tool_choice")
+    @field_validator("functions", "function_call")
     @classmethod
-    def _no_tools(cls, v: Any, info: ValidationInfo) -> Any:
+    def _no_functions(cls, v: Any, info: ValidationInfo) -> Any:
         if v not in (None, [], "none"):
             raise unsupported(
                 str(info.field_name),
-                "tools and function calling are not supported by this gateway.",
+                f"{info.field_name} is deprecated and not supported; send tools and "
+                "tool_choice (one forced function, on a task with an answer schema).",
             )
         return v
 
@@ -332,6 +336,9 @@ class ChatCompletionRequest(_SamplingFields):
     def to_sampling(self, task: Task) -> SamplingParams:
         self._check_format(task)
         return self._sampling(task, (self.top_logprobs or 0) if self.logprobs else 0)
+
+    def tool_call(self, task: Task) -> ToolCall | None:
+        return forced_call(task, self.tools, self.tool_choice, nested=True)
 
     def reply_options(self, task: Task) -> ReplyOptions:
         if self.max_completion_tokens is not None:

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from gateway.engines.base import TokenDelta, TokenLogprob
 
-__all__ = ["ChatRenderer", "CompletionRenderer", "Renderer", "usage"]
+__all__ = ["ChatRenderer", "CompletionRenderer", "Renderer", "ToolCallRenderer", "usage"]
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
@@ -110,6 +110,51 @@ class ChatRenderer:
 
     def closing(self, finish: str) -> dict[str, Any]:
         return {"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish}
+
+
+@dataclass
+class ToolCallRenderer(ChatRenderer):
+    """A structured answer as the call of the function the client forced (``tools.py``):
+    the task's record is the call's arguments, streamed as tool-call deltas."""
+
+    function: str = ""
+    call_id: str = ""
+
+    def full(self, text: str, tokens: Sequence[TokenDelta] | None, finish: str) -> dict[str, Any]:
+        call = {"id": self.call_id, "type": "function", "function": self._function(text)}
+        return {
+            **super().full(text, tokens, _finish(finish)),
+            "message": {
+                "role": "assistant",
+                "content": None,
+                "refusal": None,
+                "tool_calls": [call],
+            },
+        }
+
+    def opening(self) -> dict[str, Any] | None:
+        call = {"index": 0, "id": self.call_id, "type": "function", "function": self._function("")}
+        return {
+            "index": 0,
+            "delta": {"role": "assistant", "content": None, "tool_calls": [call]},
+            "logprobs": None,
+            "finish_reason": None,
+        }
+
+    def piece(self, text: str, token: TokenDelta | None) -> dict[str, Any]:
+        arguments = {"index": 0, "function": {"arguments": text}}
+        return {**super().piece(text, token), "delta": {"tool_calls": [arguments]}}
+
+    def closing(self, finish: str) -> dict[str, Any]:
+        return super().closing(_finish(finish))
+
+    def _function(self, arguments: str) -> dict[str, str]:
+        return {"name": self.function, "arguments": arguments}
+
+
+def _finish(finish: str) -> str:
+    """A whole answer ends a call as OpenAI ends one; one cut short stays ``length``."""
+    return "tool_calls" if finish == "stop" else finish
 
 
 @dataclass

@@ -5,9 +5,10 @@ The same meaning as chat completions: ``input`` (a string, or messages and input
 ``instructions`` become the conversation the task's prompt policy reads, ``max_output_tokens``
 is a ceiling on the served answer, ``text.format`` follows ``response_format``'s rules, and
 ``include: ["message.output_text.logprobs"]`` with ``top_logprobs`` shows the served tokens'
-log-probabilities. Nothing is stored: ``store: true``, ``previous_response_id``,
+log-probabilities. A forced function on a structured task is answered as that function's
+call (``tools.py``). Nothing is stored: ``store: true``, ``previous_response_id``,
 ``conversation`` and ``background`` are clear 400s, as are the features a student cannot
-honour (tools, reasoning, prompt templates, images).
+honour (other tools, reasoning, prompt templates, images).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from gateway.api.protocol import (
     now,
     unsupported,
 )
+from gateway.api.tools import ToolCall, forced_call
 from gateway.engines.base import GenerationRequest, Message, SamplingParams, TokenDelta
 from gateway.errors import InvalidRequest
 from gateway.pipeline.answer import Forced, Pipeline
@@ -62,7 +64,7 @@ class ResponseRequest(_Wire):
     background: bool | None = None
     prompt: Any = None
     reasoning: dict[str, Any] | None = None
-    tools: list[dict[str, Any]] | None = None
+    tools: list[Any] | None = None
     tool_choice: Any = None
     parallel_tool_calls: bool | None = None
     truncation: str | None = None
@@ -86,13 +88,6 @@ class ResponseRequest(_Wire):
                 f"{info.field_name}: this gateway is stateless; send the whole conversation "
                 "in input.",
             )
-        return v
-
-    @field_validator("tools", "tool_choice")
-    @classmethod
-    def _no_tools(cls, v: Any, info: ValidationInfo) -> Any:
-        if v not in (None, [], "none", "auto"):
-            raise unsupported(str(info.field_name), "tools are not supported by this gateway.")
         return v
 
     @field_validator("reasoning")
@@ -165,6 +160,9 @@ class ResponseRequest(_Wire):
         limit = client_limit(task, self.max_output_tokens)
         return ReplyOptions(limit, (), self.logprobs, self.top_logprobs or 0)
 
+    def tool_call(self, task: Task) -> ToolCall | None:
+        return forced_call(task, self.tools, self.tool_choice, nested=False)
+
 
 def _message(item: dict[str, Any], index: int) -> Message:
     """One input item: a message (``type`` ``message`` or none), its content a string or
@@ -204,7 +202,7 @@ def _message(item: dict[str, Any], index: int) -> Message:
 
 def _prepare(
     pipeline: Pipeline, body: ResponseRequest, request_id: str
-) -> tuple[TaskRuntime, GenerationRequest, ReplyOptions]:
+) -> tuple[TaskRuntime, GenerationRequest, ReplyOptions, ToolCall | None]:
     runtime = pipeline.runtime(body.model)
     task = runtime.task
     turns = body.turns()
@@ -218,15 +216,20 @@ def _prepare(
         max_prompt_tokens=task.limits.max_prompt_tokens,
     )
     check_input_chars(task, gen)
-    return runtime, gen, body.reply_options(task)
+    return runtime, gen, body.reply_options(task), body.tool_call(task)
 
 
 class _Rendering:
-    """One response's ids and echoed settings, rendered whole or as its events."""
+    """One response's ids and echoed settings, rendered whole or as its events: the answer
+    as a message, or as the call of the function the client forced."""
 
-    def __init__(self, body: ResponseRequest, task: Task, sampling: SamplingParams) -> None:
-        self.body, self.task, self.sampling = body, task, sampling
-        self.id, self.item_id, self.created = new_id("resp"), new_id("msg"), now()
+    def __init__(
+        self, body: ResponseRequest, task: Task, sampling: SamplingParams, call: ToolCall | None
+    ) -> None:
+        self.body, self.task, self.sampling, self.call = body, task, sampling, call
+        self.id, self.created = new_id("resp"), now()
+        self.item_id = new_id("fc" if call else "msg")
+        self.call_id = new_id("call")
 
     def response(self, answer: Answer | None) -> dict[str, Any]:
         """The ``response`` object: in progress (no answer yet), completed or incomplete."""
@@ -262,8 +265,8 @@ class _Rendering:
             "store": False,
             "temperature": self.sampling.temperature,
             "text": {"format": self.body.format},
-            "tool_choice": "auto",
-            "tools": [],
+            "tool_choice": self.body.tool_choice or "auto",
+            "tools": [_echo(tool) for tool in self.body.tools or ()],
             "top_logprobs": self.body.top_logprobs or 0,
             "top_p": self.sampling.top_p,
             "truncation": "disabled",
@@ -276,6 +279,15 @@ class _Rendering:
         return out
 
     def item(self, answer: Answer | None, status: str) -> dict[str, Any]:
+        if self.call is not None:
+            return {
+                "id": self.item_id,
+                "type": "function_call",
+                "status": status,
+                "call_id": self.call_id,
+                "name": self.call.name,
+                "arguments": "" if answer is None else answer.text,
+            }
         content = [] if answer is None else [self.part(answer.text, answer.tokens)]
         return {
             "id": self.item_id,
@@ -288,6 +300,12 @@ class _Rendering:
     def part(self, text: str, tokens: Sequence[TokenDelta] | None) -> dict[str, Any]:
         logprobs = _logprobs(tokens, with_bytes=True) if self.body.logprobs else []
         return {"type": "output_text", "text": text, "annotations": [], "logprobs": logprobs}
+
+
+def _echo(tool: dict[str, Any]) -> dict[str, Any]:
+    """A function tool as the response object echoes it (``strict`` and ``parameters``
+    always present)."""
+    return {"strict": None, "parameters": None, **tool}
 
 
 def _logprobs(tokens: Sequence[TokenDelta] | None, *, with_bytes: bool) -> list[dict[str, Any]]:
@@ -311,9 +329,9 @@ async def complete(
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """The whole ``response`` object and its headers."""
     with pipeline.deployment.lease():
-        runtime, gen, options = _prepare(pipeline, body, request_id)
+        runtime, gen, options, call = _prepare(pipeline, body, request_id)
         answer = await pipeline.answer(runtime, gen, forced=forced, options=options)
-    rendering = _Rendering(body, runtime.task, gen.sampling)
+    rendering = _Rendering(body, runtime.task, gen.sampling, call)
     return rendering.response(answer), headers(answer, runtime)
 
 
@@ -322,16 +340,17 @@ async def stream(
 ) -> tuple[AsyncIterator[str], dict[str, str], int]:
     """The Responses event stream, its headers and its total tokens (rate limits)."""
     with pipeline.deployment.lease():
-        runtime, gen, options = _prepare(pipeline, body, request_id)
+        runtime, gen, options, call = _prepare(pipeline, body, request_id)
         answer = await pipeline.answer(runtime, gen, forced=forced, options=options)
-    events = _events(_Rendering(body, runtime.task, gen.sampling), answer)
+    events = _events(_Rendering(body, runtime.task, gen.sampling, call), answer)
     return events, headers(answer, runtime), answer.prompt_tokens + answer.completion_tokens
 
 
 async def _events(r: _Rendering, answer: Answer) -> AsyncIterator[str]:
-    """OpenAI's order: the response created and in progress, the message item and its text
-    part opened, one delta per served token (the whole text at once when its tokens are not
-    known), the text, part and item done, then the response completed (or incomplete)."""
+    """OpenAI's order: the response created and in progress, the output item opened (for a
+    message, its text part too), one delta per served token (the whole text at once when its
+    tokens are not known), the text (or arguments), part and item done, then the response
+    completed (or incomplete)."""
     sequence = 0
 
     def event(kind: str, **data: Any) -> str:
@@ -340,22 +359,29 @@ async def _events(r: _Rendering, answer: Answer) -> AsyncIterator[str]:
         sequence += 1
         return f"event: {kind}\ndata: {orjson.dumps(payload).decode()}\n\n"
 
-    where = {"item_id": r.item_id, "output_index": 0, "content_index": 0}
-    yield event("response.created", response=r.response(None))
-    yield event("response.in_progress", response=r.response(None))
-    yield event("response.output_item.added", output_index=0, item=r.item(None, "in_progress"))
-    yield event("response.content_part.added", **where, part=r.part("", ()))
     pieces: Sequence[tuple[str, Sequence[TokenDelta] | None]]
     if answer.tokens is not None:
         pieces = [(t.text, (t,)) for t in answer.tokens]
     else:
         pieces = [(answer.text, None)] if answer.text else []
-    for text, tokens in pieces:
-        logprobs = _logprobs(tokens, with_bytes=False) if r.body.logprobs else []
-        yield event("response.output_text.delta", **where, delta=text, logprobs=logprobs)
-    done_logprobs = _logprobs(answer.tokens, with_bytes=False) if r.body.logprobs else []
-    yield event("response.output_text.done", **where, text=answer.text, logprobs=done_logprobs)
-    yield event("response.content_part.done", **where, part=r.part(answer.text, answer.tokens))
+    yield event("response.created", response=r.response(None))
+    yield event("response.in_progress", response=r.response(None))
+    yield event("response.output_item.added", output_index=0, item=r.item(None, "in_progress"))
+    if r.call is not None:
+        where = {"item_id": r.item_id, "output_index": 0}
+        for text, _ in pieces:
+            yield event("response.function_call_arguments.delta", **where, delta=text)
+        done = {"name": r.call.name, "arguments": answer.text}
+        yield event("response.function_call_arguments.done", **where, **done)
+    else:
+        where = {"item_id": r.item_id, "output_index": 0, "content_index": 0}
+        yield event("response.content_part.added", **where, part=r.part("", ()))
+        for text, tokens in pieces:
+            logprobs = _logprobs(tokens, with_bytes=False) if r.body.logprobs else []
+            yield event("response.output_text.delta", **where, delta=text, logprobs=logprobs)
+        logprobs = _logprobs(answer.tokens, with_bytes=False) if r.body.logprobs else []
+        yield event("response.output_text.done", **where, text=answer.text, logprobs=logprobs)
+        yield event("response.content_part.done", **where, part=r.part(answer.text, answer.tokens))
     whole = r.response(answer)
     item = whole["output"][0]
     yield event("response.output_item.done", output_index=0, item=item)
