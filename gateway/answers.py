@@ -28,6 +28,19 @@ __all__ = [
 _ANNOTATIONS = frozenset({"title", "description", "examples", "$comment", "$schema", "default"})
 _NAMED_SCHEMAS = frozenset({"properties", "patternProperties", "$defs", "definitions"})
 _VALUES = frozenset({"enum", "const"})
+# Keywords whose value can say "no constraint" (``properties: {}``, ``required: []``,
+# ``additionalProperties: true``): generators write them, a task's file need not.
+_UNCONSTRAINING = frozenset(
+    {
+        "properties",
+        "patternProperties",
+        "required",
+        "$defs",
+        "definitions",
+        "additionalProperties",
+        "items",
+    }
+)
 
 
 class SchemaProblem(ValueError):
@@ -51,7 +64,7 @@ def fits_schema(client: Mapping[str, Any], own: Mapping[str, Any]) -> bool:
     """Whether a client's schema asks for the task's answers: the same constraints,
     annotations aside, except that the client may leave out ``additionalProperties: false``
     (schemas generated outside strict mode do): every answer of the task's still fits it."""
-    return _fits(_bare(client), _bare(own))
+    return _fits(_bare(_inlined(client)), _bare(_inlined(own)))
 
 
 def _fits(client: object, own: object) -> bool:
@@ -67,6 +80,29 @@ def _fits(client: object, own: object) -> bool:
     return canonical_json(client) == canonical_json(own)
 
 
+def _inlined(schema: Mapping[str, Any]) -> object:
+    """The schema with each local ``$ref`` replaced by the definition it names, so that a
+    generator's nested models (pydantic writes ``$defs``) compare with a hand-written schema.
+    A recursive definition stays a reference."""
+    defs = {**schema.get("definitions", {}), **schema.get("$defs", {})}
+
+    def walk(node: object, seen: frozenset[str]) -> object:
+        if isinstance(node, list):
+            return [walk(item, seen) for item in node]
+        if not isinstance(node, Mapping):
+            return node
+        ref = node.get("$ref")
+        name = ref.rsplit("/", 1)[-1] if isinstance(ref, str) else ""
+        local = ref in (f"#/$defs/{name}", f"#/definitions/{name}")
+        if local and name in defs and name not in seen:
+            rest = {key: value for key, value in node.items() if key != "$ref"}
+            return walk({**defs[name], **rest}, seen | {name})
+        return {key: walk(value, seen) for key, value in node.items()}
+
+    root = {key: value for key, value in schema.items() if key not in ("$defs", "definitions")}
+    return walk(root, frozenset())
+
+
 def _bare(node: object) -> object:
     if isinstance(node, list):
         return [_bare(item) for item in node]
@@ -74,7 +110,7 @@ def _bare(node: object) -> object:
         return node
     out: dict[str, object] = {}
     for key, value in node.items():
-        if key in _ANNOTATIONS:
+        if key in _ANNOTATIONS or (key in _UNCONSTRAINING and value in ({}, [], True)):
             continue
         if key in _NAMED_SCHEMAS and isinstance(value, Mapping):
             out[key] = {name: _bare(schema) for name, schema in value.items()}

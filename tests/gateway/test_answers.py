@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.answers import AnswerCheck, SchemaProblem, answer_check, check_schema
+from gateway.answers import AnswerCheck, SchemaProblem, answer_check, check_schema, fits_schema
 from gateway.tasks import Task, TaskConfigError, load_task
 
 SCHEMA = {
@@ -41,6 +41,40 @@ def test_structured_answers_compare_as_json_values() -> None:
     assert check.same(a, b) and check.key(a) == check.key(b)
     assert not check.same(a, a.replace("noon", "now"))
     assert not check.same("not json", "not  json")  # unparsed text compares as text
+
+
+def test_a_clients_schema_fits_the_tasks_annotations_and_no_ops_aside() -> None:
+    own = {
+        "type": "object",
+        "properties": {"intent": {"enum": ["a", "b"]}, "slots": {"type": "object"}},
+        "required": ["intent", "slots"],
+        "additionalProperties": False,
+    }
+    generated = {  # what pydantic, instructor or pydantic-ai write for the same model
+        "title": "Command",
+        "description": "A command.",
+        "type": "object",
+        "properties": {
+            "slots": {"type": "object", "properties": {}, "title": "Slots"},
+            "intent": {"enum": ["a", "b"], "title": "Intent"},
+        },
+        "required": ["slots", "intent"],
+    }
+    assert fits_schema(generated, own)
+    assert fits_schema({**generated, "additionalProperties": False}, own)
+    # The client may be looser only where every answer of the task's still fits it.
+    assert not fits_schema(own, {**own, "additionalProperties": True})
+    assert not fits_schema({**generated, "required": ["intent"]}, own)
+    changed = {**generated, "properties": {**generated["properties"], "intent": {"enum": ["a"]}}}
+    assert not fits_schema(changed, own)
+    # A nested model, as pydantic writes it: a reference into $defs.
+    nested = {
+        **generated,
+        "properties": {**generated["properties"], "slots": {"$ref": "#/$defs/Slots"}},
+        "$defs": {"Slots": {"type": "object", "title": "Slots"}},
+    }
+    assert fits_schema(nested, own)
+    assert not fits_schema({**nested, "$defs": {"Slots": {"type": "array"}}}, own)
 
 
 def test_labels_and_free_text() -> None:
