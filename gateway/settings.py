@@ -108,7 +108,29 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("info", description="Log level of the gateway.")
     access_log: bool = Field(
-        False, description="uvicorn's per-request access log (metrics count every request)."
+        False,
+        description="One log line per request (method, path, status, milliseconds, request and "
+        "trace ids); metrics count every request anyway.",
+    )
+    otlp_endpoint: str = Field(
+        "",
+        description="Traces: the OTLP/HTTP endpoint of a collector (`http://otel-collector:4318`); "
+        "empty: traces are off (a client's `traceparent` still reaches the teacher).",
+    )
+    trace_sample_rate: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of requests traced when traces are on (a client's sampled "
+        "`traceparent` is always followed); 0.01-0.1 at high volume.",
+    )
+    trace_text: bool = Field(
+        False,
+        description="Put prompt and answer text in spans (`gen_ai.input.messages`, "
+        "`gen_ai.output.messages`), redacted as the task's capture is; off: no text in spans.",
+    )
+    otel_service_name: str = Field(
+        "distillgate", description="The `service.name` of the gateway's traces."
     )
 
     @property

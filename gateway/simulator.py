@@ -145,6 +145,7 @@ class _Faults:
     mode: FaultMode | None = None
     remaining: int = 0  # -1: until cleared
     served: dict[str, int] = field(default_factory=dict)
+    traceparents: list[str | None] = field(default_factory=list)  # the latest calls' own
 
     def take(self) -> FaultMode | None:
         if self.mode is None or self.remaining == 0:
@@ -247,8 +248,9 @@ def create_sim_app(
     def usage(prompt: str, text: str) -> tuple[int, int]:
         return len(prompt) // _CHARS_PER_TOKEN + 1, len(text) // _CHARS_PER_TOKEN + 1
 
-    async def before(api: str) -> FaultMode | None:
+    async def before(api: str, request: Request) -> FaultMode | None:
         faults.served[api] = faults.served.get(api, 0) + 1
+        faults.traceparents = [*faults.traceparents[-99:], request.headers.get("traceparent")]
         fault = faults.take()
         if fault == "timeout":
             await asyncio.sleep(timeout_s)
@@ -264,14 +266,14 @@ def create_sim_app(
 
     @app.get("/sim/stats")
     async def stats() -> dict[str, Any]:
-        return {"served": faults.served}
+        return {"served": faults.served, "traceparents": faults.traceparents}
 
     @app.post("/v1/messages")
     async def messages(request: Request) -> Response:
         """Long because Anthropic's stream is six event kinds, written out as the protocol shows
         them."""
         body = await request.json()
-        fault = await before("anthropic")
+        fault = await before("anthropic", request)
         if fault in ("429", "529", "500"):
             return _anthropic_error(int(fault))
         if fault == "garbage":
@@ -345,7 +347,7 @@ def create_sim_app(
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
         body = await request.json()
-        fault = await before("openai")
+        fault = await before("openai", request)
         if fault in ("429", "529", "500"):
             return _openai_error(int(fault))
         if fault == "garbage":

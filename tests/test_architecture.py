@@ -41,7 +41,7 @@ LAYERS = {
     # data types, errors, configuration
     "gateway": 0, "gateway.errors": 0, "gateway.answers": 0, "gateway.examples": 0,
     "gateway.tasks": 0, "gateway.settings": 0, "gateway.cores": 0, "gateway.redis_clients": 0,
-    "gateway.keys": 0,
+    "gateway.keys": 0, "gateway.tracing": 0,
     "calibration": 1,  # the math: no I/O
     "gateway.engines": 2, "gateway.teachers": 2, "gateway.capture": 2,  # the parts
     "gateway.limits": 2,

@@ -7,7 +7,7 @@ the lifespan fills in the pipeline and the reloader once the tasks are deployed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.requests import HTTPConnection
 
@@ -18,6 +18,7 @@ from gateway.metrics import Metrics
 from gateway.pipeline.answer import Pipeline
 from gateway.runtime.reloading import Reloader
 from gateway.settings import Settings
+from gateway.tracing import Tracing
 
 __all__ = ["GatewayState", "gateway_state"]
 
@@ -28,6 +29,7 @@ class GatewayState:
     metrics: Metrics
     keyring: KeyRing  # swapped whole by a reload of the key file
     limiter: RateLimiter
+    tracing: Tracing = field(default_factory=Tracing)  # off: every span a no-op
     pipeline: Pipeline | None = None  # None until the lifespan has deployed the tasks
     reloader: Reloader | None = None
     draining: bool = False  # POST /admin/drain: /readyz answers 503

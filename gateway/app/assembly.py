@@ -11,12 +11,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway.api.admin import router as admin_router
 from gateway.api.errors import HttpError, error_response
 from gateway.api.middleware import (
+    AccessLogMiddleware,
     AuthMiddleware,
     BodyLimitMiddleware,
     DirectRoutes,
     ErrorBoundaryMiddleware,
     HttpMetricsMiddleware,
     RequestIdMiddleware,
+    TracingMiddleware,
 )
 from gateway.api.openapi import install_openapi
 from gateway.api.protocol import invalid_request as validation_error
@@ -30,6 +32,7 @@ from gateway.limits import open_limiter
 from gateway.metrics import LiveCollector, Metrics, ServingSnapshot
 from gateway.runtime.snapshot import serving_snapshot
 from gateway.settings import Settings
+from gateway.tracing import open_tracing
 
 __all__ = ["create_app"]
 
@@ -47,6 +50,7 @@ def create_app(
         metrics=metrics,
         keyring=KeyRing.load(settings.api_keys, settings.api_keys_file),
         limiter=open_limiter(settings, on_fallback=metrics.rate_limit_fallback.inc),
+        tracing=open_tracing(settings),
     )
 
     def snapshot() -> ServingSnapshot | None:
@@ -72,6 +76,9 @@ def create_app(
     app.add_middleware(AuthMiddleware, state=state)
     app.add_middleware(ErrorBoundaryMiddleware)
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
+    if settings.access_log:
+        app.add_middleware(AccessLogMiddleware)
+    app.add_middleware(TracingMiddleware, tracing=state.tracing)
     app.add_middleware(RequestIdMiddleware)
     return app
 

@@ -60,9 +60,11 @@ def serving_lifespan(state: GatewayState, engine_factory: EngineFactory) -> Life
             recorder=recorder,
             observer=metrics,
             audits=AuditTracker(window=settings.audit_window, on_observe=_audit_metrics(metrics)),
+            tracing=state.tracing,
         )
         reloader = state.reloader = _reloader(state, make_engine, policies)
         async with AsyncExitStack() as stack:  # closed in reverse: the last entered first
+            stack.callback(state.tracing.shutdown)  # the last spans exported
             stack.push_async_callback(state.limiter.aclose)
             stack.push_async_callback(_close, pipeline, recorder)
             await stack.enter_async_context(_background(state, reloader, workers, recorder))

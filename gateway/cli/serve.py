@@ -44,7 +44,7 @@ def serve(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        access_log=settings.access_log,
+        access_log=False,  # the gateway's own (gateway.access), with request and trace ids
         timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
 

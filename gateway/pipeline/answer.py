@@ -12,6 +12,9 @@ student (``student-fallback``) or an error, per the task's policy. The client's
 A random ``audit_rate`` share of accepted answers is also put to the teacher in the
 background, never delaying the client (``audit.py`` keeps the live agreement); its record
 is captured with route ``audit``. ``answer()`` is also what ``distillgate evaluate`` replays.
+
+Each step is a span of the request's trace (``pipeline/trace.py``): the student, the decision, the
+teacher, the capture; audits and shadow answers are traces of their own, linked to it.
 """
 
 from __future__ import annotations
@@ -34,7 +37,14 @@ from gateway.pipeline.escalation import ask_teacher, teacher_reply, teacher_requ
 from gateway.pipeline.record import capture_record
 from gateway.pipeline.reply import Reply, ReplyOptions, fit
 from gateway.pipeline.student import StudentTurn, run_student
+from gateway.pipeline.trace import (
+    answer_attributes,
+    capture_attributes,
+    decision_attributes,
+    student_attributes,
+)
 from gateway.teachers.base import TeacherAnswer
+from gateway.tracing import SpanContext, SpanKind, Tracing
 
 __all__ = ["Forced", "Pipeline"]
 
@@ -54,6 +64,7 @@ class Pipeline:
         audits: AuditTracker | None = None,
         observer: PipelineObserver | None = None,
         rng: random.Random | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         if not isinstance(deployment, Deployment):
             deployment = Deployment(runtimes=dict(deployment))
@@ -63,6 +74,7 @@ class Pipeline:
         self.observer: PipelineObserver = observer or NullObserver()
         self._background: set[asyncio.Task[None]] = set()
         self._rng = rng or random.Random()  # who a canary serves, what a shadow answers
+        self.tracing = tracing or Tracing()  # off: every span a no-op
 
     @property
     def runtimes(self) -> Mapping[str, TaskRuntime]:
@@ -118,8 +130,12 @@ class Pipeline:
             self.observer.decided(runtime.task.name, deciding.version_label, accepted)
         shadows = trial is not None and trial.stage == "shadow" and runtime.teacher is not None
         if shadows and trial is not None and self._rng.random() < trial.share:
-            self._in_background(self._shadow(trial.runtime, gen), "shadow")
-        return dataclasses.replace(answer, student_version=deciding.version_label)
+            self._in_background(self._shadow(trial.runtime, gen, self.tracing.cause()), "shadow")
+        answer = dataclasses.replace(answer, student_version=deciding.version_label)
+        request = self.tracing.current_span()  # the HTTP edge's: the outcome, to search by
+        if request.is_recording():
+            request.set_attributes(answer_attributes(runtime.task, answer))
+        return answer
 
     async def _decide(
         self,
@@ -137,14 +153,17 @@ class Pipeline:
         if runtime.engine is None:
             return await self._without_student(runtime, gen, deadline, options)
         try:
-            turn = await run_student(runtime, gen, deadline)
+            turn = await self._student(runtime, gen, deadline)
         except EngineError as exc:
             if task.routing.on_student_failure != "teacher" or runtime.teacher is None:
                 raise
             return await self._teacher_instead(
                 runtime, gen, deadline, options, Reason.STUDENT_FAILED, failure=exc
             )
-        decision = _judge(runtime, turn, forced)
+        with self.tracing.span("decision") as span:
+            decision = _judge(runtime, turn, forced)
+            if span.is_recording():
+                span.set_attributes(decision_attributes(runtime, turn, decision))
         self.observer.student_answered(task.name, turn.seconds, turn.confidence)
         student = _student_answer(turn, decision.reason)
         if not decision.escalate or runtime.teacher is None:
@@ -155,7 +174,9 @@ class Pipeline:
         self.observer.escalated(task.name, decision.reason.value)
         ask = teacher_request(task, gen, options)
         try:
-            reply = await ask_teacher(runtime, ask, "escalation", self.observer, deadline=deadline)
+            reply = await ask_teacher(
+                runtime, ask, "escalation", self.observer, self.tracing, deadline=deadline
+            )
         except TeacherError as exc:
             logger.warning("teacher failed for %s (%s): %s", gen.request_id, task.name, exc.message)
             self._capture(runtime, gen, student, "student-fallback", decision.reason, error=exc)
@@ -205,7 +226,9 @@ class Pipeline:
         self.observer.escalated(task.name, reason.value)
         ask = teacher_request(task, gen, options)
         try:
-            reply = await ask_teacher(runtime, ask, "escalation", self.observer, deadline=deadline)
+            reply = await ask_teacher(
+                runtime, ask, "escalation", self.observer, self.tracing, deadline=deadline
+            )
         except TeacherError:
             if failure is None:
                 raise
@@ -229,6 +252,15 @@ class Pipeline:
         self._capture(runtime, gen, answer, "teacher", reason.value, reply=reply)
         return _served(answer, served, reply.output_tokens)
 
+    async def _student(
+        self, runtime: TaskRuntime, gen: GenerationRequest, deadline: float
+    ) -> StudentTurn:
+        with self.tracing.span("student") as span:
+            turn = await run_student(runtime, gen, deadline)
+            if span.is_recording():
+                span.set_attributes(student_attributes(runtime, gen, turn, self.tracing))
+        return turn
+
     # -- capture and audit -----------------------------------------------------------------
     def _capture(
         self,
@@ -243,7 +275,11 @@ class Pipeline:
     ) -> None:
         if self.recorder is None or not runtime.task.capture.enabled:
             return
-        self.recorder.submit(capture_record(runtime, gen, answer, route, reason, reply, error))
+        record = capture_record(runtime, gen, answer, route, reason, reply, error)
+        with self.tracing.span("capture", kind=SpanKind.PRODUCER) as span:
+            self.recorder.submit(record)  # written to Redis in batches, off the request path
+            if span.is_recording():
+                span.set_attributes(capture_attributes(record, self.recorder.queued))
 
     def _in_background(self, work: Coroutine[None, None, None], name: str) -> None:
         """Off the request path; the deployment (its engines and teacher) stays open until
@@ -262,33 +298,48 @@ class Pipeline:
     def _maybe_audit(self, runtime: TaskRuntime, gen: GenerationRequest, answer: Answer) -> None:
         if self.audits is None or not self.audits.sample(runtime.task.capture.audit_rate):
             return
-        self._in_background(self._audit(runtime, gen, answer), "audit")
+        self._in_background(self._audit(runtime, gen, answer, self.tracing.cause()), "audit")
 
-    async def _shadow(self, candidate: TaskRuntime, gen: GenerationRequest) -> None:
+    async def _shadow(
+        self, candidate: TaskRuntime, gen: GenerationRequest, cause: SpanContext | None
+    ) -> None:
         """The candidate answers a request the serving version answered, and the teacher
         too: the record (route ``shadow``, the candidate's decision as its reason) is the
         trial's evidence, and one more teacher-labelled pair."""
         task = candidate.task
         deadline = asyncio.get_running_loop().time() + task.limits.deadline_s
-        try:
-            turn = await run_student(candidate, gen, deadline)
-        except EngineError as exc:
-            logger.info("shadow answer of %s failed: %s", gen.request_id, exc.message)
-            return
-        answer = _student_answer(turn, _judge(candidate, turn, None).reason)
-        try:
-            reply = await ask_teacher(
-                candidate, teacher_request(task, gen), "shadow", self.observer
-            )
-        except TeacherError as exc:
-            logger.info("shadow of %s skipped: the teacher failed: %s", gen.request_id, exc.message)
-            return
-        self._capture(candidate, gen, answer, "shadow", answer.reason.value, reply=reply)
+        with self.tracing.linked("shadow", cause, {"gen_ai.request.model": task.name}):
+            try:
+                turn = await self._student(candidate, gen, deadline)
+            except EngineError as exc:
+                logger.info("shadow answer of %s failed: %s", gen.request_id, exc.message)
+                return
+            answer = _student_answer(turn, _judge(candidate, turn, None).reason)
+            try:
+                reply = await ask_teacher(
+                    candidate, teacher_request(task, gen), "shadow", self.observer, self.tracing
+                )
+            except TeacherError as exc:
+                logger.info(
+                    "shadow of %s skipped: the teacher failed: %s", gen.request_id, exc.message
+                )
+                return
+            self._capture(candidate, gen, answer, "shadow", answer.reason.value, reply=reply)
 
-    async def _audit(self, runtime: TaskRuntime, gen: GenerationRequest, answer: Answer) -> None:
+    async def _audit(
+        self,
+        runtime: TaskRuntime,
+        gen: GenerationRequest,
+        answer: Answer,
+        cause: SpanContext | None,
+    ) -> None:
+        with self.tracing.linked("audit", cause, {"gen_ai.request.model": runtime.task.name}):
+            await self._audited(runtime, gen, answer)
+
+    async def _audited(self, runtime: TaskRuntime, gen: GenerationRequest, answer: Answer) -> None:
         ask = teacher_request(runtime.task, gen)
         try:
-            reply = await ask_teacher(runtime, ask, "audit", self.observer)
+            reply = await ask_teacher(runtime, ask, "audit", self.observer, self.tracing)
         except TeacherError as exc:
             logger.info("audit of %s skipped: the teacher failed: %s", gen.request_id, exc.message)
             return

@@ -17,8 +17,10 @@ from gateway.errors import GatewayError, TeacherError, TeacherTimeout
 from gateway.pipeline.base import PipelineObserver
 from gateway.pipeline.deployment import TaskRuntime
 from gateway.pipeline.reply import Reply, ReplyOptions, fit
+from gateway.pipeline.trace import teacher_attributes, teacher_reply_attributes
 from gateway.tasks import Task
 from gateway.teachers.base import TeacherAnswer, TeacherRequest
+from gateway.tracing import SpanKind, Tracing
 
 __all__ = ["ask_teacher", "teacher_reply", "teacher_request"]
 
@@ -60,11 +62,41 @@ async def ask_teacher(
     request: TeacherRequest,
     purpose: str,
     observer: PipelineObserver,
+    tracing: Tracing,
     *,
     deadline: float | None = None,
 ) -> TeacherAnswer:
     """``deadline`` (loop time): what is left of the request's own deadline; when it
-    passes first, a ``TeacherTimeout`` that the task's teacher-failure policy handles."""
+    passes first, a ``TeacherTimeout`` that the task's teacher-failure policy handles.
+    The call is a span; the teacher's client sends its ``traceparent`` on."""
+    task = runtime.task
+    with tracing.span("teacher", kind=SpanKind.CLIENT) as span:
+        if span.is_recording():
+            span.set_attributes(teacher_attributes(task, request, purpose))
+        try:
+            reply = await _ask(runtime, request, observer, deadline)
+        except TeacherError as exc:
+            span.set_attribute("error.type", exc.code or "teacher_error")
+            raise
+        if span.is_recording():
+            span.set_attributes(teacher_reply_attributes(task, reply))
+    observer.teacher_answered(
+        task.name,
+        purpose,
+        seconds=reply.latency_s,
+        input_tokens=reply.input_tokens,
+        output_tokens=reply.output_tokens,
+        cost_usd=task.prices.teacher_cost(reply.input_tokens, reply.output_tokens),
+    )
+    return reply
+
+
+async def _ask(
+    runtime: TaskRuntime,
+    request: TeacherRequest,
+    observer: PipelineObserver,
+    deadline: float | None,
+) -> TeacherAnswer:
     assert runtime.teacher is not None
     task = runtime.task
     try:
@@ -85,14 +117,6 @@ async def ask_teacher(
     except TeacherError as exc:
         observer.teacher_failed(task.name, exc.code or "teacher_error")
         raise
-    observer.teacher_answered(
-        task.name,
-        purpose,
-        seconds=reply.latency_s,
-        input_tokens=reply.input_tokens,
-        output_tokens=reply.output_tokens,
-        cost_usd=task.prices.teacher_cost(reply.input_tokens, reply.output_tokens),
-    )
     return reply
 
 

@@ -13,6 +13,7 @@ from anthropic.types import MessageParam
 from gateway.errors import TeacherError, TeacherTimeout
 from gateway.teachers.base import TeacherAnswer, TeacherRequest
 from gateway.teachers.resilience import RETRYABLE_STATUSES, retry_after_seconds
+from gateway.tracing import trace_headers
 
 __all__ = ["AnthropicTeacher"]
 
@@ -75,6 +76,7 @@ class AnthropicTeacher:
                 stop_sequences=list(request.stop) if request.stop else anthropic.omit,
                 tools=[tool] if structured else anthropic.omit,  # type: ignore[list-item]
                 tool_choice={"type": "tool", "name": "answer"} if structured else anthropic.omit,
+                extra_headers=trace_headers(),  # the request's trace, carried on
             )
         except anthropic.APITimeoutError:
             raise TeacherTimeout(f"{self.name} timed out", retryable=True) from None

@@ -11,6 +11,7 @@ from gateway.engines.base import TokenDelta, TokenLogprob
 from gateway.errors import TeacherError, TeacherTimeout
 from gateway.teachers.base import TeacherAnswer, TeacherRequest
 from gateway.teachers.resilience import RETRYABLE_STATUSES, retry_after_seconds
+from gateway.tracing import trace_headers
 
 __all__ = ["OpenAICompatTeacher"]
 
@@ -49,7 +50,11 @@ class OpenAICompatTeacher:
             body["top_logprobs"] = request.top_logprobs
         started = time.perf_counter()
         try:
-            response = await self._client.post("chat/completions", json=body)
+            response = await self._client.post(
+                "chat/completions",
+                json=body,
+                headers=trace_headers(),  # the request's trace
+            )
         except httpx.TimeoutException:
             raise TeacherTimeout(f"{self.name} timed out", retryable=True) from None
         except httpx.TransportError:

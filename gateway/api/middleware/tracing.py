@@ -1,0 +1,43 @@
+"""The request's own span, at the HTTP edge: every other span of the request is its child."""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.tracing import Tracing
+
+__all__ = ["TracingMiddleware"]
+
+_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/models"})
+
+
+class TracingMiddleware:
+    def __init__(self, app: ASGIApp, tracing: Tracing) -> None:
+        self.app, self.tracing = app, tracing
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method, path = scope["method"], scope["path"]
+        route = path if path in _ROUTES else None  # span names of bounded cardinality
+        attributes = {
+            "http.request.method": method,
+            "url.path": path,
+            "url.scheme": scope.get("scheme", "http"),
+            "distillgate.request_id": scope.get("state", {}).get("request_id", ""),
+        }
+        if route is not None:
+            attributes["http.route"] = route
+        name = f"{method} {route}" if route else method
+        with self.tracing.server_span(name, scope["headers"], attributes) as span:
+
+            async def send_traced(message: Message) -> None:
+                if message["type"] == "http.response.start" and span.is_recording():
+                    status = int(message["status"])
+                    span.set_attribute("http.response.status_code", status)
+                    if status >= 500:
+                        span.set_attribute("error.type", str(status))
+                await send(message)
+
+            await self.app(scope, receive, send_traced)

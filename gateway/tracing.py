@@ -1,0 +1,185 @@
+"""OpenTelemetry traces: one per request, through the student, the decision, the teacher and
+the capture, so an SRE can follow one slow or wrong request.
+
+Off unless an OTLP endpoint is configured (``DISTILLGATE_OTLP_ENDPOINT``); then a share of
+requests (``DISTILLGATE_TRACE_SAMPLE_RATE``, parent-based: a client's sampled trace is
+followed) is exported over OTLP/HTTP in batches, off the request path. A ``Tracing`` is
+handed to the parts that make spans rather than set as OpenTelemetry's global provider, so
+every gateway in a process keeps its own. Off, a span is a shared no-op.
+
+The client's W3C ``traceparent`` is honoured either way: the request's spans join its trace,
+and the teacher call carries it on (``trace_headers``), so the teacher's own traces join too.
+
+Attribute names are OpenTelemetry's where they exist (HTTP, and the GenAI conventions'
+``gen_ai.*``) and ``distillgate.*`` for the gateway's own. No prompt or answer text goes
+into a span unless ``DISTILLGATE_TRACE_TEXT`` allows it, and then redacted as capture is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from importlib.metadata import version
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import INVALID_SPAN, Link, Span, SpanContext, SpanKind, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from gateway.settings import Settings
+
+__all__ = [
+    "SpanContext",
+    "SpanKind",
+    "Tracing",
+    "current_trace_id",
+    "messages_attribute",
+    "open_tracing",
+    "trace_headers",
+]
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+_NO_SPAN: AbstractContextManager[Span] = contextlib.nullcontext(INVALID_SPAN)
+
+
+class Tracing:
+    """Spans for the gateway's steps; with no ``tracer`` (tracing off) every span is the
+    shared no-op, so a caller never branches: it sets attributes when ``span.is_recording()``."""
+
+    def __init__(
+        self,
+        tracer: Tracer | None = None,
+        *,
+        record_text: bool = False,
+        provider: TracerProvider | None = None,
+    ) -> None:
+        self.tracer = tracer
+        self.record_text = record_text  # prompt and answer text in spans (redacted)
+        self._provider = provider
+
+    @property
+    def enabled(self) -> bool:
+        return self.tracer is not None
+
+    def span(
+        self,
+        name: str,
+        attributes: Mapping[str, Any] | None = None,
+        *,
+        kind: SpanKind = SpanKind.INTERNAL,
+    ) -> AbstractContextManager[Span]:
+        """A child of the current span (the request's), current while it is open."""
+        if self.tracer is None:
+            return _NO_SPAN
+        return self.tracer.start_as_current_span(name, kind=kind, attributes=attributes)
+
+    def linked(
+        self, name: str, cause: SpanContext | None, attributes: Mapping[str, Any] | None = None
+    ) -> AbstractContextManager[Span]:
+        """A span of a trace of its own, linked to the request that caused it: audits and
+        shadow answers run after the request's trace has ended."""
+        if self.tracer is None:
+            return _NO_SPAN
+        links = [Link(cause)] if cause is not None and cause.is_valid else None
+        root = otel_context.Context()
+        return self.tracer.start_as_current_span(
+            name, context=root, links=links, attributes=attributes
+        )
+
+    @staticmethod
+    def current_span() -> Span:
+        return trace.get_current_span()
+
+    @staticmethod
+    def cause() -> SpanContext | None:
+        """The current span's context, to link work it leaves behind to it."""
+        context = trace.get_current_span().get_span_context()
+        return context if context.is_valid else None
+
+    def server_span(
+        self, name: str, headers: Iterable[tuple[bytes, bytes]], attributes: Mapping[str, Any]
+    ) -> AbstractContextManager[Span]:
+        """The request's own span (the HTTP edge), a child of the client's ``traceparent``
+        when it sent one. Off, the client's trace is still made current, for the teacher."""
+        parent = _client_context(headers)
+        if self.tracer is None:
+            return _NO_SPAN if parent is None else _attached(parent)
+        return self.tracer.start_as_current_span(
+            name, context=parent, kind=SpanKind.SERVER, attributes=attributes
+        )
+
+    def shutdown(self) -> None:
+        """Export what is still queued, then stop: on the way out of serving."""
+        if self._provider is not None:
+            self._provider.shutdown()
+
+
+def open_tracing(settings: Settings) -> Tracing:
+    """Tracing as the settings ask: off without an OTLP endpoint."""
+    if not settings.otlp_endpoint:
+        return Tracing()
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    __version__ = version("distillgate")
+    resource = Resource.create(
+        {"service.name": settings.otel_service_name, "service.version": __version__}
+    )
+    sampler = ParentBased(TraceIdRatioBased(settings.trace_sample_rate))
+    provider = TracerProvider(resource=resource, sampler=sampler)
+    endpoint = settings.otlp_endpoint.rstrip("/") + "/v1/traces"
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    tracer = provider.get_tracer("distillgate", __version__)
+    return Tracing(tracer, record_text=settings.trace_text, provider=provider)
+
+
+def trace_headers() -> dict[str, str]:
+    """``traceparent`` (and ``tracestate``) of the current span, for an outgoing call; empty
+    outside any trace."""
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier)
+    return carrier
+
+
+def current_trace_id() -> str | None:
+    """The current trace's id as hex (what a trace backend searches by), if any."""
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None
+
+
+def messages_attribute(messages: Iterable[tuple[str, str]]) -> str:
+    """(role, text) messages as the GenAI conventions' ``gen_ai.input.messages`` and
+    ``gen_ai.output.messages`` carry them."""
+    return json.dumps(
+        [{"role": role, "parts": [{"type": "text", "content": text}]} for role, text in messages]
+    )
+
+
+def _client_context(headers: Iterable[tuple[bytes, bytes]]) -> otel_context.Context | None:
+    carrier = {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in headers
+        if name in (b"traceparent", b"tracestate")
+    }
+    if "traceparent" not in carrier:
+        return None
+    context = _PROPAGATOR.extract(carrier)
+    return context if trace.get_current_span(context).get_span_context().is_valid else None
+
+
+@contextlib.contextmanager
+def _attached(context: otel_context.Context) -> Iterator[Span]:
+    token = otel_context.attach(context)
+    try:
+        yield trace.get_current_span(context)
+    finally:
+        otel_context.detach(token)
