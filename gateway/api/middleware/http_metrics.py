@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.api.paths import API_PATHS
 from gateway.metrics import Metrics
 
 __all__ = ["HttpMetricsMiddleware"]
-
-_API_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/models"})
 
 
 class HttpMetricsMiddleware:
@@ -19,7 +18,7 @@ class HttpMetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope["path"] if scope["path"] in _API_PATHS else "other"  # bounded labels
+        path = scope["path"] if scope["path"] in API_PATHS else "other"  # bounded labels
 
         async def observe(message: Message) -> None:
             if message["type"] == "http.response.start":

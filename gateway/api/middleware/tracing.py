@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.api.paths import API_PATHS
 from gateway.tracing import Tracing
 
 __all__ = ["TracingMiddleware"]
-
-_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/models"})
 
 
 class TracingMiddleware:
@@ -20,7 +19,7 @@ class TracingMiddleware:
             await self.app(scope, receive, send)
             return
         method, path = scope["method"], scope["path"]
-        route = path if path in _ROUTES else None  # span names of bounded cardinality
+        route = path if path in API_PATHS else None  # span names of bounded cardinality
         attributes = {
             "http.request.method": method,
             "url.path": path,
