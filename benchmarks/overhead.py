@@ -8,7 +8,9 @@ Targets (each its own process, started once, then measured in interleaved rounds
   logprobs, routing, metrics; every answer accepted (no teacher);
 - ``distillgate-httpx``: the same with httpx as the upstream client;
 - ``fastapi-httpx`` / ``fastapi-aiohttp``: bare FastAPI pass-throughs (``passthrough.py``);
-- ``litellm``: LiteLLM's proxy, when a ``litellm`` executable is found (``--litellm``).
+- ``litellm``: LiteLLM's proxy, when a ``litellm`` executable is found (``--litellm``);
+- ``distillgate-traced`` / ``distillgate-traced-1pct`` (``--variants traced``): the gateway
+  exporting OTLP traces (to the upstream, which accepts them) of every request / of 1 %.
 
 Load comes from ``wrk`` (one thread, a Lua body script) at 1, 16 and 64 connections. Per
 run: req/s, p50/p90/p99 latency (wrk's), the p50 added over ``direct`` in the same round,
@@ -217,7 +219,8 @@ def targets(
     baseline: Path | None = None,
 ) -> list[Target]:
     """``variants`` adds gateway variants: ``httpx`` (httpx as the fleet client), ``top1``
-    (confidence from the top-1 logprob only, to price reading the fleet's top-20).
+    (confidence from the top-1 logprob only, to price reading the fleet's top-20),
+    ``traced`` (OTLP traces of every request, and of 1 %).
     ``baseline``: another checkout of distillgate (``git worktree add DIR REF``), served as
     ``distillgate-baseline`` beside this one, so a change is priced side by side."""
     py = sys.executable
@@ -244,6 +247,12 @@ def targets(
         out.append(gateway("distillgate-httpx", "httpx", 20))
     if "top1" in variants:
         out.append(gateway("distillgate-top1", "aiohttp", 1))
+    if "traced" in variants:
+        for name, rate in (("distillgate-traced", "1.0"), ("distillgate-traced-1pct", "0.01")):
+            t = gateway(name, "aiohttp", 20)
+            tracing = {"DISTILLGATE_OTLP_ENDPOINT": upstream, "DISTILLGATE_TRACE_SAMPLE_RATE": rate}
+            t.env = {**t.env, **tracing}
+            out.append(t)
     for client in ("httpx", "aiohttp"):
         port = free_port()
         out.append(
@@ -401,8 +410,8 @@ def main() -> None:
         "--variants",
         nargs="*",
         default=[],
-        choices=["httpx", "top1"],
-        help="also distillgate on httpx / with top-1 confidence",
+        choices=["httpx", "top1", "traced"],
+        help="also distillgate on httpx / with top-1 confidence / exporting traces",
     )
     parser.add_argument("--targets", nargs="+", help="measure only these (and direct)")
     parser.add_argument(

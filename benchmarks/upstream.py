@@ -4,7 +4,8 @@ Raw asyncio protocol with httptools parsing on uvloop: no framework, so what is 
 is whatever sits in front of it. ``POST /v1/chat/completions`` answers one fixed label,
 tokenised into a few tokens, with the chosen and top-k logprobs when the request asks for
 them (``logprobs``/``top_logprobs``) and as an SSE stream when it sets ``stream``;
-``GET /health`` answers 200. Responses are built once per request shape and cached.
+``GET /health`` answers 200, and ``POST /v1/traces`` too (an OTLP sink for traced
+gateways). Responses are built once per request shape and cached.
 
     python -m benchmarks.upstream --port 9000 [--delay-ms 0]
 """
@@ -132,6 +133,9 @@ class UpstreamProtocol(asyncio.Protocol):
     def _answer(self, request: _Request) -> None:
         if request.url.startswith(b"/health") or request.url == b"/v1/models":
             self._send(200, b'{"status":"ok"}')
+            return
+        if request.url == b"/v1/traces":  # an empty ExportTraceServiceResponse: all accepted
+            self._send(200, b"")
             return
         try:
             req = orjson.loads(b"".join(request.body))

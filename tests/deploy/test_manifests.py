@@ -24,7 +24,7 @@ def manifests() -> dict[str, dict[str, Any]]:
     return out
 
 
-@pytest.mark.parametrize("profiles", [[], ["gpu", "sim"], ["redis-cluster"]])
+@pytest.mark.parametrize("profiles", [[], ["gpu", "sim"], ["redis-cluster"], ["traces"]])
 def test_docker_compose_config_validates(profiles: list[str]) -> None:
     compose = shutil.which("docker-compose")
     assert compose, "docker-compose is not installed (apt-get install docker-compose)"

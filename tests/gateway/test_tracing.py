@@ -1,5 +1,5 @@
 """Traces an SRE can follow: a real gateway exports its spans over OTLP/HTTP to a real
-receiver (``tests/otlp_receiver.py`` decodes the protobuf wire format), and the span tree
+receiver (``gateway/testing/otlp.py`` decodes the protobuf wire format), and the span tree
 of a request is asserted: the HTTP edge, the student, the decision, the teacher and the
 capture, with OpenTelemetry's GenAI attribute names and the gateway's own; the client's
 ``traceparent`` is joined and passed on to the teacher; audits are traces of their own,
@@ -19,6 +19,7 @@ import pytest
 
 from gateway.settings import Settings
 from gateway.simulator import SimulatedAnswers, create_sim_app
+from gateway.testing.otlp import OtlpReceiver, ReceivedSpan
 from tests.conftest import (
     LABELS,
     Gateway,
@@ -27,7 +28,6 @@ from tests.conftest import (
     write_calibrator,
     write_task,
 )
-from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.redis_server import RedisServer
 
 KEY_ENV = "DISTILLGATE_TRACING_TEACHER_KEY"
