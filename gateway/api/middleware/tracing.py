@@ -15,7 +15,7 @@ class TracingMiddleware:
         self.app, self.tracing = app, tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or not self.tracing.wanted(scope["headers"]):
             await self.app(scope, receive, send)
             return
         method, path = scope["method"], scope["path"]
