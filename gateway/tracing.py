@@ -2,8 +2,10 @@
 the capture, so an SRE can follow one slow or wrong request.
 
 Off unless an OTLP endpoint is configured (``DISTILLGATE_OTLP_ENDPOINT``); then a share of
-requests (``DISTILLGATE_TRACE_SAMPLE_RATE``, parent-based: a client's sampled trace is
-followed) is exported over OTLP/HTTP in batches, off the request path. A ``Tracing`` is
+requests (``DISTILLGATE_TRACE_SAMPLE_RATE``; a client's ``traceparent`` decides for its
+own request, and an audit or shadow answer is traced when its request was) is exported over
+OTLP/HTTP in batches, off the request path. A request not sampled makes no span at all,
+so a low rate costs what it says. A ``Tracing`` is
 handed to the parts that make spans rather than set as OpenTelemetry's global provider, so
 every gateway in a process keeps its own. Off, a span is a shared no-op.
 
@@ -19,7 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+import random
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
@@ -56,12 +59,15 @@ class Tracing:
         self,
         tracer: Tracer | None = None,
         *,
+        sample_rate: float = 1.0,
         record_text: bool = False,
         provider: TracerProvider | None = None,
     ) -> None:
         self.tracer = tracer
+        self.sample_rate = sample_rate  # of requests that come without a traceparent
         self.record_text = record_text  # prompt and answer text in spans (redacted)
         self._provider = provider
+        self._rng = random.Random()
 
     @property
     def enabled(self) -> bool:
@@ -84,13 +90,12 @@ class Tracing:
         self, name: str, cause: SpanContext | None, attributes: Mapping[str, Any] | None = None
     ) -> AbstractContextManager[Span]:
         """A span of a trace of its own, linked to the request that caused it: audits and
-        shadow answers run after the request's trace has ended."""
-        if self.tracer is None:
+        shadow answers run after the request's trace has ended. Traced when the request was."""
+        if self.tracer is None or cause is None or not cause.trace_flags.sampled:
             return _NO_SPAN
-        links = [Link(cause)] if cause is not None and cause.is_valid else None
         root = otel_context.Context()
         return self.tracer.start_as_current_span(
-            name, context=root, links=links, attributes=attributes
+            name, context=root, links=[Link(cause)], attributes=attributes
         )
 
     def current_span(self) -> Span:
@@ -102,22 +107,19 @@ class Tracing:
         context = trace.get_current_span().get_span_context()
         return context if context.is_valid else None
 
-    def wanted(self, headers: Iterable[tuple[bytes, bytes]]) -> bool:
-        """Whether a request needs its span (or, tracing off, its client's trace made
-        current for the teacher): the edge's fast way past, when neither is the case."""
-        return self.tracer is not None or any(name == b"traceparent" for name, _ in headers)
-
-    def server_span(
-        self, name: str, headers: Iterable[tuple[bytes, bytes]], attributes: Mapping[str, Any]
-    ) -> AbstractContextManager[Span]:
+    def request_span(
+        self, headers: Sequence[tuple[bytes, bytes]], name: Callable[[], str]
+    ) -> AbstractContextManager[Span] | None:
         """The request's own span (the HTTP edge), a child of the client's ``traceparent``
-        when it sent one. Off, the client's trace is still made current, for the teacher."""
-        parent = _client_context(headers)
+        when it sent one; off, the client's trace is still made current, for the teacher.
+        None when the request needs neither: the edge passes it straight on."""
+        sent = any(key == b"traceparent" for key, _ in headers)
+        parent = _client_context(headers) if sent else None
         if self.tracer is None:
-            return _NO_SPAN if parent is None else _attached(parent)
-        return self.tracer.start_as_current_span(
-            name, context=parent, kind=SpanKind.SERVER, attributes=attributes
-        )
+            return None if parent is None else _attached(parent)
+        if parent is None and self._rng.random() >= self.sample_rate:
+            return None  # not sampled: no span at all, and no cost
+        return self.tracer.start_as_current_span(name(), context=parent, kind=SpanKind.SERVER)
 
     def shutdown(self) -> None:
         """Export what is still queued, then stop: on the way out of serving."""
@@ -133,18 +135,24 @@ def open_tracing(settings: Settings) -> Tracing:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 
     __version__ = version("distillgate")
     resource = Resource.create(
         {"service.name": settings.otel_service_name, "service.version": __version__}
     )
-    sampler = ParentBased(TraceIdRatioBased(settings.trace_sample_rate))
-    provider = TracerProvider(resource=resource, sampler=sampler)
+    # Requests are sampled at the edge (``request_span``): a span that starts is kept, and
+    # a client's traceparent decides for its request.
+    provider = TracerProvider(resource=resource, sampler=ParentBased(ALWAYS_ON))
     endpoint = settings.otlp_endpoint.rstrip("/") + "/v1/traces"
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
     tracer = provider.get_tracer("distillgate", __version__)
-    return Tracing(tracer, record_text=settings.trace_text, provider=provider)
+    return Tracing(
+        tracer,
+        sample_rate=settings.trace_sample_rate,
+        record_text=settings.trace_text,
+        provider=provider,
+    )
 
 
 def trace_headers() -> dict[str, str]:

@@ -15,21 +15,28 @@ class TracingMiddleware:
         self.app, self.tracing = app, tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.tracing.wanted(scope["headers"]):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         method, path = scope["method"], scope["path"]
         route = path if path in API_PATHS else None  # span names of bounded cardinality
-        attributes = {
-            "http.request.method": method,
-            "url.path": path,
-            "url.scheme": scope.get("scheme", "http"),
-            "distillgate.request_id": scope.get("state", {}).get("request_id", ""),
-        }
-        if route is not None:
-            attributes["http.route"] = route
-        name = f"{method} {route}" if route else method
-        with self.tracing.server_span(name, scope["headers"], attributes) as span:
+        opened = self.tracing.request_span(
+            scope["headers"], lambda: f"{method} {route}" if route else method
+        )
+        if opened is None:  # traces off (or not sampled) and no client trace to carry on
+            await self.app(scope, receive, send)
+            return
+        with opened as span:
+            if span.is_recording():
+                span.set_attributes(
+                    {
+                        "http.request.method": method,
+                        "url.path": path,
+                        "url.scheme": scope.get("scheme", "http"),
+                        "distillgate.request_id": scope.get("state", {}).get("request_id", ""),
+                        **({"http.route": route} if route else {}),
+                    }
+                )
 
             async def send_traced(message: Message) -> None:
                 if message["type"] == "http.response.start" and span.is_recording():
