@@ -121,8 +121,8 @@ class Settings(BaseSettings):
         1.0,
         ge=0.0,
         le=1.0,
-        description="Share of requests traced when traces are on (a client's sampled "
-        "`traceparent` is always followed); 0.01-0.1 at high volume.",
+        description="Share of requests traced when traces are on (a client's `traceparent` "
+        "decides for its own request); 0.01-0.1 at high volume.",
     )
     trace_text: bool = Field(
         False,

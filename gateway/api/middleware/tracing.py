@@ -1,4 +1,5 @@
-"""The request's own span, at the HTTP edge: every other span of the request is its child."""
+"""The request's own span, at the HTTP edge: every other span of the request is its child.
+The API's and the admin's requests only: probes and scrapes would be most of the traces."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ from gateway.tracing import Tracing
 
 __all__ = ["TracingMiddleware"]
 
+_TRACED = ("/v1/", "/admin/")
+
 
 class TracingMiddleware:
     def __init__(self, app: ASGIApp, tracing: Tracing) -> None:
         self.app, self.tracing = app, tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or not scope["path"].startswith(_TRACED):
             await self.app(scope, receive, send)
             return
         method, path = scope["method"], scope["path"]
