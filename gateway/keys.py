@@ -9,6 +9,8 @@ of one) and from ``DISTILLGATE_API_KEYS_FILE``, a TOML file of named entries::
     tasks = ["banking77"]           # optional: the tasks (models) it may call; default all
     requests_per_minute = 600       # optional: across all replicas (shared in Redis)
     tokens_per_minute = 200000      # optional: prompt + completion tokens
+    tenant = "acme"                 # optional: whose data it is (cached teacher answers are
+                                    # shared within a tenant only); default: the key's name
 
 A presented key is hashed and its digest looked up, then compared with
 ``hmac.compare_digest``: the time taken depends on the digest of the attacker's own guess,
@@ -48,6 +50,11 @@ class ClientKey:
     tasks: frozenset[str] | None = None  # None: every task
     requests_per_minute: int | None = None
     tokens_per_minute: int | None = None
+    tenant: str | None = None  # None: the key is a tenant of its own
+
+    @property
+    def tenant_name(self) -> str:
+        return self.tenant or self.name
 
     def may_call(self, task: str) -> bool:
         return self.tasks is None or task in self.tasks
@@ -129,6 +136,7 @@ def _from_file(path: Path) -> list[ClientKey]:
             "tasks",
             "requests_per_minute",
             "tokens_per_minute",
+            "tenant",
         }
         if unknown:
             raise KeyRingError(f"{where}: unknown fields {sorted(unknown)}")
@@ -141,6 +149,9 @@ def _from_file(path: Path) -> list[ClientKey]:
             isinstance(tasks, list) and all(isinstance(t, str) for t in tasks)
         ):
             raise KeyRingError(f"{where}: tasks must be a list of task names")
+        tenant = entry.get("tenant")
+        if tenant is not None and not (isinstance(tenant, str) and tenant):
+            raise KeyRingError(f"{where}: tenant must be a non-empty string")
         keys.append(
             ClientKey(
                 name,
@@ -148,6 +159,7 @@ def _from_file(path: Path) -> list[ClientKey]:
                 frozenset(tasks) if tasks is not None else None,
                 _positive(entry, "requests_per_minute", where),
                 _positive(entry, "tokens_per_minute", where),
+                tenant,
             )
         )
     return keys

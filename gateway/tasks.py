@@ -209,10 +209,27 @@ class TeacherConfig(_Section):
     timeout_s: float = Field(10.0, gt=0)
     deadline_s: float = Field(20.0, gt=0)
     max_attempts: int = Field(3, ge=1)
+    # An OpenAI-compatible teacher's sampling temperature (Anthropic's Messages API, as its
+    # SDK stands, takes none). Above 0 the answers vary, so [cache] is off unless enabled.
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
     # Without the API key, a clearly labelled local simulator answers instead, from these
     # labelled files (demos and tests). Empty: a missing key is a start-up error.
     simulator_data: tuple[Path, ...] = ()
     simulator_accuracy: float = Field(1.0, ge=0, le=1)
+
+
+class CachePolicy(_Section):
+    """The cache of teacher answers (``gateway/teachers/cache.py``): an escalation whose
+    teacher prompt was answered before, within ``ttl_s``, gets that answer without a call.
+
+    ``enabled`` unset: on where the teacher answers at temperature 0 (the default). ``scope``
+    ``tenant``: one tenant's prompts never return another's answer (keys name their tenant,
+    else each key is its own); ``task``: shared by every caller of the task.
+    """
+
+    enabled: bool | None = None
+    ttl_s: int = Field(7 * 86400, ge=1)
+    scope: Literal["tenant", "task"] = "tenant"
 
 
 class CapturePolicy(_Section):
@@ -353,6 +370,7 @@ class Task(_Section):
     teacher: TeacherConfig | None = None
     prices: Prices = Prices()
     capture: CapturePolicy = CapturePolicy()
+    cache: CachePolicy = CachePolicy()
     loop: LoopPolicy | None = None
     # Set when the registry's serving version is resolved (gateway/loop/registry.py), never
     # by a task file: which version ``student`` and ``calibrator`` point at.
@@ -384,6 +402,16 @@ class Task(_Section):
     def answer_check(self) -> AnswerCheck:
         """Whether an answer is valid and when two are the same (``gateway/answers.py``)."""
         return answer_check(self.answer_set, self.answer_schema)
+
+    @property
+    def caches_teacher(self) -> bool:
+        """Whether the teacher's answers are cached: as the task says, else when the teacher
+        answers at temperature 0 (the same question, the same answer)."""
+        if self.teacher is None:
+            return False
+        if self.cache.enabled is not None:
+            return self.cache.enabled
+        return self.teacher.temperature == 0
 
     @property
     def calibrator_path(self) -> Path:

@@ -231,6 +231,18 @@ DASHBOARDS = [
                 kind="stat",
             ),
             Panel(
+                "Teacher cache: lookups by outcome, and what hits saved",
+                {
+                    "{{outcome}}": (
+                        f"sum by (outcome) (rate({q('distillgate_teacher_cache_lookups_total')}"
+                        f"[{RI}]))"
+                    ),
+                    "saved USD/h": (
+                        f"sum(rate({q('distillgate_teacher_cache_saved_usd_total')}[{RI}])) * 3600"
+                    ),
+                },
+            ),
+            Panel(
                 "Teacher tokens",
                 {
                     "{{direction}}": (

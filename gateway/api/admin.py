@@ -7,6 +7,8 @@ key file as they are now, without a restart; 409 and nothing changed when they c
 requests, while this process keeps answering what still arrives (``DELETE`` undoes it).
 ``GET /admin/status``: what is deployed, capture backlog, live audit agreement, and each
 loop's versions and last rounds.
+``POST /admin/cache/clear`` ``{"task": name}``: forget a task's cached teacher answers, on
+every replica at once (a new generation of its keys in Redis).
 Without an admin key configured these endpoints do not exist (404).
 """
 
@@ -18,7 +20,7 @@ from fastapi import APIRouter, Request
 from starlette.exceptions import HTTPException
 
 from gateway.api.state import GatewayState, gateway_state
-from gateway.errors import Overloaded, ReloadRefused
+from gateway.errors import InvalidRequest, Overloaded, ReloadRefused
 from gateway.loop.status import loop_status
 from gateway.pipeline.deployment import DeploymentError
 
@@ -61,6 +63,21 @@ async def drain(request: Request) -> dict[str, Any]:
 async def undrain(request: Request) -> dict[str, Any]:
     _enabled(request).draining = False
     return {"object": "drain", "draining": False}
+
+
+@router.post("/cache/clear")
+async def clear_cache(request: Request) -> dict[str, Any]:
+    state = _enabled(request)
+    pipeline = state.serving
+    body = await request.json() if await request.body() else {}
+    task = body.get("task") if isinstance(body, dict) else None
+    if not isinstance(task, str):
+        raise InvalidRequest("Send the task whose answers to forget: {'task': name}.", param="task")
+    runtime = pipeline.runtime(task)  # 404 naming the task when there is no such one
+    if pipeline.cache is None:
+        raise Overloaded("No teacher cache: DISTILLGATE_REDIS_URL is empty.", status_code=503)
+    await pipeline.cache.clear(runtime.task.name)
+    return {"object": "cache.cleared", "task": runtime.task.name}
 
 
 @router.get("/status")

@@ -24,6 +24,7 @@ from gateway.api.render import (
 from gateway.engines.base import GenerationRequest
 from gateway.pipeline.answer import Forced, Pipeline
 from gateway.pipeline.base import Answer
+from gateway.pipeline.decision import Route
 from gateway.pipeline.deployment import TaskRuntime
 from gateway.pipeline.fields import field_confidences, least_sure
 from gateway.pipeline.limits import check_input_chars, check_message_count
@@ -46,6 +47,8 @@ def headers(answer: Answer, runtime: TaskRuntime) -> dict[str, str]:
         least = least_sure(field_confidences(answer.deltas))
         if least is not None:
             out["x-distillgate-least-sure-field"] = f"{least[0]}; confidence={least[1]:.4g}"
+    if answer.route == Route.CACHE:  # the teacher's earlier answer, not a new call
+        out["x-distillgate-cache"] = "hit"
     if answer.teacher_usage is not None:
         out["x-distillgate-teacher-usage"] = (
             f"input_tokens={answer.teacher_usage[0]}, output_tokens={answer.teacher_usage[1]}"
@@ -94,12 +97,16 @@ def _envelope(task: Task, renderer: Renderer, chunk: bool = False) -> dict[str, 
 
 
 async def complete(
-    pipeline: Pipeline, body: Body, request_id: str, forced: Forced = None
+    pipeline: Pipeline,
+    body: Body,
+    request_id: str,
+    forced: Forced = None,
+    tenant: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """The whole response body and its headers."""
     with pipeline.deployment.lease():
         runtime, gen, options, renderer = prepare(pipeline, body, request_id)
-        answer = await pipeline.answer(runtime, gen, forced=forced, options=options)
+        answer = await pipeline.answer(runtime, gen, forced=forced, options=options, tenant=tenant)
     out = {
         **_envelope(runtime.task, renderer),
         "choices": [renderer.full(answer.text, answer.tokens, answer.finish_reason)],
@@ -109,12 +116,16 @@ async def complete(
 
 
 async def stream(
-    pipeline: Pipeline, body: Body, request_id: str, forced: Forced = None
+    pipeline: Pipeline,
+    body: Body,
+    request_id: str,
+    forced: Forced = None,
+    tenant: str | None = None,
 ) -> tuple[AsyncIterator[str], dict[str, str], int]:
     """The answer's SSE events, its headers and its total tokens (rate limits)."""
     with pipeline.deployment.lease():
         runtime, gen, options, renderer = prepare(pipeline, body, request_id)
-        answer = await pipeline.answer(runtime, gen, forced=forced, options=options)
+        answer = await pipeline.answer(runtime, gen, forced=forced, options=options, tenant=tenant)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     events = _sse(answer, renderer, _envelope(runtime.task, renderer, chunk=True), include_usage)
     tokens = answer.prompt_tokens + answer.completion_tokens

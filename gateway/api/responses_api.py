@@ -325,23 +325,31 @@ def _logprobs(tokens: Sequence[TokenDelta] | None, *, with_bytes: bool) -> list[
 
 
 async def complete(
-    pipeline: Pipeline, body: ResponseRequest, request_id: str, forced: Forced = None
+    pipeline: Pipeline,
+    body: ResponseRequest,
+    request_id: str,
+    forced: Forced = None,
+    tenant: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """The whole ``response`` object and its headers."""
     with pipeline.deployment.lease():
         runtime, gen, options, call = _prepare(pipeline, body, request_id)
-        answer = await pipeline.answer(runtime, gen, forced=forced, options=options)
+        answer = await pipeline.answer(runtime, gen, forced=forced, options=options, tenant=tenant)
     rendering = _Rendering(body, runtime.task, gen.sampling, call)
     return rendering.response(answer), headers(answer, runtime)
 
 
 async def stream(
-    pipeline: Pipeline, body: ResponseRequest, request_id: str, forced: Forced = None
+    pipeline: Pipeline,
+    body: ResponseRequest,
+    request_id: str,
+    forced: Forced = None,
+    tenant: str | None = None,
 ) -> tuple[AsyncIterator[str], dict[str, str], int]:
     """The Responses event stream, its headers and its total tokens (rate limits)."""
     with pipeline.deployment.lease():
         runtime, gen, options, call = _prepare(pipeline, body, request_id)
-        answer = await pipeline.answer(runtime, gen, forced=forced, options=options)
+        answer = await pipeline.answer(runtime, gen, forced=forced, options=options, tenant=tenant)
     events = _events(_Rendering(body, runtime.task, gen.sampling, call), answer)
     return events, headers(answer, runtime), answer.prompt_tokens + answer.completion_tokens
 

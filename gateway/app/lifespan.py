@@ -29,6 +29,7 @@ from gateway.runtime.watcher import RegistryWatcher
 from gateway.settings import Settings
 from gateway.simulator import start_simulator
 from gateway.tasks import CapturePolicy, Task, load_tasks
+from gateway.teachers.cache import RedisTeacherCache
 
 __all__ = ["serving_lifespan"]
 
@@ -55,9 +56,11 @@ def serving_lifespan(state: GatewayState, engine_factory: EngineFactory) -> Life
         recorder = _recorder(settings, policies, metrics)
         deployment = await build_deployment(tasks, make_engine, simulator=start_simulator)
         metrics.prepare_versions(_versions(deployment))
+        cache = _teacher_cache(settings)
         pipeline = state.pipeline = Pipeline(
             deployment,
             recorder=recorder,
+            cache=cache,
             observer=metrics,
             audits=AuditTracker(window=settings.audit_window, on_observe=_audit_metrics(metrics)),
             tracing=state.tracing,
@@ -67,6 +70,8 @@ def serving_lifespan(state: GatewayState, engine_factory: EngineFactory) -> Life
             stack.callback(state.tracing.shutdown)  # the last spans exported
             stack.push_async_callback(state.limiter.aclose)
             stack.push_async_callback(_close, pipeline, recorder)
+            if cache is not None:
+                stack.push_async_callback(cache.aclose)
             await stack.enter_async_context(_background(state, reloader, workers, recorder))
             stack.callback(reload_on_sighup(reloader))
             _log_start(tasks, state.keyring)
@@ -175,6 +180,11 @@ def _recorder(
         on_event=lambda outcome, task, n: metrics.capture_records.labels(task, outcome).inc(n),
         on_sink_error=metrics.capture_sink_errors.inc,
     )
+
+
+def _teacher_cache(settings: Settings) -> RedisTeacherCache | None:
+    """The cache of teacher answers lives in Redis, shared by the fleet; none without it."""
+    return RedisTeacherCache.from_url(settings.redis_target) if settings.redis_url else None
 
 
 def _audit_metrics(metrics: Metrics) -> Callable[[str, bool], None]:

@@ -32,6 +32,7 @@ REASONS = tuple(r.value for r in ESCALATION_REASONS)
 TEACHER_ERRORS = tuple(str(e.code) for e in (TeacherError, TeacherTimeout, TeacherUnavailable))
 PURPOSES = ("escalation", "audit", "shadow")
 CAPTURE_OUTCOMES = ("written", "spooled", "replayed", "dropped")
+CACHE_OUTCOMES = ("hit", "miss", "unavailable")
 
 
 class Metrics:
@@ -140,6 +141,18 @@ class Metrics:
             "task's mean cost of a teacher call so far (what always-teacher would have paid).",
             "task",
         )
+        self.teacher_cache = c(
+            "teacher_cache_lookups",
+            "Escalations that looked their teacher answer up in the cache, by outcome (hit, "
+            "miss, unavailable: Redis did not answer, so the teacher was asked).",
+            "task",
+            "outcome",
+        )
+        self.cache_savings = c(
+            "teacher_cache_saved_usd",
+            "Teacher spend the cache avoided: each hit's tokens at the task's prices.",
+            "task",
+        )
         self.capture_records = c(
             "capture_records",
             "Captured records by outcome: written (to Redis), spooled (to disk while Redis "
@@ -201,6 +214,7 @@ class Metrics:
                 self.batch_size,
                 self.engine_rejections,
                 self.savings,
+                self.cache_savings,
             )
             for metric in per_task:
                 metric.labels(task)
@@ -219,6 +233,8 @@ class Metrics:
                     self.teacher_tokens.labels(task, direction, purpose)
             for outcome in CAPTURE_OUTCOMES:
                 self.capture_records.labels(task, outcome)
+            for outcome in CACHE_OUTCOMES:
+                self.teacher_cache.labels(task, outcome)
             for verdict in ("agree", "disagree"):
                 self.audits.labels(task, verdict)
 
@@ -252,6 +268,12 @@ class Metrics:
 
     def teacher_failed(self, task: str, kind: str) -> None:
         self.child(self.teacher_errors, task, kind).inc()
+
+    def cache_looked_up(self, task: str, outcome: str, saved_usd: float) -> None:
+        self.child(self.teacher_cache, task, outcome).inc()
+        if saved_usd:
+            self.child(self.cache_savings, task).inc(saved_usd)
+            self.child(self.savings, task).inc(saved_usd)
 
     def teacher_answered(
         self,

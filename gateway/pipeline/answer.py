@@ -9,6 +9,10 @@ rule decides (``decision.py``), a low-confidence or invalid answer goes to the t
 student (``student-fallback``) or an error, per the task's policy. The client's
 ``max_tokens`` and ``stop`` then cut whichever answer is served (``reply.py``).
 
+An escalation asks the cache of teacher answers first (``teachers/cache.py``): a prompt the
+teacher answered before is served from it (route ``cache``), not captured again (the loop
+must not count one label twice) and not paid for.
+
 A random ``audit_rate`` share of accepted answers is also put to the teacher in the
 background, never delaying the client (``audit.py`` keeps the live agreement); its record
 is captured with route ``audit``. ``answer()`` is also what ``distillgate evaluate`` replays.
@@ -43,7 +47,8 @@ from gateway.pipeline.trace import (
     decision_attributes,
     student_attributes,
 )
-from gateway.teachers.base import TeacherAnswer
+from gateway.teachers.base import TeacherAnswer, TeacherRequest
+from gateway.teachers.cache import CacheUnavailable, TeacherCache, cache_key
 from gateway.tracing import SpanContext, SpanKind, Tracing
 
 __all__ = ["Forced", "Pipeline"]
@@ -65,6 +70,7 @@ class Pipeline:
         observer: PipelineObserver | None = None,
         rng: random.Random | None = None,
         tracing: Tracing | None = None,
+        cache: TeacherCache | None = None,
     ) -> None:
         if not isinstance(deployment, Deployment):
             deployment = Deployment(runtimes=dict(deployment))
@@ -75,6 +81,7 @@ class Pipeline:
         self._background: set[asyncio.Task[None]] = set()
         self._rng = rng or random.Random()  # who a canary serves, what a shadow answers
         self.tracing = tracing or Tracing()  # off: every span a no-op
+        self.cache = cache  # None: every escalation asks the teacher
 
     @property
     def runtimes(self) -> Mapping[str, TaskRuntime]:
@@ -113,9 +120,11 @@ class Pipeline:
         *,
         forced: Forced = None,
         options: ReplyOptions | None = None,
+        tenant: str | None = None,
     ) -> Answer:
         """Decide on the student's whole answer (``gen`` carries the task's own limits),
-        then serve the chosen answer within the client's ``options``.
+        then serve the chosen answer within the client's ``options``. ``tenant``: whose
+        cached teacher answers the request may get (the client key's tenant).
 
         With a candidate on trial, a canary serves its share of requests in the serving
         version's place; a shadow answers its share again, off the request path.
@@ -124,7 +133,7 @@ class Pipeline:
         deciding = runtime
         if trial is not None and trial.stage == "canary" and self._rng.random() < trial.share:
             deciding = trial.runtime
-        answer = await self._decide(deciding, gen, forced=forced, options=options)
+        answer = await self._decide(deciding, gen, forced=forced, options=options, tenant=tenant)
         if answer.reason in _DECIDED:
             accepted = answer.reason == Reason.CONFIDENT
             self.observer.decided(runtime.task.name, deciding.version_label, accepted)
@@ -144,6 +153,7 @@ class Pipeline:
         *,
         forced: Forced,
         options: ReplyOptions | None,
+        tenant: str | None = None,
     ) -> Answer:
         """Long on purpose: the data path in one readable sequence, each step a call into
         its module."""
@@ -151,14 +161,14 @@ class Pipeline:
         options = options or ReplyOptions()
         deadline = asyncio.get_running_loop().time() + task.limits.deadline_s
         if runtime.engine is None:
-            return await self._without_student(runtime, gen, deadline, options)
+            return await self._without_student(runtime, gen, deadline, options, tenant)
         try:
             turn = await self._student(runtime, gen, deadline)
         except EngineError as exc:
             if task.routing.on_student_failure != "teacher" or runtime.teacher is None:
                 raise
             return await self._teacher_instead(
-                runtime, gen, deadline, options, Reason.STUDENT_FAILED, failure=exc
+                runtime, gen, deadline, options, Reason.STUDENT_FAILED, tenant, failure=exc
             )
         with self.tracing.span("decision") as span:
             decision = _judge(runtime, turn, forced)
@@ -174,9 +184,7 @@ class Pipeline:
         self.observer.escalated(task.name, decision.reason.value)
         ask = teacher_request(task, gen, options)
         try:
-            reply = await ask_teacher(
-                runtime, ask, "escalation", self.observer, self.tracing, deadline=deadline
-            )
+            reply, cached = await self._escalate(runtime, ask, deadline, tenant)
         except TeacherError as exc:
             logger.warning("teacher failed for %s (%s): %s", gen.request_id, task.name, exc.message)
             self._capture(runtime, gen, student, "student-fallback", decision.reason, error=exc)
@@ -186,24 +194,32 @@ class Pipeline:
                 student, route=Route.STUDENT_FALLBACK, teacher_error=exc.message
             )
             return _served(fallback, fit(turn.text, turn.shown, turn.finish_reason, options))
-        self._capture(runtime, gen, student, "teacher", decision.reason, reply=reply)
+        if not cached:
+            self._capture(runtime, gen, student, "teacher", decision.reason, reply=reply)
         served, _ = await teacher_reply(runtime, gen, reply, options)
         teacher = dataclasses.replace(
             student,
-            route=Route.TEACHER,
+            route=Route.CACHE if cached else Route.TEACHER,
             teacher_model=reply.model,
-            teacher_usage=(reply.input_tokens, reply.output_tokens),
+            teacher_usage=None if cached else (reply.input_tokens, reply.output_tokens),
         )
         return _served(teacher, served, reply.output_tokens)
 
     async def _without_student(
-        self, runtime: TaskRuntime, gen: GenerationRequest, deadline: float, options: ReplyOptions
+        self,
+        runtime: TaskRuntime,
+        gen: GenerationRequest,
+        deadline: float,
+        options: ReplyOptions,
+        tenant: str | None,
     ) -> Answer:
         """Cold start: no student has been trained yet, so the teacher answers everything and
         every answer is captured, to train the first one."""
         if runtime.teacher is None:
             raise EngineUnavailable(f"Task {runtime.task.name!r} has no student and no teacher.")
-        return await self._teacher_instead(runtime, gen, deadline, options, Reason.NO_STUDENT)
+        return await self._teacher_instead(
+            runtime, gen, deadline, options, Reason.NO_STUDENT, tenant
+        )
 
     async def _teacher_instead(
         self,
@@ -212,6 +228,7 @@ class Pipeline:
         deadline: float,
         options: ReplyOptions,
         reason: Reason,
+        tenant: str | None,
         *,
         failure: EngineError | None = None,
     ) -> Answer:
@@ -226,16 +243,14 @@ class Pipeline:
         self.observer.escalated(task.name, reason.value)
         ask = teacher_request(task, gen, options)
         try:
-            reply = await ask_teacher(
-                runtime, ask, "escalation", self.observer, self.tracing, deadline=deadline
-            )
+            reply, cached = await self._escalate(runtime, ask, deadline, tenant)
         except TeacherError:
             if failure is None:
                 raise
             raise failure from None
         served, prompt_tokens = await teacher_reply(runtime, gen, reply, options)
         answer = Answer(
-            route=Route.TEACHER,
+            route=Route.CACHE if cached else Route.TEACHER,
             reason=reason,
             text=reply.text,
             tokens=None,
@@ -247,10 +262,40 @@ class Pipeline:
             prompt_tokens=reply.input_tokens if prompt_tokens is None else prompt_tokens,
             completion_tokens=0,
             teacher_model=reply.model,
-            teacher_usage=(reply.input_tokens, reply.output_tokens),
+            teacher_usage=None if cached else (reply.input_tokens, reply.output_tokens),
         )
-        self._capture(runtime, gen, answer, "teacher", reason.value, reply=reply)
+        if not cached:
+            self._capture(runtime, gen, answer, "teacher", reason.value, reply=reply)
         return _served(answer, served, reply.output_tokens)
+
+    async def _escalate(
+        self, runtime: TaskRuntime, ask: TeacherRequest, deadline: float, tenant: str | None
+    ) -> tuple[TeacherAnswer, bool]:
+        """The teacher's answer to an escalation, and whether it came from the cache. A valid
+        answer the teacher gives is stored for the next time, off the request path."""
+        task = runtime.task
+        key = None
+        if self.cache is not None and task.caches_teacher and ask.top_logprobs is None:
+            key = cache_key(task, ask, (tenant or "") if task.cache.scope == "tenant" else "")
+            try:
+                hit = await self.cache.get(task.name, key)
+            except CacheUnavailable:
+                self.observer.cache_looked_up(task.name, "unavailable", 0.0)
+                hit = key = None
+            if hit is not None:
+                saved = task.prices.teacher_cost(hit.input_tokens, hit.output_tokens)
+                self.observer.cache_looked_up(task.name, "hit", saved)
+                return hit, True
+            if key is not None:
+                self.observer.cache_looked_up(task.name, "miss", 0.0)
+        reply = await ask_teacher(
+            runtime, ask, "escalation", self.observer, self.tracing, deadline=deadline
+        )
+        storable = reply.finish_reason == "stop" and task.answer_check.valid(reply.text)
+        if key is not None and self.cache is not None and storable:
+            stored = self.cache.put(task.name, key, reply, task.cache.ttl_s)
+            self._in_background(stored, "cache")
+        return reply, False
 
     async def _student(
         self, runtime: TaskRuntime, gen: GenerationRequest, deadline: float

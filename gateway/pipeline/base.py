@@ -62,6 +62,10 @@ class PipelineObserver(Protocol):
 
     def teacher_failed(self, task: str, kind: str) -> None: ...
 
+    def cache_looked_up(self, task: str, outcome: str, saved_usd: float) -> None:
+        """An escalation looked its teacher answer up: ``hit``, ``miss`` or ``unavailable``;
+        a hit saved a teacher call worth ``saved_usd``."""
+
     def decided(self, task: str, version: str, accepted: bool) -> None:
         """The version that decided (a canary's on its share) accepted or escalated."""
 
@@ -94,6 +98,9 @@ class NullObserver:
         pass
 
     def teacher_failed(self, task: str, kind: str) -> None:
+        pass
+
+    def cache_looked_up(self, task: str, outcome: str, saved_usd: float) -> None:
         pass
 
     def decided(self, task: str, version: str, accepted: bool) -> None:

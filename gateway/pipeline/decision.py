@@ -21,6 +21,7 @@ class Route(StrEnum):
     STUDENT = "student"
     TEACHER = "teacher"
     STUDENT_FALLBACK = "student-fallback"  # escalated, the teacher failed, the student answered
+    CACHE = "cache"  # escalated, and the teacher's earlier answer to the same prompt served
 
 
 class Reason(StrEnum):

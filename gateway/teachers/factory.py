@@ -57,7 +57,11 @@ def _client(config: TeacherConfig, *, base_url: str | None, api_key: str) -> Tea
     if base_url is None:
         raise ValueError("an openai-provider teacher needs base_url")
     return OpenAICompatTeacher(
-        model=config.model, base_url=base_url, api_key=api_key, timeout_s=config.timeout_s
+        model=config.model,
+        base_url=base_url,
+        api_key=api_key,
+        timeout_s=config.timeout_s,
+        temperature=config.temperature,
     )
 
 

@@ -18,9 +18,16 @@ __all__ = ["OpenAICompatTeacher"]
 
 class OpenAICompatTeacher:
     def __init__(
-        self, *, model: str, base_url: str, api_key: str | None = None, timeout_s: float = 20.0
+        self,
+        *,
+        model: str,
+        base_url: str,
+        api_key: str | None = None,
+        timeout_s: float = 20.0,
+        temperature: float = 0.0,
     ) -> None:
         self.model = model
+        self.temperature = temperature
         self.name = f"openai:{model}"
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.AsyncClient(
@@ -36,7 +43,7 @@ class OpenAICompatTeacher:
             "model": self.model,
             "messages": messages,
             "max_tokens": request.max_tokens,
-            "temperature": 0,
+            "temperature": self.temperature,
         }
         if request.stop:
             body["stop"] = list(request.stop)

@@ -3,6 +3,6 @@ server speaking Anthropic's and OpenAI's protocols: the demo's teacher without a
 and the integration tests'), and small in-process fakes (``fakes.py``: engine, teacher,
 capture sink) for the fast tier of tests."""
 
-from gateway.testing.fakes import FakeEngine, FakeTeacher, MemorySink
+from gateway.testing.fakes import FakeEngine, FakeTeacher, MemorySink, MemoryTeacherCache
 
-__all__ = ["FakeEngine", "FakeTeacher", "MemorySink"]
+__all__ = ["FakeEngine", "FakeTeacher", "MemorySink", "MemoryTeacherCache"]

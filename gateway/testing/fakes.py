@@ -1,4 +1,5 @@
-"""``StudentEngine``, ``Teacher`` and ``CaptureSink`` fakes: scripted answers, no I/O.
+"""``StudentEngine``, ``Teacher``, ``CaptureSink`` and ``TeacherCache`` fakes: scripted
+answers, no I/O.
 
 ``FakeEngine`` answers each prompt with a scripted text and per-token probabilities (its
 "tokenizer" splits on ``_``-joined pieces), ends with an end token, and scores any text by
@@ -15,8 +16,9 @@ from gateway.capture import CaptureRecord
 from gateway.engines.base import GenerationRequest, ScoredText, TokenDelta
 from gateway.errors import CaptureError, EngineUnavailable, TeacherError
 from gateway.teachers.base import TeacherAnswer, TeacherRequest
+from gateway.teachers.cache import CacheUnavailable
 
-__all__ = ["FakeEngine", "FakeTeacher", "MemorySink", "split_pieces"]
+__all__ = ["FakeEngine", "FakeTeacher", "MemorySink", "MemoryTeacherCache", "split_pieces"]
 
 
 def split_pieces(text: str) -> list[str]:
@@ -132,6 +134,29 @@ class MemorySink:
         new = [r for r in records if r.record_id not in self.records]
         self.records.update((r.record_id, r) for r in new)
         return len(new)
+
+    async def aclose(self) -> None:
+        pass
+
+
+class MemoryTeacherCache:
+    """``TeacherCache`` in a dict (no TTL); ``down`` makes every lookup unavailable."""
+
+    def __init__(self, *, down: bool = False) -> None:
+        self.entries: dict[tuple[str, str], TeacherAnswer] = {}
+        self.down = down
+
+    async def get(self, task: str, key: str) -> TeacherAnswer | None:
+        if self.down:
+            raise CacheUnavailable
+        return self.entries.get((task, key))
+
+    async def put(self, task: str, key: str, answer: TeacherAnswer, ttl_s: int) -> None:
+        if not self.down:
+            self.entries[(task, key)] = answer
+
+    async def clear(self, task: str) -> None:
+        self.entries = {k: v for k, v in self.entries.items() if k[0] != task}
 
     async def aclose(self) -> None:
         pass

@@ -21,8 +21,8 @@ from gateway.pipeline.base import Answer
 from gateway.pipeline.decision import Reason, Route
 from gateway.pipeline.deployment import CandidateRuntime, TaskRuntime
 from gateway.pipeline.reply import ReplyOptions
-from gateway.tasks import CapturePolicy, RoutingPolicy, Task
-from gateway.testing import FakeEngine, FakeTeacher, MemorySink
+from gateway.tasks import CachePolicy, CapturePolicy, RoutingPolicy, Task, TeacherConfig
+from gateway.testing import FakeEngine, FakeTeacher, MemorySink, MemoryTeacherCache
 
 T = TypeVar("T")
 LABELS = ("card_arrival", "exchange_rate", "Refund_not_showing_up")
@@ -68,6 +68,9 @@ class Observed:
     def teacher_failed(self, task: str, kind: str) -> None:
         self.events.append(("teacher_failed", kind))
 
+    def cache_looked_up(self, task: str, outcome: str, saved_usd: float) -> None:
+        self.events.append(("cache", outcome, saved_usd))
+
     def decided(self, task: str, version: str, accepted: bool) -> None:
         self.events.append(("decided", version, accepted))
 
@@ -85,6 +88,8 @@ class World:
         teacher: FakeTeacher | None,
         audit_rate: float = 0.0,
         schema: dict[str, Any] | None = None,
+        cache: MemoryTeacherCache | None = None,
+        cache_policy: CachePolicy | None = None,
         **routing: Any,
     ) -> None:
         self.engine = FakeEngine({**ANSWERS, **STRUCTURED})
@@ -96,6 +101,8 @@ class World:
             answer_schema=schema,
             routing=RoutingPolicy(**routing),
             capture=CapturePolicy(audit_rate=audit_rate),
+            teacher=TeacherConfig() if cache is not None else None,
+            cache=cache_policy or CachePolicy(),
         )
         calibration = Calibration(temperature=1.0, threshold=0.9, student_fingerprint="x")
         self.runtime = TaskRuntime(self.task, self.engine, calibration, teacher)
@@ -108,6 +115,7 @@ class World:
             recorder=self.recorder,
             audits=self.audits,
             observer=self.observed,
+            cache=cache,
         )
 
     def run(self, test: Callable[[World], Awaitable[T]]) -> T:
@@ -377,3 +385,69 @@ def test_a_failing_shadow_costs_the_client_nothing(tmp_path: Path) -> None:
     answer = w.run(lambda w: w.ask(SURE))
     assert (answer.route, answer.student_version) == (Route.STUDENT, "v0001")
     assert not [r for r in w.sink.records.values() if r.route == "shadow"]
+
+
+def test_a_prompt_escalated_again_is_answered_from_the_cache(tmp_path: Path) -> None:
+    cache = MemoryTeacherCache()
+    w = World(tmp_path, teacher=FakeTeacher("Refund_not_showing_up"), cache=cache)
+
+    async def twice(w: World) -> tuple[Answer, Answer]:
+        first = await w.ask(UNSURE, tenant="acme")
+        await asyncio.sleep(0)  # the store runs off the request path
+        return first, await w.ask(UNSURE, tenant="acme")
+
+    first, second = w.run(twice)
+    assert (first.route, second.route) == (Route.TEACHER, Route.CACHE)
+    assert second.text == first.text and second.reason == Reason.LOW_CONFIDENCE
+    assert second.teacher_usage is None  # nothing paid
+    assert w.teacher is not None and len(w.teacher.requests) == 1
+    assert w.captured == [("teacher", "low_confidence")]  # one label, captured once
+    looked = [e for e in w.observed.events if e[0] == "cache"]
+    assert [e[1] for e in looked] == ["miss", "hit"] and looked[1][2] > 0  # money saved
+
+
+def test_one_tenants_cached_answer_is_never_anothers(tmp_path: Path) -> None:
+    w = World(tmp_path, teacher=FakeTeacher("Refund_not_showing_up"), cache=MemoryTeacherCache())
+
+    async def two_tenants(w: World) -> list[Route]:
+        routes = [(await w.ask(UNSURE, tenant="acme")).route]
+        await asyncio.sleep(0)
+        routes.append((await w.ask(UNSURE, tenant="globex")).route)
+        await asyncio.sleep(0)
+        routes.append((await w.ask(UNSURE, tenant="globex")).route)
+        return routes
+
+    assert w.run(two_tenants) == [Route.TEACHER, Route.TEACHER, Route.CACHE]
+    shared = World(
+        tmp_path / "shared",
+        teacher=FakeTeacher("Refund_not_showing_up"),
+        cache=MemoryTeacherCache(),
+        cache_policy=CachePolicy(scope="task"),
+    )
+    assert shared.run(two_tenants) == [Route.TEACHER, Route.CACHE, Route.CACHE]
+
+
+def test_what_the_cache_never_holds_or_serves(tmp_path: Path) -> None:
+    """An answer that fails the task's check; a task that turns the cache off; a cache that
+    does not answer (a miss, never an error)."""
+    invalid = MemoryTeacherCache()
+    w = World(tmp_path, teacher=FakeTeacher("not_a_label"), cache=invalid)
+    w.run(lambda w: w.ask(UNSURE))
+    assert invalid.entries == {}
+    off = MemoryTeacherCache()
+    w = World(
+        tmp_path / "off",
+        teacher=FakeTeacher("Refund_not_showing_up"),
+        cache=off,
+        cache_policy=CachePolicy(enabled=False),
+    )
+    w.run(lambda w: w.ask(UNSURE))
+    assert off.entries == {} and not any(e[0] == "cache" for e in w.observed.events)
+    down = World(
+        tmp_path / "down",
+        teacher=FakeTeacher("Refund_not_showing_up"),
+        cache=MemoryTeacherCache(down=True),
+    )
+    answer = down.run(lambda w: w.ask(UNSURE))
+    assert answer.route == Route.TEACHER
+    assert ("cache", "unavailable", 0.0) in down.observed.events
