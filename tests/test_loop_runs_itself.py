@@ -133,6 +133,9 @@ def test_from_no_student_to_promotions_with_no_human_action(
             f"[routing]\ntarget_accuracy = {TARGET}\ndelta = 0.1\n"
             f'[teacher]\napi_key_env = "DISTILLGATE_TEST_UNSET"\nsimulator_data = ["{known}"]\n'
             f"[capture]\naudit_rate = 0.05\nholdout_share = {HOLDOUT}\n"
+            # The waves repeat the stream; with the cache on a repeated prompt's escalation
+            # is answered from it and adds no pair, so every wave here asks the teacher.
+            "[cache]\nenabled = false\n"
             f'[loop]\nregistry = "{tmp_path / "registry"}"\nmin_pairs = {FIRST_WAVE}\n'
             f'min_new_pairs = 60\npoll_s = 1\ntrainer = "{trainer}"\ntrain_nice = 0\n'
             f"eval_share = {EVAL_SHARE}\n"

@@ -162,7 +162,9 @@ def test_no_key_and_no_prompt_reaches_the_logs(
         good.chat.completions.create(model="banking77", messages=messages, extra_headers=force)  # type: ignore[arg-type]
         good.chat.completions.create(model="banking77", messages=messages, stream=True)  # type: ignore[arg-type]
         httpx.post(f"{sim.url}/sim/faults", json={"mode": "500", "count": 3})
-        good.chat.completions.create(model="banking77", messages=messages, extra_headers=force)  # type: ignore[arg-type]
+        # Another prompt: the first one's teacher answer is in the cache now.
+        failing = [{"role": "user", "content": f"my card is late {SECRETS['prompt']}"}]
+        good.chat.completions.create(model="banking77", messages=failing, extra_headers=force)  # type: ignore[arg-type]
         bad = openai.OpenAI(base_url=f"{url}/v1", api_key=SECRETS["wrong key"], max_retries=0)
         with contextlib.suppress(openai.AuthenticationError):
             bad.chat.completions.create(model="banking77", messages=messages)  # type: ignore[arg-type]
