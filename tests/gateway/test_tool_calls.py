@@ -11,38 +11,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any
 
 import httpx
-import pydantic
 import pytest
 
 from gateway.settings import Settings
 from gateway.simulator import SimulatedAnswers, create_sim_app
 from tests.conftest import Gateway, serve_in_thread, write_calibrator, write_task
 from tests.gateway.test_openai_conformance import ROUTES, chunks, validate
+from tests.gateway.test_structured import SCHEMA as TICKET_SCHEMA
+from tests.gateway.test_structured import Ticket
 
 KEY_ENV = "DISTILLGATE_TOOLS_TEACHER_KEY"
 PROMPT = "where is my new card"
 
 
-class Ticket(pydantic.BaseModel):
-    """A support ticket's intent and urgency."""
-
-    intent: Literal["card_arrival", "exchange_rate"]
-    urgent: bool
-
-
-# The task's file, as a team writes it: strict (no other keys), without titles.
-TICKET_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "intent": {"type": "string", "enum": ["card_arrival", "exchange_rate"]},
-        "urgent": {"type": "boolean"},
-    },
-    "required": ["intent", "urgent"],
-    "additionalProperties": False,
-}
 TEACHER_SAYS = {"intent": "card_arrival", "urgent": True}
 
 # A SNIPS-like command: the intent and its slots, as pydantic-ai's users would model it
