@@ -8,6 +8,7 @@
     ├── ReloadRefused                 409  invalid_request_error (code reload_refused)
     ├── Overloaded                    429/503  (carries retry_after)
     ├── RateLimited                   429  requests | tokens (code rate_limit_exceeded)
+    ├── BudgetSpent                   429  insufficient_quota (a teacher budget is spent)
     ├── DeadlineExceeded              504  (the task's overall request deadline passed)
     ├── EngineError                   500  api_error
     │   ├── EngineTimeout             504  (a remote student did not answer in time)
@@ -26,6 +27,7 @@ from __future__ import annotations
 import math
 
 __all__ = [
+    "BudgetSpent",
     "CaptureError",
     "DeadlineExceeded",
     "EngineError",
@@ -110,6 +112,28 @@ class RateLimited(GatewayError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
+
+
+class BudgetSpent(GatewayError):
+    """A teacher budget is spent and the task serves no student answer in its place
+    (``on_budget = "error"``, or there is no student). OpenAI's quota error: the SDK does
+    not retry it (``x-should-retry: false``); ``Retry-After`` is the budget's reset."""
+
+    status_code = 429
+    error_type = "insufficient_quota"
+    code = "insufficient_quota"
+
+    def __init__(self, message: str, *, budget: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.budget = budget  # "key:<name>:day" and the like, also in a response header
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "Retry-After": str(max(1, math.ceil(self.retry_after))),
+            "x-should-retry": "false",
+            "x-distillgate-budget-spent": self.budget,
+        }
 
 
 class DeadlineExceeded(GatewayError):

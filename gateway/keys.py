@@ -11,6 +11,8 @@ of one) and from ``DISTILLGATE_API_KEYS_FILE``, a TOML file of named entries::
     tokens_per_minute = 200000      # optional: prompt + completion tokens
     tenant = "acme"                 # optional: whose data it is (cached teacher answers are
                                     # shared within a tenant only); default: the key's name
+    teacher_usd_per_day = 5.0       # optional: teacher spend per UTC day, across replicas
+    teacher_usd_per_month = 100.0   # optional: and per UTC month
 
 A presented key is hashed and its digest looked up, then compared with
 ``hmac.compare_digest``: the time taken depends on the digest of the attacker's own guess,
@@ -23,7 +25,7 @@ import hashlib
 import hmac
 import secrets
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +53,8 @@ class ClientKey:
     requests_per_minute: int | None = None
     tokens_per_minute: int | None = None
     tenant: str | None = None  # None: the key is a tenant of its own
+    teacher_usd_per_day: float | None = None  # None: no budget (gateway/budgets/)
+    teacher_usd_per_month: float | None = None
 
     @property
     def tenant_name(self) -> str:
@@ -75,6 +79,9 @@ class KeyRing:
 
     def __len__(self) -> int:
         return len(self._by_digest)
+
+    def __iter__(self) -> Iterator[ClientKey]:
+        return iter(self._by_digest.values())
 
     def identify(self, presented: bytes) -> ClientKey | None:
         digest = key_digest(presented)
@@ -119,6 +126,15 @@ def _positive(entry: dict[str, object], field: str, where: str) -> int | None:
     return value
 
 
+def _usd(entry: dict[str, object], field: str, where: str) -> float | None:
+    value = entry.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        raise KeyRingError(f"{where}: {field} must be a positive number of US dollars")
+    return float(value)
+
+
 def _from_file(path: Path) -> list[ClientKey]:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -137,6 +153,8 @@ def _from_file(path: Path) -> list[ClientKey]:
             "requests_per_minute",
             "tokens_per_minute",
             "tenant",
+            "teacher_usd_per_day",
+            "teacher_usd_per_month",
         }
         if unknown:
             raise KeyRingError(f"{where}: unknown fields {sorted(unknown)}")
@@ -160,6 +178,8 @@ def _from_file(path: Path) -> list[ClientKey]:
                 _positive(entry, "requests_per_minute", where),
                 _positive(entry, "tokens_per_minute", where),
                 tenant,
+                _usd(entry, "teacher_usd_per_day", where),
+                _usd(entry, "teacher_usd_per_month", where),
             )
         )
     return keys

@@ -73,6 +73,12 @@ class Settings(BaseSettings):
         description="Replicas sharing the limits: while Redis is unreachable each one allows "
         "limit / this.",
     )
+    usage_retention_days: int = Field(
+        90,
+        ge=1,
+        description="Days the usage ledger (`distillgate report cost`, `keys usage`) keeps in "
+        "Redis.",
+    )
     rate_limit_timeout_s: float = Field(
         0.1,
         gt=0,

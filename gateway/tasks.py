@@ -216,6 +216,14 @@ class TeacherConfig(_Section):
     # labelled files (demos and tests). Empty: a missing key is a start-up error.
     simulator_data: tuple[Path, ...] = ()
     simulator_accuracy: float = Field(1.0, ge=0, le=1)
+    # Budgets of the whole task (every key together), per UTC day and month; keys may carry
+    # their own (the key file's teacher_usd_per_day/month). Beyond one, the student's answer
+    # is served ("student", with x-distillgate-budget-spent) or a 429 naming it ("error").
+    usd_per_day: float | None = Field(None, gt=0)
+    usd_per_month: float | None = Field(None, gt=0)
+    on_budget: Literal["student", "error"] = "student"
+    # Audits and shadow answers stop once a budget is this share spent, before escalations.
+    audits_stop_at: float = Field(0.9, gt=0, le=1)
 
 
 class CachePolicy(_Section):

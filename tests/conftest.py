@@ -144,11 +144,15 @@ def write_calibrator(path: Path, student: Path, threshold: float = 0.75, **field
     return path
 
 
-def write_teacher_task(tmp_path: Path, student: Path, teacher_url: str) -> Path:
+def write_teacher_task(
+    tmp_path: Path, student: Path, teacher_url: str, teacher_extra: str = ""
+) -> Path:
     """Task banking77 in tmp_path/tasks: calibrated (threshold 0.75), with an Anthropic
-    teacher at ``teacher_url`` keyed by $TEST_TEACHER_KEY."""
+    teacher at ``teacher_url`` keyed by $TEST_TEACHER_KEY (``teacher_extra``: more of its
+    ``[teacher]`` lines)."""
     calibrator = write_calibrator(tmp_path / "c.json", student)
     teacher = f'[teacher]\nbase_url = "{teacher_url}"\napi_key_env = "TEST_TEACHER_KEY"\n'
+    teacher += teacher_extra
     return write_task(tmp_path / "tasks", student, extra=f'calibrator = "{calibrator}"\n{teacher}')
 
 

@@ -37,12 +37,14 @@ def wait_until(check: Any, timeout_s: float) -> bool:
     return False
 
 
-def metric(url: str, name: str, **labels: str) -> float:
+def metric(url: str, series: str, **labels: str) -> float:
     """Sum of a Prometheus sample on one gateway over the label sets that hold ``labels``."""
     total = 0.0
     for line in httpx.get(f"{url}/metrics").text.splitlines():
         sample, _, value = line.rpartition(" ")
-        if sample.split("{")[0] == name and all(f'{k}="{v}"' in sample for k, v in labels.items()):
+        if sample.split("{")[0] == series and all(
+            f'{k}="{v}"' in sample for k, v in labels.items()
+        ):
             total += float(value)
     return total
 
@@ -53,21 +55,24 @@ class Fleet:
 
     tmp_path: Path
     redis: Any  # RedisServer or RedisClusterServers: anything with a .url
-    keys: dict[str, int]  # key -> requests per minute
+    keys: dict[str, int | None]  # key -> requests per minute (None: no limit)
     n: int = 3
     env: dict[str, str] = field(default_factory=dict)
+    key_lines: dict[str, str] = field(default_factory=dict)  # key -> more of its entry
+    teacher_lines: str = ""  # more of the task's [teacher] section
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     urls: list[str] = field(default_factory=list)
     sim: Served | None = None
 
     def start(self, student: Path) -> Fleet:
         self.sim = serve_in_thread(create_sim_app(SimulatedAnswers({}, LABELS)))
-        write_teacher_task(self.tmp_path, student, self.sim.url)
+        write_teacher_task(self.tmp_path, student, self.sim.url, self.teacher_lines)
         keys = self.tmp_path / "keys.toml"
         keys.write_text(
             "".join(
                 f'[[keys]]\nname = "{k}"\nsha256 = "{key_digest(k).hex()}"\n'
-                f"requests_per_minute = {rpm}\n"
+                + (f"requests_per_minute = {rpm}\n" if rpm is not None else "")
+                + self.key_lines.get(k, "")
                 for k, rpm in self.keys.items()
             )
         )
@@ -84,8 +89,8 @@ class Fleet:
             self.urls.append(f"http://127.0.0.1:{port}")
         return self
 
-    def sum(self, name: str, **labels: str) -> float:
-        return sum(metric(url, name, **labels) for url in self.urls)
+    def sum(self, series: str, **labels: str) -> float:
+        return sum(metric(url, series, **labels) for url in self.urls)
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -100,6 +105,7 @@ class Fleet:
 class Outcomes:
     answered: list[str] = field(default_factory=list)  # request ids, escalated to the teacher
     statuses: Counter[str] = field(default_factory=Counter)  # "200", "429 rate_limit_exceeded"
+    routes: Counter[str] = field(default_factory=Counter)  # answered: route, spent budget
     seconds: float = 0.0
 
 
@@ -133,12 +139,15 @@ def drive(
                     extra_headers={"x-distillgate-force-route": "teacher"},
                 )
                 outcome, rid = "200", str(raw.headers["x-request-id"])
+                spent = raw.headers.get("x-distillgate-budget-spent")
+                route = raw.headers["x-distillgate-route"] + (f" ({spent})" if spent else "")
             except openai.APIStatusError as exc:
-                outcome, rid = f"{exc.status_code} {exc.code}", ""
+                outcome, rid, route = f"{exc.status_code} {exc.code}", "", ""
             with lock:
                 out.statuses[outcome] += 1
                 if rid:
                     out.answered.append(rid)
+                    out.routes[route] += 1
                 if sum(out.statuses.values()) == at:
                     done.set()
 

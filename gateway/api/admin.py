@@ -5,8 +5,8 @@
 key file as they are now, without a restart; 409 and nothing changed when they cannot be.
 ``POST /admin/drain``: ``/readyz`` answers 503 so the load balancer stops sending new
 requests, while this process keeps answering what still arrives (``DELETE`` undoes it).
-``GET /admin/status``: what is deployed, capture backlog, live audit agreement, and each
-loop's versions and last rounds.
+``GET /admin/status``: what is deployed, capture backlog, live audit agreement, each
+loop's versions and last rounds, and every teacher budget (spent, left, when it resets).
 ``POST /admin/cache/clear`` ``{"task": name}``: forget a task's cached teacher answers, on
 every replica at once (a new generation of its keys in Redis).
 Without an admin key configured these endpoints do not exist (404).
@@ -20,6 +20,7 @@ from fastapi import APIRouter, Request
 from starlette.exceptions import HTTPException
 
 from gateway.api.state import GatewayState, gateway_state
+from gateway.budgets import all_budgets
 from gateway.errors import InvalidRequest, Overloaded, ReloadRefused
 from gateway.loop.status import loop_status
 from gateway.pipeline.deployment import DeploymentError
@@ -96,9 +97,19 @@ async def status(request: Request) -> dict[str, Any]:
         "capture": None
         if recorder is None
         else {"queued": recorder.queued, "spool_bytes": recorder.spool.size_bytes},
+        "budgets": await _budgets(state),
         "loop": {
             name: loop_status(r.task, rounds=5)
             for name, r in pipeline.runtimes.items()
             if r.task.loop is not None
         },
     }
+
+
+async def _budgets(state: GatewayState) -> list[dict[str, object]]:
+    pipeline = state.serving
+    if pipeline.budgets is None:
+        return []
+    tasks = (r.task for r in pipeline.runtimes.values())
+    figures = await pipeline.budgets.figures(all_budgets(state.keyring, tasks))
+    return [f.as_dict() for f in figures]

@@ -22,6 +22,7 @@ from gateway.api.render import (
     usage,
 )
 from gateway.engines.base import GenerationRequest
+from gateway.keys import ClientKey
 from gateway.pipeline.answer import Forced, Pipeline
 from gateway.pipeline.base import Answer
 from gateway.pipeline.decision import Route
@@ -49,6 +50,11 @@ def headers(answer: Answer, runtime: TaskRuntime) -> dict[str, str]:
             out["x-distillgate-least-sure-field"] = f"{least[0]}; confidence={least[1]:.4g}"
     if answer.route == Route.CACHE:  # the teacher's earlier answer, not a new call
         out["x-distillgate-cache"] = "hit"
+    if answer.budget_spent is not None:  # the student answered: the teacher budget is spent
+        out["x-distillgate-budget-spent"] = answer.budget_spent
+        out["x-distillgate-reason"] = "teacher_budget_spent"
+    elif answer.route == Route.STUDENT_FALLBACK:
+        out["x-distillgate-reason"] = "teacher_failed"
     if answer.teacher_usage is not None:
         out["x-distillgate-teacher-usage"] = (
             f"input_tokens={answer.teacher_usage[0]}, output_tokens={answer.teacher_usage[1]}"
@@ -101,12 +107,12 @@ async def complete(
     body: Body,
     request_id: str,
     forced: Forced = None,
-    tenant: str | None = None,
+    caller: ClientKey | None = None,
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """The whole response body and its headers."""
     with pipeline.deployment.lease():
         runtime, gen, options, renderer = prepare(pipeline, body, request_id)
-        answer = await pipeline.answer(runtime, gen, forced=forced, options=options, tenant=tenant)
+        answer = await pipeline.answer(runtime, gen, forced=forced, options=options, caller=caller)
     out = {
         **_envelope(runtime.task, renderer),
         "choices": [renderer.full(answer.text, answer.tokens, answer.finish_reason)],
@@ -120,12 +126,12 @@ async def stream(
     body: Body,
     request_id: str,
     forced: Forced = None,
-    tenant: str | None = None,
+    caller: ClientKey | None = None,
 ) -> tuple[AsyncIterator[str], dict[str, str], int]:
     """The answer's SSE events, its headers and its total tokens (rate limits)."""
     with pipeline.deployment.lease():
         runtime, gen, options, renderer = prepare(pipeline, body, request_id)
-        answer = await pipeline.answer(runtime, gen, forced=forced, options=options, tenant=tenant)
+        answer = await pipeline.answer(runtime, gen, forced=forced, options=options, caller=caller)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     events = _sse(answer, renderer, _envelope(runtime.task, renderer, chunk=True), include_usage)
     tokens = answer.prompt_tokens + answer.completion_tokens

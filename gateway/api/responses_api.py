@@ -31,6 +31,7 @@ from gateway.api.protocol import (
 from gateway.api.tools import ToolCall, forced_call
 from gateway.engines.base import GenerationRequest, Message, SamplingParams, TokenDelta
 from gateway.errors import InvalidRequest
+from gateway.keys import ClientKey
 from gateway.pipeline.answer import Forced, Pipeline
 from gateway.pipeline.base import Answer
 from gateway.pipeline.deployment import TaskRuntime
@@ -329,12 +330,12 @@ async def complete(
     body: ResponseRequest,
     request_id: str,
     forced: Forced = None,
-    tenant: str | None = None,
+    caller: ClientKey | None = None,
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """The whole ``response`` object and its headers."""
     with pipeline.deployment.lease():
         runtime, gen, options, call = _prepare(pipeline, body, request_id)
-        answer = await pipeline.answer(runtime, gen, forced=forced, options=options, tenant=tenant)
+        answer = await pipeline.answer(runtime, gen, forced=forced, options=options, caller=caller)
     rendering = _Rendering(body, runtime.task, gen.sampling, call)
     return rendering.response(answer), headers(answer, runtime)
 
@@ -344,12 +345,12 @@ async def stream(
     body: ResponseRequest,
     request_id: str,
     forced: Forced = None,
-    tenant: str | None = None,
+    caller: ClientKey | None = None,
 ) -> tuple[AsyncIterator[str], dict[str, str], int]:
     """The Responses event stream, its headers and its total tokens (rate limits)."""
     with pipeline.deployment.lease():
         runtime, gen, options, call = _prepare(pipeline, body, request_id)
-        answer = await pipeline.answer(runtime, gen, forced=forced, options=options, tenant=tenant)
+        answer = await pipeline.answer(runtime, gen, forced=forced, options=options, caller=caller)
     events = _events(_Rendering(body, runtime.task, gen.sampling, call), answer)
     return events, headers(answer, runtime), answer.prompt_tokens + answer.completion_tokens
 

@@ -34,12 +34,13 @@ __all__ = ["direct_routes", "router"]
 router = APIRouter()
 T = TypeVar("T")
 Body = ChatCompletionRequest | CompletionRequest | ResponseRequest
-# An adapter's (pipeline, body, request id, forced route, the caller's tenant).
+# An adapter's (pipeline, body, request id, forced route, the caller's key).
 Complete = Callable[
-    [Pipeline, Any, str, Forced, str | None], Awaitable[tuple[dict[str, Any], dict[str, str]]]
+    [Pipeline, Any, str, Forced, ClientKey | None],
+    Awaitable[tuple[dict[str, Any], dict[str, str]]],
 ]
 Stream = Callable[
-    [Pipeline, Any, str, Forced, str | None],
+    [Pipeline, Any, str, Forced, ClientKey | None],
     Awaitable[tuple[AsyncIterator[str], dict[str, str], int]],
 ]
 
@@ -121,10 +122,9 @@ async def _answer(
     try:
         _check_scope(key, body.model)
         forced = _forced_route(request, state)
-        tenant = key.tenant_name if key is not None else None
         if body.stream:
             events, headers, tokens = await _until_disconnect(
-                request, stream(pipeline, body, request_id, forced, tenant)
+                request, stream(pipeline, body, request_id, forced, key)
             )
             if key is not None:
                 state.limiter.charge(key, tokens)
@@ -135,7 +135,7 @@ async def _answer(
             timed = _first_chunk_timed(events, ttft, started)
             return StreamingResponse(timed, media_type="text/event-stream", headers=headers)
         result, headers = await _until_disconnect(
-            request, complete(pipeline, body, request_id, forced, tenant)
+            request, complete(pipeline, body, request_id, forced, key)
         )
     except ClientDisconnected:
         metrics.requests.labels(task, "none", "499").inc()

@@ -55,7 +55,9 @@ def create_app(
 
     def snapshot() -> ServingSnapshot | None:
         pipeline = state.pipeline
-        return None if pipeline is None else serving_snapshot(pipeline, state.limiter)
+        return (
+            None if pipeline is None else serving_snapshot(pipeline, state.limiter, state.keyring)
+        )
 
     metrics.watch(LiveCollector(snapshot))
     lifespan = serving_lifespan(state, engine_factory or DefaultEngines())

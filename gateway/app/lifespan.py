@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from gateway.api.state import GatewayState
 from gateway.app.engines import EngineFactory, beside_the_loop
+from gateway.budgets import TeacherBudgets
 from gateway.capture import CaptureRecorder, Spool
 from gateway.capture.redis import RedisCaptureSink, default_stream_name
 from gateway.engines.base import StudentEngine
@@ -22,7 +23,9 @@ from gateway.loop.registry import served_tasks
 from gateway.metrics import Metrics
 from gateway.pipeline.answer import Pipeline
 from gateway.pipeline.audit import AuditTracker
+from gateway.pipeline.base import Observers
 from gateway.pipeline.deployment import Deployment, build_deployment, retire
+from gateway.redis_clients import async_redis
 from gateway.runtime.loop_processes import LoopProcesses
 from gateway.runtime.reloading import Reloader, reload_on_sighup
 from gateway.runtime.watcher import RegistryWatcher
@@ -30,6 +33,7 @@ from gateway.settings import Settings
 from gateway.simulator import start_simulator
 from gateway.tasks import CapturePolicy, Task, load_tasks
 from gateway.teachers.cache import RedisTeacherCache
+from gateway.usage import UsageLedger
 
 __all__ = ["serving_lifespan"]
 
@@ -57,11 +61,14 @@ def serving_lifespan(state: GatewayState, engine_factory: EngineFactory) -> Life
         deployment = await build_deployment(tasks, make_engine, simulator=start_simulator)
         metrics.prepare_versions(_versions(deployment))
         cache = _teacher_cache(settings)
+        budgets = _budgets(settings, metrics)
+        ledger = _ledger(settings)
         pipeline = state.pipeline = Pipeline(
             deployment,
             recorder=recorder,
             cache=cache,
-            observer=metrics,
+            budgets=budgets,
+            observer=metrics if ledger is None else Observers(metrics, ledger),
             audits=AuditTracker(window=settings.audit_window, on_observe=_audit_metrics(metrics)),
             tracing=state.tracing,
         )
@@ -72,7 +79,11 @@ def serving_lifespan(state: GatewayState, engine_factory: EngineFactory) -> Life
             stack.push_async_callback(_close, pipeline, recorder)
             if cache is not None:
                 stack.push_async_callback(cache.aclose)
-            await stack.enter_async_context(_background(state, reloader, workers, recorder))
+            stack.push_async_callback(budgets.aclose)
+            if ledger is not None:
+                stack.push_async_callback(ledger.aclose)
+            background = _background(state, reloader, workers, recorder, budgets, ledger)
+            await stack.enter_async_context(background)
             stack.callback(reload_on_sighup(reloader))
             _log_start(tasks, state.keyring)
             _settle_the_heap()
@@ -91,11 +102,18 @@ async def _background(
     reloader: Reloader,
     workers: LoopProcesses,
     recorder: CaptureRecorder | None,
+    budgets: TeacherBudgets,
+    ledger: UsageLedger | None,
 ) -> AsyncIterator[None]:
     """The work beside the requests, stopped (and waited for) on the way out."""
     settings, pipeline = state.settings, state.serving
     stop = asyncio.Event()
-    running = [asyncio.create_task(state.limiter.run(stop), name="limits")]
+    running = [
+        asyncio.create_task(state.limiter.run(stop), name="limits"),
+        asyncio.create_task(budgets.run(stop), name="budgets"),
+    ]
+    if ledger is not None:
+        running.append(asyncio.create_task(ledger.run(stop), name="usage"))
     try:
         if any(r.task.loop is not None for r in pipeline.runtimes.values()):
             watcher = RegistryWatcher(
@@ -185,6 +203,26 @@ def _recorder(
 def _teacher_cache(settings: Settings) -> RedisTeacherCache | None:
     """The cache of teacher answers lives in Redis, shared by the fleet; none without it."""
     return RedisTeacherCache.from_url(settings.redis_target) if settings.redis_url else None
+
+
+def _budgets(settings: Settings, metrics: Metrics) -> TeacherBudgets:
+    """Budgets counted across the fleet in Redis, as the rate limits are; per process
+    without Redis (or with DISTILLGATE_RATE_LIMITS=process)."""
+    if settings.rate_limits == "process" or not settings.redis_url:
+        return TeacherBudgets()
+    return TeacherBudgets.from_url(
+        settings.redis_target,
+        replicas=settings.rate_limit_replicas,
+        on_fallback=metrics.budget_fallback.inc,
+    )
+
+
+def _ledger(settings: Settings) -> UsageLedger | None:
+    """The per-day usage the cost report reads, in Redis; none without it."""
+    if not settings.redis_url:
+        return None
+    client = async_redis(settings.redis_target, socket_timeout=2.0, socket_connect_timeout=2.0)
+    return UsageLedger(client, retention_days=settings.usage_retention_days)
 
 
 def _audit_metrics(metrics: Metrics) -> Callable[[str, bool], None]:

@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 __all__ = [
+    "BudgetState",
     "CalibratorState",
     "LiveCollector",
     "LoopCounts",
@@ -68,11 +69,21 @@ class TaskState:
 
 
 @dataclass(frozen=True)
+class BudgetState:
+    scope: str  # key or task
+    name: str
+    period: str  # day or month
+    limit_usd: float
+    spent_usd: float  # the fleet's, as this replica last saw it
+
+
+@dataclass(frozen=True)
 class ServingSnapshot:
     tasks: Mapping[str, TaskState] = field(default_factory=dict)
     capture_spool_bytes: int | None = None  # None: nothing is captured
     capture_queued: int | None = None
     limits_shared: bool | None = None  # None: limits per process by design
+    budgets: tuple[BudgetState, ...] = ()
 
 
 class LiveCollector(Collector):
@@ -101,6 +112,8 @@ class LiveCollector(Collector):
                 "Records waiting in memory for the capture writer.",
                 snapshot.capture_queued,
             )
+        if snapshot.budgets:
+            yield from _budget_families(snapshot.budgets)
         if snapshot.limits_shared is not None:
             yield _gauge(
                 "distillgate_rate_limits_shared",
@@ -108,6 +121,26 @@ class LiveCollector(Collector):
                 "alone because Redis does not answer.",
                 1.0 if snapshot.limits_shared else 0.0,
             )
+
+
+def _budget_families(budgets: tuple[BudgetState, ...]) -> Iterator[Metric]:
+    labels = ["scope", "name", "period"]
+    limit = GaugeMetricFamily(
+        "distillgate_teacher_budget_usd",
+        "Teacher budgets configured, by scope (key, task), name and period (UTC day, month).",
+        labels=labels,
+    )
+    spent = GaugeMetricFamily(
+        "distillgate_teacher_budget_spent_usd",
+        "Teacher spend counted against each budget this period, across the replicas (as "
+        "this replica last saw it).",
+        labels=labels,
+    )
+    for b in budgets:
+        limit.add_metric([b.scope, b.name, b.period], b.limit_usd)
+        spent.add_metric([b.scope, b.name, b.period], b.spent_usd)
+    yield limit
+    yield spent
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

@@ -97,6 +97,11 @@ class Metrics:
             "Rate-limit decisions this replica took alone (limit / expected replicas) because "
             "the shared limits in Redis did not answer.",
         )
+        self.budget_fallback = c(
+            "teacher_budget_fallback",
+            "Teacher-budget decisions this replica took alone (its share of what was left) "
+            "because the budgets in Redis did not answer.",
+        )
         self.confidence = h(
             "confidence",
             "Calibrated confidence of the student's answers, by task.",
@@ -153,6 +158,15 @@ class Metrics:
             "Teacher spend the cache avoided: each hit's tokens at the task's prices.",
             "task",
         )
+        self.budget_refusals = c(
+            "teacher_budget_refusals",
+            "Teacher calls not made because a budget was spent, by budget (scope key or "
+            "task, its name, period day or month) and purpose (escalation, audit, shadow).",
+            "scope",
+            "name",
+            "period",
+            "purpose",
+        )
         self.capture_records = c(
             "capture_records",
             "Captured records by outcome: written (to Redis), spooled (to disk while Redis "
@@ -190,7 +204,7 @@ class Metrics:
             self.reloads.labels(outcome)
         self.capture_sink_errors.inc(0)
         self.rate_limit_fallback.inc(0)
-        self._mean_teacher_cost: dict[str, tuple[float, int]] = {}
+        self.budget_fallback.inc(0)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._live: list[Collector] = []
         self.watch(VLLMPassthrough())
@@ -269,17 +283,26 @@ class Metrics:
     def teacher_failed(self, task: str, kind: str) -> None:
         self.child(self.teacher_errors, task, kind).inc()
 
-    def cache_looked_up(self, task: str, outcome: str, saved_usd: float) -> None:
+    def cache_looked_up(self, task: str, outcome: str) -> None:
         self.child(self.teacher_cache, task, outcome).inc()
+
+    def served(self, task: str, key: str, route: str, saved_usd: float) -> None:
         if saved_usd:
-            self.child(self.cache_savings, task).inc(saved_usd)
             self.child(self.savings, task).inc(saved_usd)
+            if route == Route.CACHE:
+                self.child(self.cache_savings, task).inc(saved_usd)
+
+    def budget_refused(self, budget: str, purpose: str) -> None:
+        scope, _, rest = budget.partition(":")
+        name, _, period = rest.rpartition(":")
+        self.child(self.budget_refusals, scope, name, period, purpose).inc()
 
     def teacher_answered(
         self,
         task: str,
         purpose: str,
         *,
+        key: str,
         seconds: float,
         input_tokens: int,
         output_tokens: int,
@@ -289,8 +312,6 @@ class Metrics:
         self.teacher_tokens.labels(task, "input", purpose).inc(input_tokens)
         self.teacher_tokens.labels(task, "output", purpose).inc(output_tokens)
         self.teacher_cost.labels(task, purpose).inc(cost_usd)
-        total, n = self._mean_teacher_cost.get(task, (0.0, 0))
-        self._mean_teacher_cost[task] = (total + cost_usd, n + 1)
 
     def child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, resolved once: on the request path ``labels`` would
@@ -310,12 +331,6 @@ class Metrics:
     def audited(self, task: str, version: str, agreed: bool) -> None:
         yes, no = self.audit_series(task, version)
         (yes if agreed else no).inc()
-
-    def accepted(self, task: str) -> None:
-        """An answer the teacher did not have to give: worth a mean teacher call."""
-        total, n = self._mean_teacher_cost.get(task, (0.0, 0))
-        if n:
-            self.savings.labels(task).inc(total / n)
 
     def render(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -11,7 +11,10 @@ student (``student-fallback``) or an error, per the task's policy. The client's
 
 An escalation asks the cache of teacher answers first (``teachers/cache.py``): a prompt the
 teacher answered before is served from it (route ``cache``), not captured again (the loop
-must not count one label twice) and not paid for.
+must not count one label twice) and not paid for. Every teacher call is then held against
+the caller's and the task's budgets (``gateway/budgets/``): once one is spent the student's
+answer is served in its place (route ``student-fallback``, the budget named) or a 429, per
+the task's ``on_budget``; audits and shadow answers stop earlier, at ``audits_stop_at``.
 
 A random ``audit_rate`` share of accepted answers is also put to the teacher in the
 background, never delaying the client (``audit.py`` keeps the live agreement); its record
@@ -27,14 +30,18 @@ import asyncio
 import dataclasses
 import logging
 import random
+import time
 from collections.abc import Coroutine, Mapping
 from typing import Literal
 
+from gateway.budgets import OverBudget, TeacherBudgets, budgets_of
 from gateway.capture import CapturedRoute, CaptureRecorder
 from gateway.engines.base import GenerationRequest, StudentEngine
-from gateway.errors import EngineError, EngineUnavailable, TeacherError, UnknownTask
+from gateway.errors import BudgetSpent, EngineError, EngineUnavailable, TeacherError, UnknownTask
+from gateway.keys import ClientKey
 from gateway.pipeline.audit import AuditTracker, answers_agree
 from gateway.pipeline.base import Answer, NullObserver, PipelineObserver
+from gateway.pipeline.costs import TeacherCosts
 from gateway.pipeline.decision import Decision, Reason, Route, decide
 from gateway.pipeline.deployment import Deployment, TaskRuntime
 from gateway.pipeline.escalation import ask_teacher, teacher_reply, teacher_request
@@ -47,6 +54,7 @@ from gateway.pipeline.trace import (
     decision_attributes,
     student_attributes,
 )
+from gateway.tasks import Task
 from gateway.teachers.base import TeacherAnswer, TeacherRequest
 from gateway.teachers.cache import CacheUnavailable, TeacherCache, cache_key
 from gateway.tracing import SpanContext, SpanKind, Tracing
@@ -71,6 +79,7 @@ class Pipeline:
         rng: random.Random | None = None,
         tracing: Tracing | None = None,
         cache: TeacherCache | None = None,
+        budgets: TeacherBudgets | None = None,
     ) -> None:
         if not isinstance(deployment, Deployment):
             deployment = Deployment(runtimes=dict(deployment))
@@ -82,6 +91,8 @@ class Pipeline:
         self._rng = rng or random.Random()  # who a canary serves, what a shadow answers
         self.tracing = tracing or Tracing()  # off: every span a no-op
         self.cache = cache  # None: every escalation asks the teacher
+        self.budgets = budgets  # None: no budget is enforced
+        self.costs = TeacherCosts()
 
     @property
     def runtimes(self) -> Mapping[str, TaskRuntime]:
@@ -120,11 +131,12 @@ class Pipeline:
         *,
         forced: Forced = None,
         options: ReplyOptions | None = None,
-        tenant: str | None = None,
+        caller: ClientKey | None = None,
     ) -> Answer:
         """Decide on the student's whole answer (``gen`` carries the task's own limits),
-        then serve the chosen answer within the client's ``options``. ``tenant``: whose
-        cached teacher answers the request may get (the client key's tenant).
+        then serve the chosen answer within the client's ``options``. ``caller``: the
+        client key (whose cached teacher answers the request may get, whose budgets it
+        spends); None where the gateway has no keys.
 
         With a candidate on trial, a canary serves its share of requests in the serving
         version's place; a shadow answers its share again, off the request path.
@@ -133,14 +145,17 @@ class Pipeline:
         deciding = runtime
         if trial is not None and trial.stage == "canary" and self._rng.random() < trial.share:
             deciding = trial.runtime
-        answer = await self._decide(deciding, gen, forced=forced, options=options, tenant=tenant)
+        answer = await self._decide(deciding, gen, forced=forced, options=options, caller=caller)
         if answer.reason in _DECIDED:
             accepted = answer.reason == Reason.CONFIDENT
             self.observer.decided(runtime.task.name, deciding.version_label, accepted)
         shadows = trial is not None and trial.stage == "shadow" and runtime.teacher is not None
         if shadows and trial is not None and self._rng.random() < trial.share:
-            self._in_background(self._shadow(trial.runtime, gen, self.tracing.cause()), "shadow")
+            shadow = self._shadow(trial.runtime, gen, caller, self.tracing.cause())
+            self._in_background(shadow, "shadow")
         answer = dataclasses.replace(answer, student_version=deciding.version_label)
+        key = caller.name if caller is not None else ""
+        self.observer.served(runtime.task.name, key, answer.route.value, answer.teacher_saved_usd)
         request = self.tracing.current_span()  # the HTTP edge's: the outcome, to search by
         if request.is_recording():
             request.set_attributes(answer_attributes(runtime.task, answer))
@@ -153,7 +168,7 @@ class Pipeline:
         *,
         forced: Forced,
         options: ReplyOptions | None,
-        tenant: str | None = None,
+        caller: ClientKey | None = None,
     ) -> Answer:
         """Long on purpose: the data path in one readable sequence, each step a call into
         its module."""
@@ -161,14 +176,14 @@ class Pipeline:
         options = options or ReplyOptions()
         deadline = asyncio.get_running_loop().time() + task.limits.deadline_s
         if runtime.engine is None:
-            return await self._without_student(runtime, gen, deadline, options, tenant)
+            return await self._without_student(runtime, gen, deadline, options, caller)
         try:
             turn = await self._student(runtime, gen, deadline)
         except EngineError as exc:
             if task.routing.on_student_failure != "teacher" or runtime.teacher is None:
                 raise
             return await self._teacher_instead(
-                runtime, gen, deadline, options, Reason.STUDENT_FAILED, tenant, failure=exc
+                runtime, gen, deadline, options, Reason.STUDENT_FAILED, caller, failure=exc
             )
         with self.tracing.span("decision") as span:
             decision = _judge(runtime, turn, forced)
@@ -178,16 +193,29 @@ class Pipeline:
         student = _student_answer(turn, decision.reason)
         if not decision.escalate or runtime.teacher is None:
             if decision.reason == Reason.CONFIDENT and runtime.teacher is not None:
-                self.observer.accepted(task.name)
-                self._maybe_audit(runtime, gen, student)
+                saved = self.costs.mean(task.name)  # the call always-teacher would have paid
+                student = dataclasses.replace(student, teacher_saved_usd=saved)
+                self._maybe_audit(runtime, gen, student, caller)
             return _served(student, fit(turn.text, turn.shown, turn.finish_reason, options))
         self.observer.escalated(task.name, decision.reason.value)
         ask = teacher_request(task, gen, options)
         try:
-            reply, cached = await self._escalate(runtime, ask, deadline, tenant)
+            reply, cached = await self._escalate(runtime, ask, deadline, caller)
+        except OverBudget as spent:
+            message = spent.message()
+            self._capture(runtime, gen, student, "student-fallback", decision.reason, message)
+            if _on_budget(runtime) == "error":
+                raise _budget_error(spent) from None
+            fallback = dataclasses.replace(
+                student,
+                route=Route.STUDENT_FALLBACK,
+                teacher_error=message,
+                budget_spent=spent.figures.budget.label,
+            )
+            return _served(fallback, fit(turn.text, turn.shown, turn.finish_reason, options))
         except TeacherError as exc:
             logger.warning("teacher failed for %s (%s): %s", gen.request_id, task.name, exc.message)
-            self._capture(runtime, gen, student, "student-fallback", decision.reason, error=exc)
+            self._capture(runtime, gen, student, "student-fallback", decision.reason, exc.message)
             if task.routing.on_teacher_failure == "error":
                 raise
             fallback = dataclasses.replace(
@@ -202,6 +230,7 @@ class Pipeline:
             route=Route.CACHE if cached else Route.TEACHER,
             teacher_model=reply.model,
             teacher_usage=None if cached else (reply.input_tokens, reply.output_tokens),
+            teacher_saved_usd=_cost(task, reply) if cached else 0.0,
         )
         return _served(teacher, served, reply.output_tokens)
 
@@ -211,14 +240,14 @@ class Pipeline:
         gen: GenerationRequest,
         deadline: float,
         options: ReplyOptions,
-        tenant: str | None,
+        caller: ClientKey | None,
     ) -> Answer:
         """Cold start: no student has been trained yet, so the teacher answers everything and
         every answer is captured, to train the first one."""
         if runtime.teacher is None:
             raise EngineUnavailable(f"Task {runtime.task.name!r} has no student and no teacher.")
         return await self._teacher_instead(
-            runtime, gen, deadline, options, Reason.NO_STUDENT, tenant
+            runtime, gen, deadline, options, Reason.NO_STUDENT, caller
         )
 
     async def _teacher_instead(
@@ -228,7 +257,7 @@ class Pipeline:
         deadline: float,
         options: ReplyOptions,
         reason: Reason,
-        tenant: str | None,
+        caller: ClientKey | None,
         *,
         failure: EngineError | None = None,
     ) -> Answer:
@@ -243,7 +272,11 @@ class Pipeline:
         self.observer.escalated(task.name, reason.value)
         ask = teacher_request(task, gen, options)
         try:
-            reply, cached = await self._escalate(runtime, ask, deadline, tenant)
+            reply, cached = await self._escalate(runtime, ask, deadline, caller)
+        except OverBudget as spent:
+            if failure is not None:
+                raise failure from None
+            raise _budget_error(spent) from None
         except TeacherError:
             if failure is None:
                 raise
@@ -263,39 +296,72 @@ class Pipeline:
             completion_tokens=0,
             teacher_model=reply.model,
             teacher_usage=None if cached else (reply.input_tokens, reply.output_tokens),
+            teacher_saved_usd=_cost(task, reply) if cached else 0.0,
         )
         if not cached:
             self._capture(runtime, gen, answer, "teacher", reason.value, reply=reply)
         return _served(answer, served, reply.output_tokens)
 
     async def _escalate(
-        self, runtime: TaskRuntime, ask: TeacherRequest, deadline: float, tenant: str | None
+        self, runtime: TaskRuntime, ask: TeacherRequest, deadline: float, caller: ClientKey | None
     ) -> tuple[TeacherAnswer, bool]:
-        """The teacher's answer to an escalation, and whether it came from the cache. A valid
-        answer the teacher gives is stored for the next time, off the request path."""
+        """The teacher's answer to an escalation, and whether it came from the cache (free,
+        so served whatever the budgets). A valid answer the teacher gives is stored for the
+        next time, off the request path."""
         task = runtime.task
         key = None
         if self.cache is not None and task.caches_teacher and ask.top_logprobs is None:
-            key = cache_key(task, ask, (tenant or "") if task.cache.scope == "tenant" else "")
+            scope = caller.tenant_name if caller is not None else ""
+            key = cache_key(task, ask, scope if task.cache.scope == "tenant" else "")
             try:
                 hit = await self.cache.get(task.name, key)
             except CacheUnavailable:
-                self.observer.cache_looked_up(task.name, "unavailable", 0.0)
+                self.observer.cache_looked_up(task.name, "unavailable")
                 hit = key = None
             if hit is not None:
-                saved = task.prices.teacher_cost(hit.input_tokens, hit.output_tokens)
-                self.observer.cache_looked_up(task.name, "hit", saved)
+                self.observer.cache_looked_up(task.name, "hit")
                 return hit, True
             if key is not None:
-                self.observer.cache_looked_up(task.name, "miss", 0.0)
-        reply = await ask_teacher(
-            runtime, ask, "escalation", self.observer, self.tracing, deadline=deadline
-        )
+                self.observer.cache_looked_up(task.name, "miss")
+        reply = await self._ask(runtime, ask, "escalation", caller, deadline)
         storable = reply.finish_reason == "stop" and task.answer_check.valid(reply.text)
         if key is not None and self.cache is not None and storable:
             stored = self.cache.put(task.name, key, reply, task.cache.ttl_s)
             self._in_background(stored, "cache")
         return reply, False
+
+    async def _ask(
+        self,
+        runtime: TaskRuntime,
+        ask: TeacherRequest,
+        purpose: str,
+        caller: ClientKey | None,
+        deadline: float | None = None,
+    ) -> TeacherAnswer:
+        """One teacher call, held against the caller's and the task's budgets while it runs
+        (``OverBudget`` when one is spent), its cost settled after."""
+        task = runtime.task
+        hold = None
+        budgets = budgets_of(task, caller) if self.budgets is not None else ()
+        if self.budgets is not None and budgets:
+            stop_at = 1.0 if purpose == "escalation" else _audits_stop_at(runtime)
+            try:
+                hold = await self.budgets.admit(budgets, self.costs.estimate(task.name), stop_at)
+            except OverBudget as spent:
+                self.observer.budget_refused(spent.figures.budget.label, purpose)
+                raise
+        cost = 0.0
+        try:
+            key = caller.name if caller is not None else ""
+            reply = await ask_teacher(
+                runtime, ask, purpose, self.observer, self.tracing, key=key, deadline=deadline
+            )
+            cost = _cost(task, reply)
+            self.costs.record(task.name, cost)
+        finally:
+            if hold is not None and self.budgets is not None:
+                self.budgets.settle(hold, cost)
+        return reply
 
     async def _student(
         self, runtime: TaskRuntime, gen: GenerationRequest, deadline: float
@@ -314,9 +380,9 @@ class Pipeline:
         answer: Answer,
         route: CapturedRoute,
         reason: str,
+        error: str | None = None,
         *,
         reply: TeacherAnswer | None = None,
-        error: TeacherError | None = None,
     ) -> None:
         if self.recorder is None or not runtime.task.capture.enabled:
             return
@@ -340,13 +406,24 @@ class Pipeline:
 
         job.add_done_callback(finished)
 
-    def _maybe_audit(self, runtime: TaskRuntime, gen: GenerationRequest, answer: Answer) -> None:
+    def _maybe_audit(
+        self,
+        runtime: TaskRuntime,
+        gen: GenerationRequest,
+        answer: Answer,
+        caller: ClientKey | None,
+    ) -> None:
         if self.audits is None or not self.audits.sample(runtime.task.capture.audit_rate):
             return
-        self._in_background(self._audit(runtime, gen, answer, self.tracing.cause()), "audit")
+        audit = self._audit(runtime, gen, answer, caller, self.tracing.cause())
+        self._in_background(audit, "audit")
 
     async def _shadow(
-        self, candidate: TaskRuntime, gen: GenerationRequest, cause: SpanContext | None
+        self,
+        candidate: TaskRuntime,
+        gen: GenerationRequest,
+        caller: ClientKey | None,
+        cause: SpanContext | None,
     ) -> None:
         """The candidate answers a request the serving version answered, and the teacher
         too: the record (route ``shadow``, the candidate's decision as its reason) is the
@@ -361,14 +438,14 @@ class Pipeline:
                 return
             answer = _student_answer(turn, _judge(candidate, turn, None).reason)
             try:
-                reply = await ask_teacher(
-                    candidate, teacher_request(task, gen), "shadow", self.observer, self.tracing
-                )
+                reply = await self._ask(candidate, teacher_request(task, gen), "shadow", caller)
             except TeacherError as exc:
                 logger.info(
                     "shadow of %s skipped: the teacher failed: %s", gen.request_id, exc.message
                 )
                 return
+            except OverBudget:
+                return  # counted (budget_refused); shadows stop before escalations do
             self._capture(candidate, gen, answer, "shadow", answer.reason.value, reply=reply)
 
     async def _audit(
@@ -376,23 +453,52 @@ class Pipeline:
         runtime: TaskRuntime,
         gen: GenerationRequest,
         answer: Answer,
+        caller: ClientKey | None,
         cause: SpanContext | None,
     ) -> None:
         with self.tracing.linked("audit", cause, {"gen_ai.request.model": runtime.task.name}):
-            await self._audited(runtime, gen, answer)
+            await self._audited(runtime, gen, answer, caller)
 
-    async def _audited(self, runtime: TaskRuntime, gen: GenerationRequest, answer: Answer) -> None:
+    async def _audited(
+        self,
+        runtime: TaskRuntime,
+        gen: GenerationRequest,
+        answer: Answer,
+        caller: ClientKey | None,
+    ) -> None:
         ask = teacher_request(runtime.task, gen)
         try:
-            reply = await ask_teacher(runtime, ask, "audit", self.observer, self.tracing)
+            reply = await self._ask(runtime, ask, "audit", caller)
         except TeacherError as exc:
             logger.info("audit of %s skipped: the teacher failed: %s", gen.request_id, exc.message)
             return
+        except OverBudget:
+            return  # counted (budget_refused); audits stop before escalations do
         agreed = answers_agree(answer.text, reply.text, runtime.task.answer_check)
         if self.audits is not None:
             self.audits.observe(runtime.task.name, agreed)
         self.observer.audited(runtime.task.name, runtime.version_label, agreed)
         self._capture(runtime, gen, answer, "audit", "audit", reply=reply)
+
+
+def _cost(task: Task, reply: TeacherAnswer) -> float:
+    return task.prices.teacher_cost(reply.input_tokens, reply.output_tokens)
+
+
+def _on_budget(runtime: TaskRuntime) -> str:
+    teacher = runtime.task.teacher
+    return teacher.on_budget if teacher is not None else "student"
+
+
+def _audits_stop_at(runtime: TaskRuntime) -> float:
+    teacher = runtime.task.teacher
+    return teacher.audits_stop_at if teacher is not None else 0.9
+
+
+def _budget_error(spent: OverBudget) -> BudgetSpent:
+    figures = spent.figures
+    wait = figures.resets_at - time.time()
+    return BudgetSpent(spent.message(), budget=figures.budget.label, retry_after=wait)
 
 
 def _judge(runtime: TaskRuntime, turn: StudentTurn, forced: Forced) -> Decision:

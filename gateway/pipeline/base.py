@@ -14,7 +14,7 @@ from typing import Protocol
 from gateway.engines.base import TokenDelta
 from gateway.pipeline.decision import Reason, Route
 
-__all__ = ["Answer", "NullObserver", "PipelineObserver"]
+__all__ = ["Answer", "NullObserver", "Observers", "PipelineObserver"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,8 @@ class Answer:
     teacher_model: str | None = None
     teacher_error: str | None = None
     teacher_usage: tuple[int, int] | None = None  # the teacher's own (input, output) tokens
+    teacher_saved_usd: float = 0.0  # what not calling the teacher saved (accepted, cached)
+    budget_spent: str | None = None  # the spent budget that kept the teacher out, if one did
     student_latency_s: float = 0.0
     student_version: str = ""  # the version that decided (a canary's, on its share)
 
@@ -45,7 +47,10 @@ class PipelineObserver(Protocol):
 
     def student_answered(self, task: str, seconds: float, confidence: float) -> None: ...
 
-    def accepted(self, task: str) -> None: ...
+    def served(self, task: str, key: str, route: str, saved_usd: float) -> None:
+        """A request answered by ``route`` for client key ``key`` ('' with no keys);
+        ``saved_usd``: the teacher spend it avoided (an accepted answer at the task's mean
+        teacher call so far, a cache hit at its own cost)."""
 
     def escalated(self, task: str, reason: str) -> None: ...
 
@@ -54,6 +59,7 @@ class PipelineObserver(Protocol):
         task: str,
         purpose: str,
         *,
+        key: str,
         seconds: float,
         input_tokens: int,
         output_tokens: int,
@@ -62,9 +68,11 @@ class PipelineObserver(Protocol):
 
     def teacher_failed(self, task: str, kind: str) -> None: ...
 
-    def cache_looked_up(self, task: str, outcome: str, saved_usd: float) -> None:
-        """An escalation looked its teacher answer up: ``hit``, ``miss`` or ``unavailable``;
-        a hit saved a teacher call worth ``saved_usd``."""
+    def cache_looked_up(self, task: str, outcome: str) -> None:
+        """An escalation looked its teacher answer up: ``hit``, ``miss`` or ``unavailable``."""
+
+    def budget_refused(self, budget: str, purpose: str) -> None:
+        """A teacher call for ``purpose`` was not made: ``budget`` (its label) is spent."""
 
     def decided(self, task: str, version: str, accepted: bool) -> None:
         """The version that decided (a canary's on its share) accepted or escalated."""
@@ -79,7 +87,7 @@ class NullObserver:
     def student_answered(self, task: str, seconds: float, confidence: float) -> None:
         pass
 
-    def accepted(self, task: str) -> None:
+    def served(self, task: str, key: str, route: str, saved_usd: float) -> None:
         pass
 
     def escalated(self, task: str, reason: str) -> None:
@@ -90,6 +98,7 @@ class NullObserver:
         task: str,
         purpose: str,
         *,
+        key: str,
         seconds: float,
         input_tokens: int,
         output_tokens: int,
@@ -100,7 +109,10 @@ class NullObserver:
     def teacher_failed(self, task: str, kind: str) -> None:
         pass
 
-    def cache_looked_up(self, task: str, outcome: str, saved_usd: float) -> None:
+    def cache_looked_up(self, task: str, outcome: str) -> None:
+        pass
+
+    def budget_refused(self, budget: str, purpose: str) -> None:
         pass
 
     def decided(self, task: str, version: str, accepted: bool) -> None:
@@ -108,3 +120,64 @@ class NullObserver:
 
     def audited(self, task: str, version: str, agreed: bool) -> None:
         pass
+
+
+class Observers:
+    """Several observers as one: the metrics and the usage ledger see the same events."""
+
+    def __init__(self, *observers: PipelineObserver) -> None:
+        self.observers = observers
+
+    def student_answered(self, task: str, seconds: float, confidence: float) -> None:
+        for o in self.observers:
+            o.student_answered(task, seconds, confidence)
+
+    def served(self, task: str, key: str, route: str, saved_usd: float) -> None:
+        for o in self.observers:
+            o.served(task, key, route, saved_usd)
+
+    def escalated(self, task: str, reason: str) -> None:
+        for o in self.observers:
+            o.escalated(task, reason)
+
+    def teacher_answered(
+        self,
+        task: str,
+        purpose: str,
+        *,
+        key: str,
+        seconds: float,
+        input_tokens: int,
+        output_tokens: int,
+        cost_usd: float,
+    ) -> None:
+        for o in self.observers:
+            o.teacher_answered(
+                task,
+                purpose,
+                key=key,
+                seconds=seconds,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cost_usd=cost_usd,
+            )
+
+    def teacher_failed(self, task: str, kind: str) -> None:
+        for o in self.observers:
+            o.teacher_failed(task, kind)
+
+    def cache_looked_up(self, task: str, outcome: str) -> None:
+        for o in self.observers:
+            o.cache_looked_up(task, outcome)
+
+    def budget_refused(self, budget: str, purpose: str) -> None:
+        for o in self.observers:
+            o.budget_refused(budget, purpose)
+
+    def decided(self, task: str, version: str, accepted: bool) -> None:
+        for o in self.observers:
+            o.decided(task, version, accepted)
+
+    def audited(self, task: str, version: str, agreed: bool) -> None:
+        for o in self.observers:
+            o.audited(task, version, agreed)

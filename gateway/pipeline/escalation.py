@@ -64,6 +64,7 @@ async def ask_teacher(
     observer: PipelineObserver,
     tracing: Tracing,
     *,
+    key: str = "",
     deadline: float | None = None,
 ) -> TeacherAnswer:
     """``deadline`` (loop time): what is left of the request's own deadline; when it
@@ -83,6 +84,7 @@ async def ask_teacher(
     observer.teacher_answered(
         task.name,
         purpose,
+        key=key,
         seconds=reply.latency_s,
         input_tokens=reply.input_tokens,
         output_tokens=reply.output_tokens,

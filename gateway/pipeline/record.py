@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from gateway.capture import CapturedRoute, CaptureRecord, new_record_id
 from gateway.engines.base import GenerationRequest, Message
-from gateway.errors import TeacherError
 from gateway.pipeline.base import Answer
 from gateway.pipeline.deployment import TaskRuntime
 from gateway.pipeline.fields import field_confidences
@@ -25,7 +24,7 @@ def capture_record(
     route: CapturedRoute,
     reason: str,
     reply: TeacherAnswer | None = None,
-    error: TeacherError | None = None,
+    error: str | None = None,
 ) -> CaptureRecord:
     """The record of one escalation or audit, redacted when the task asks for it."""
     turns = gen.messages or (Message("user", gen.prompt or ""),)
@@ -71,7 +70,7 @@ def capture_record(
         calibrator_version=calibration.version_id if calibration else None,
         teacher_answer=teacher,
         teacher_model=reply.model if reply else None,
-        teacher_error=error.message if error else None,
+        teacher_error=error,
         teacher_finish_reason=reply.finish_reason if reply else None,
         usage=usage_counts,
         latency_s=latency,

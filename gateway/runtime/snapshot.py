@@ -5,12 +5,16 @@ queues, audits, each loop's registry, the capture backlog, the rate limiter)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
+from gateway.budgets import all_budgets
 from gateway.engines.base import Queued
+from gateway.keys import ClientKey
 from gateway.limits import RateLimiter
 from gateway.loop.registry import Registry
 from gateway.metrics.live import (
     ROUND_OUTCOMES,
+    BudgetState,
     CalibratorState,
     LoopCounts,
     ServingSnapshot,
@@ -24,13 +28,25 @@ from gateway.teachers.resilience import ResilientTeacher
 __all__ = ["serving_snapshot"]
 
 
-def serving_snapshot(pipeline: Pipeline, limiter: RateLimiter) -> ServingSnapshot:
+def serving_snapshot(
+    pipeline: Pipeline, limiter: RateLimiter, keys: Iterable[ClientKey] = ()
+) -> ServingSnapshot:
     recorder = pipeline.recorder
+    budgets: tuple[BudgetState, ...] = ()
+    if pipeline.budgets is not None:
+        configured = all_budgets(keys, (r.task for r in pipeline.runtimes.values()))
+        budgets = tuple(
+            BudgetState(
+                f.budget.scope, f.budget.name, f.budget.period, f.budget.limit_usd, f.spent_usd
+            )
+            for f in pipeline.budgets.snapshot(configured)
+        )
     return ServingSnapshot(
         tasks={name: _task_state(pipeline, r) for name, r in pipeline.runtimes.items()},
         capture_spool_bytes=None if recorder is None else recorder.spool.size_bytes,
         capture_queued=None if recorder is None else recorder.queued,
         limits_shared=limiter.shared,
+        budgets=budgets,
     )
 
 

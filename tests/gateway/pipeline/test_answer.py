@@ -12,9 +12,11 @@ from typing import Any, TypeVar
 import pytest
 
 from calibration import Calibration
+from gateway.budgets import TeacherBudgets
 from gateway.capture import CaptureRecorder, Spool
 from gateway.engines.base import GenerationRequest, Message, SamplingParams
-from gateway.errors import EngineUnavailable, TeacherTimeout
+from gateway.errors import BudgetSpent, EngineUnavailable, TeacherTimeout
+from gateway.keys import ClientKey
 from gateway.pipeline.answer import Pipeline
 from gateway.pipeline.audit import AuditTracker
 from gateway.pipeline.base import Answer
@@ -56,8 +58,8 @@ class Observed:
     def student_answered(self, task: str, seconds: float, confidence: float) -> None:
         self.events.append(("student", task))
 
-    def accepted(self, task: str) -> None:
-        self.events.append(("accepted", task))
+    def served(self, task: str, key: str, route: str, saved_usd: float) -> None:
+        self.events.append(("served", key, route, saved_usd))
 
     def escalated(self, task: str, reason: str) -> None:
         self.events.append(("escalated", reason))
@@ -68,8 +70,11 @@ class Observed:
     def teacher_failed(self, task: str, kind: str) -> None:
         self.events.append(("teacher_failed", kind))
 
-    def cache_looked_up(self, task: str, outcome: str, saved_usd: float) -> None:
-        self.events.append(("cache", outcome, saved_usd))
+    def cache_looked_up(self, task: str, outcome: str) -> None:
+        self.events.append(("cache", outcome))
+
+    def budget_refused(self, budget: str, purpose: str) -> None:
+        self.events.append(("budget_refused", budget, purpose))
 
     def decided(self, task: str, version: str, accepted: bool) -> None:
         self.events.append(("decided", version, accepted))
@@ -90,6 +95,8 @@ class World:
         schema: dict[str, Any] | None = None,
         cache: MemoryTeacherCache | None = None,
         cache_policy: CachePolicy | None = None,
+        teacher_config: TeacherConfig | None = None,
+        budgets: TeacherBudgets | None = None,
         **routing: Any,
     ) -> None:
         self.engine = FakeEngine({**ANSWERS, **STRUCTURED})
@@ -101,7 +108,7 @@ class World:
             answer_schema=schema,
             routing=RoutingPolicy(**routing),
             capture=CapturePolicy(audit_rate=audit_rate),
-            teacher=TeacherConfig() if cache is not None else None,
+            teacher=teacher_config or (TeacherConfig() if cache is not None else None),
             cache=cache_policy or CachePolicy(),
         )
         calibration = Calibration(temperature=1.0, threshold=0.9, student_fingerprint="x")
@@ -116,6 +123,7 @@ class World:
             audits=self.audits,
             observer=self.observed,
             cache=cache,
+            budgets=budgets,
         )
 
     def run(self, test: Callable[[World], Awaitable[T]]) -> T:
@@ -138,6 +146,10 @@ class World:
         return sorted((r.route, r.reason) for r in self.sink.records.values())
 
 
+def tenant_key(tenant: str, **budgets: float) -> ClientKey:
+    return ClientKey(f"{tenant}-app", b"\0" * 32, tenant=tenant, **budgets)  # type: ignore[arg-type]
+
+
 def world(tmp_path: Path, teacher: FakeTeacher | None = None, **options: Any) -> World:
     return World(tmp_path, teacher=teacher or FakeTeacher("Refund_not_showing_up"), **options)
 
@@ -150,7 +162,7 @@ def test_a_confident_valid_answer_is_the_students(tmp_path: Path) -> None:
     assert answer.completion_tokens == 3 and answer.finish_reason == "stop"
     assert answer.tokens is not None and not any(t.end for t in answer.tokens)
     assert w.teacher is not None and w.teacher.requests == []
-    assert w.captured == [] and ("accepted", "t") in w.observed.events
+    assert w.captured == [] and ("served", "", "student", 0.0) in w.observed.events
 
 
 @pytest.mark.parametrize(
@@ -392,9 +404,9 @@ def test_a_prompt_escalated_again_is_answered_from_the_cache(tmp_path: Path) -> 
     w = World(tmp_path, teacher=FakeTeacher("Refund_not_showing_up"), cache=cache)
 
     async def twice(w: World) -> tuple[Answer, Answer]:
-        first = await w.ask(UNSURE, tenant="acme")
+        first = await w.ask(UNSURE, caller=tenant_key("acme"))
         await asyncio.sleep(0)  # the store runs off the request path
-        return first, await w.ask(UNSURE, tenant="acme")
+        return first, await w.ask(UNSURE, caller=tenant_key("acme"))
 
     first, second = w.run(twice)
     assert (first.route, second.route) == (Route.TEACHER, Route.CACHE)
@@ -403,18 +415,20 @@ def test_a_prompt_escalated_again_is_answered_from_the_cache(tmp_path: Path) -> 
     assert w.teacher is not None and len(w.teacher.requests) == 1
     assert w.captured == [("teacher", "low_confidence")]  # one label, captured once
     looked = [e for e in w.observed.events if e[0] == "cache"]
-    assert [e[1] for e in looked] == ["miss", "hit"] and looked[1][2] > 0  # money saved
+    assert [e[1] for e in looked] == ["miss", "hit"]
+    served = [e for e in w.observed.events if e[0] == "served"]
+    assert served[1][1:3] == ("acme-app", "cache") and served[1][3] > 0  # money saved
 
 
 def test_one_tenants_cached_answer_is_never_anothers(tmp_path: Path) -> None:
     w = World(tmp_path, teacher=FakeTeacher("Refund_not_showing_up"), cache=MemoryTeacherCache())
 
     async def two_tenants(w: World) -> list[Route]:
-        routes = [(await w.ask(UNSURE, tenant="acme")).route]
+        routes = [(await w.ask(UNSURE, caller=tenant_key("acme"))).route]
         await asyncio.sleep(0)
-        routes.append((await w.ask(UNSURE, tenant="globex")).route)
+        routes.append((await w.ask(UNSURE, caller=tenant_key("globex"))).route)
         await asyncio.sleep(0)
-        routes.append((await w.ask(UNSURE, tenant="globex")).route)
+        routes.append((await w.ask(UNSURE, caller=tenant_key("globex"))).route)
         return routes
 
     assert w.run(two_tenants) == [Route.TEACHER, Route.TEACHER, Route.CACHE]
@@ -450,4 +464,123 @@ def test_what_the_cache_never_holds_or_serves(tmp_path: Path) -> None:
     )
     answer = down.run(lambda w: w.ask(UNSURE))
     assert answer.route == Route.TEACHER
-    assert ("cache", "unavailable", 0.0) in down.observed.events
+    assert ("cache", "unavailable") in down.observed.events
+
+
+# -- teacher budgets ---------------------------------------------------------------------
+# FakeTeacher's answer costs (100 input, 21 output tokens) $0.000205 at the default prices:
+# a $0.0005 budget pays for three calls (spent 0, 0.000205, 0.00041 < 0.0005), not a fourth.
+CALL_USD = 0.000205
+
+
+def budgeted(tmp_path: Path, **config: Any) -> World:
+    kw = {k: config.pop(k) for k in ("cache", "teacher") if k in config}
+    return world(tmp_path, teacher_config=TeacherConfig(**config), budgets=TeacherBudgets(), **kw)
+
+
+def test_a_spent_key_budget_serves_the_students_answer_naming_the_budget(tmp_path: Path) -> None:
+    w = budgeted(tmp_path)
+    key = tenant_key("acme", teacher_usd_per_day=0.0005)
+
+    async def five(w: World) -> list[Answer]:
+        return [await w.ask(UNSURE, caller=key) for _ in range(5)]
+
+    answers = w.run(five)
+    assert [a.route for a in answers] == [Route.TEACHER] * 3 + [Route.STUDENT_FALLBACK] * 2
+    spent = answers[-1]
+    assert spent.text == "exchange_rate" and spent.budget_spent == "key:acme-app:day"
+    assert spent.teacher_error is not None and "$0.0005" in spent.teacher_error
+    assert w.teacher is not None and len(w.teacher.requests) == 3
+    refused = [e for e in w.observed.events if e[0] == "budget_refused"]
+    assert refused == [("budget_refused", "key:acme-app:day", "escalation")] * 2
+    # the hard prompts are kept for labelling later, with why the teacher was not asked
+    assert w.captured.count(("student-fallback", "low_confidence")) == 2
+    assert w.pipeline.budgets is not None
+    (figures,) = w.pipeline.budgets.snapshot([figures_budget(key)])
+    assert abs(figures.spent_usd - 3 * CALL_USD) < 1e-12 and figures.held_usd == 0
+
+
+def figures_budget(key: ClientKey) -> Any:
+    from gateway.budgets import budgets_of
+
+    task = Task(name="t", student=Path("s"), answers=LABELS)
+    (budget,) = budgets_of(task, key)
+    return budget
+
+
+def test_other_keys_and_accepted_answers_are_not_stopped_by_a_spent_budget(
+    tmp_path: Path,
+) -> None:
+    w = budgeted(tmp_path)
+    poor = tenant_key("acme", teacher_usd_per_day=0.0001)  # one call, then spent
+
+    async def run(w: World) -> list[Route]:
+        routes = [(await w.ask(UNSURE, caller=poor)).route for _ in range(2)]
+        routes.append((await w.ask(SURE, caller=poor)).route)  # the student's own answer
+        routes.append((await w.ask(UNSURE, caller=tenant_key("globex"))).route)  # no budget
+        return routes
+
+    assert w.run(run) == [Route.TEACHER, Route.STUDENT_FALLBACK, Route.STUDENT, Route.TEACHER]
+
+
+def test_with_on_budget_error_a_spent_budget_is_a_429_naming_it(tmp_path: Path) -> None:
+    w = budgeted(tmp_path, on_budget="error", usd_per_day=0.0001)  # the task's own budget
+
+    async def two(w: World) -> BudgetSpent:
+        await w.ask(UNSURE)
+        with pytest.raises(BudgetSpent) as raised:
+            await w.ask(UNSURE)
+        return raised.value
+
+    error = w.run(two)
+    assert error.status_code == 429 and error.code == "insufficient_quota"
+    assert error.budget == "task:t:day" and "task 't'" in error.message
+    headers = error.headers()
+    assert headers["x-should-retry"] == "false" and int(headers["Retry-After"]) <= 86400
+
+
+def test_a_cached_answer_is_served_past_a_spent_budget(tmp_path: Path) -> None:
+    w = budgeted(tmp_path, cache=MemoryTeacherCache())
+    key = tenant_key("acme", teacher_usd_per_day=0.0001)
+
+    async def run(w: World) -> list[Route]:
+        first = (await w.ask(UNSURE, caller=key)).route
+        await asyncio.sleep(0)  # the store runs off the request path
+        return [first, (await w.ask(UNSURE, caller=key)).route]
+
+    assert w.run(run) == [Route.TEACHER, Route.CACHE]  # free: no budget asked
+
+
+def test_audits_stop_before_escalations_do(tmp_path: Path) -> None:
+    # At 0.5 of a $0.0005 budget audits stop (spent 0.00041 >= 0.00025); escalations go on.
+    config = TeacherConfig(audits_stop_at=0.5)
+    w = world(
+        tmp_path,
+        FakeTeacher(SURE_A),
+        teacher_config=config,
+        budgets=TeacherBudgets(),
+        audit_rate=1.0,
+    )
+    key = tenant_key("acme", teacher_usd_per_day=0.0005)
+
+    async def run(w: World) -> list[Route]:
+        routes = [(await w.ask(UNSURE, caller=key)).route for _ in range(2)]
+        await w.ask(SURE, caller=key)  # accepted: its audit is refused
+        await w.pipeline.aclose()
+        routes.append((await w.ask(UNSURE, caller=key)).route)
+        return routes
+
+    assert w.run(run) == [Route.TEACHER, Route.TEACHER, Route.TEACHER]
+    assert ("budget_refused", "key:acme-app:day", "audit") in w.observed.events
+    assert not [r for r in w.sink.records.values() if r.route == "audit"]
+
+
+def test_a_failed_teacher_call_costs_its_budget_nothing(tmp_path: Path) -> None:
+    teacher = FakeTeacher("x", error=TeacherTimeout("slow"))
+    w = budgeted(tmp_path, teacher=teacher)
+    key = tenant_key("acme", teacher_usd_per_day=0.0001)
+    answers = w.run(lambda w: w.ask(UNSURE, caller=key))
+    assert answers.route == Route.STUDENT_FALLBACK and answers.budget_spent is None
+    assert w.pipeline.budgets is not None
+    (figures,) = w.pipeline.budgets.snapshot([figures_budget(key)])
+    assert figures.spent_usd == 0 and figures.held_usd == 0
