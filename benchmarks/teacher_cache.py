@@ -7,10 +7,13 @@ the same sequence for both runs. Each run is a fresh ``distillgate serve`` of th
 task (the student given, its calibrator, the local teacher simulator, a fresh redis-server),
 ``[cache] enabled`` false then true. Per run: teacher calls and teacher dollars per 1,000
 requests (from the gateway's own metrics), cache hits, the routed answers' accuracy against
-the test labels, and whether any request's answer differs between the runs.
+the test labels, and whether any request's answer differs between the runs. Then
+``distillgate report cost`` reads the run's usage ledger, and its totals (teacher dollars,
+dollars saved, requests by route) are checked against the metrics.
 
     python -m benchmarks.teacher_cache [--requests 5000] [--s 1.1] [--concurrency 8]
         [--student models/banking77] [--calibrator models/banking77.calibration.json]
+        [--chart docs/img/bench_cost_report.png]
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -123,6 +128,9 @@ def run(
         wait_ready(url)
         answers = asyncio.run(replay(url, prompts, args.concurrency))
         text = httpx.get(f"{url}/metrics").text
+        time.sleep(2.0)  # the usage ledger's flush (every second)
+        chart = args.chart if cache and args.chart else work / f"cost-{cache}.png"
+        report = cost_report(env, chart)
     finally:
         serve.terminate()
         serve.wait(30)
@@ -138,7 +146,38 @@ def run(
         ),
         "cache_saved_usd": metric(text, "distillgate_teacher_cache_saved_usd_total", task=TASK),
     }
+    check_report(report, text)
     return figures, answers
+
+
+def cost_report(env: dict[str, str], chart: Path) -> dict[str, Any]:
+    """``distillgate report cost`` as a user runs it, on the run's ledger."""
+    command = ["report", "cost", "--since", "1d", "--json", "--chart", str(chart)]
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *command],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
+
+
+def check_report(report: dict[str, Any], text: str) -> None:
+    """The report's totals against the metrics scraped at the end of the replay."""
+    total = report["rows"][-1]
+    pairs = {
+        "teacher $": (total["teacher_usd"], metric(text, "distillgate_teacher_cost_usd_total")),
+        "saved $": (total["saved_usd"], metric(text, "distillgate_estimated_savings_usd_total")),
+    }
+    for route, n in total["requests"].items():
+        pairs[f"requests {route}"] = (n, metric(text, "distillgate_requests_total", route=route))
+    worst = max(abs(a - b) for a, b in pairs.values())
+    shown = ", ".join(f"{k} {a:.4f} / {b:.4f}" for k, (a, b) in pairs.items())
+    verdict = "match to the cent" if worst < 0.005 else "DIFFER"
+    print(f"  report vs metrics: {shown}; largest difference {worst:.2g}: {verdict}")
 
 
 def main() -> None:
@@ -151,6 +190,7 @@ def main() -> None:
     parser.add_argument(
         "--calibrator", type=Path, default=ROOT / "models" / f"{TASK}.calibration.json"
     )
+    parser.add_argument("--chart", type=Path, help="the cost report's chart of the cached run")
     args = parser.parse_args()
     args.student, args.calibrator = args.student.resolve(), args.calibrator.resolve()
     examples = read_examples(ROOT / "data" / TASK / "test.jsonl")

@@ -243,6 +243,17 @@ DASHBOARDS = [
                 },
             ),
             Panel(
+                "Teacher budgets: share spent this period",
+                {
+                    "{{scope}} {{name}} per {{period}}": (
+                        "max by (scope, name, period) "
+                        f"({inst('distillgate_teacher_budget_spent_usd')}) / "
+                        f"max by (scope, name, period) ({inst('distillgate_teacher_budget_usd')})"
+                    ),
+                },
+                "percentunit",
+            ),
+            Panel(
                 "Teacher tokens",
                 {
                     "{{direction}}": (
@@ -266,6 +277,10 @@ DASHBOARDS = [
                     "errors": f"sum(rate({q('distillgate_teacher_errors_total')}[{RI}])) "
                     "or vector(0)",
                     "retries": f"sum(rate({q('distillgate_teacher_retries_total')}[{RI}]))",
+                    "budget refusals": (
+                        f"sum(rate({inst('distillgate_teacher_budget_refusals_total')}[{RI}])) "
+                        "or vector(0)"
+                    ),
                     "circuit open {{task}}": (
                         f"max by (task) ({q('distillgate_teacher_circuit_open')})"
                     ),

@@ -19,6 +19,8 @@ distillgate evaluate (--task NAME | --student DIR --calibrator FILE) --data test
                      --out report.json
 distillgate loop [run] --task NAME [--once] [--spool DIR]   (the improvement loop, by itself)
 distillgate loop status --task NAME                         (versions, lineage, last rounds)
+distillgate keys new --name N [--task T] | keys hash | keys usage [--json]
+distillgate report cost [--since 7d|YYYY-MM-DD] [--task T] [--by-task] [--json] [--chart F.png]
 distillgate teacher-sim --data labelled.jsonl [--host H] [--port P] [--accuracy A] [--latency-ms MS]
 """
 
@@ -47,6 +49,7 @@ def _commands() -> dict[tuple[str, str | None], Command]:
         export,
         keys,
         loop,
+        report,
         serve,
         student,
         teacher_sim,
@@ -65,6 +68,8 @@ def _commands() -> dict[tuple[str, str | None], Command]:
         ("loop", "status"): loop.status,
         ("keys", "new"): keys.run,
         ("keys", "hash"): keys.run,
+        ("keys", "usage"): keys.usage,
+        ("report", "cost"): report.cost,
         ("teacher-sim", None): teacher_sim.run,
         ("data", "import-csv"): data.import_csv,
         ("data", "split"): data.split,

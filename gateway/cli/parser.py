@@ -180,6 +180,22 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--requests-per-minute", type=int)
     new.add_argument("--tokens-per-minute", type=int)
     keys.add_parser("hash", help="read a key on stdin, print its key-file sha256")
+    usage = keys.add_parser(
+        "usage", help="each key's teacher spend today and this month, and its budgets' state"
+    )
+    usage.add_argument("--json", action="store_true")
+
+    report = sub.add_parser("report", help="reports from the usage ledger").add_subparsers(
+        dest="action", required=True
+    )
+    cost = report.add_parser(
+        "cost", help="per task and key: who answered, teacher tokens and dollars, dollars saved"
+    )
+    cost.add_argument("--since", default="7d", help="Nd (the last N UTC days) or YYYY-MM-DD")
+    cost.add_argument("--task", help="only this task")
+    cost.add_argument("--by-task", action="store_true", help="one row per task, keys together")
+    cost.add_argument("--json", action="store_true", help="JSON instead of a table")
+    cost.add_argument("--chart", type=Path, help="write a PNG of each day's split here")
 
     sim = sub.add_parser(
         "teacher-sim", help="serve the teacher simulator (Anthropic and OpenAI APIs)"

@@ -144,7 +144,7 @@ def plot_daily(split: list[tuple[str, dict[str, int]]], path: Path, title: str) 
     import matplotlib.pyplot as plt
 
     days = [day for day, _ in split]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(days) + 2), 4))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(days) + 3.5), 4))
     bottom = [0] * len(days)
     colours = {
         "student": "#4c9a2a",
@@ -154,12 +154,13 @@ def plot_daily(split: list[tuple[str, dict[str, int]]], path: Path, title: str) 
     }
     for route in ROUTES:
         values = [counts[route] for _, counts in split]
-        ax.bar(days, values, bottom=bottom, label=route, color=colours[route])
+        ax.bar(days, values, 0.6, bottom=bottom, label=route, color=colours[route])
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     ax.set_ylabel("requests")
     ax.set_title(title)
-    ax.legend(loc="upper left", fontsize="small")
-    ax.tick_params(axis="x", rotation=45)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+    if len(days) > 4:
+        ax.tick_params(axis="x", rotation=45)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -146,6 +146,7 @@ def scraped(tiny_student, run_gateway, tmp_path_factory):  # type: ignore[no-unt
         tmp / "c.json", tiny_student.path, target_accuracy=0.9, metrics_after={"coverage": 1.0}
     )
     teacher = f'[teacher]\nbase_url = "{sim.url}"\napi_key_env = "{KEY_ENV}"\n'
+    teacher += "usd_per_day = 100.0\n"  # the budget series
     extra = f'calibrator = "{calibrator}"\n' + teacher + "[capture]\naudit_rate = 1.0\n"
     extra += f'[loop]\nregistry = "{tmp / "registry"}"\n'  # the loop's series too
     write_task(tmp / "tasks", tiny_student.path, extra=extra)
