@@ -25,7 +25,14 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
     entry = ["[[keys]]", f"name = {json.dumps(args.name)}", f'sha256 = "{key_digest(key).hex()}"']
     if args.task:
         entry.append(f"tasks = {json.dumps(args.task)}")
-    for field in ("requests_per_minute", "tokens_per_minute"):
+    if args.tenant:
+        entry.append(f"tenant = {json.dumps(args.tenant)}")
+    for field in (
+        "requests_per_minute",
+        "tokens_per_minute",
+        "teacher_usd_per_day",
+        "teacher_usd_per_month",
+    ):
         if getattr(args, field) is not None:
             entry.append(f"{field} = {getattr(args, field)}")
     print(f"key (shown once; give it to the client, store only the entry below):\n{key}\n")

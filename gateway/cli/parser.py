@@ -179,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--task", action="append", help="a task it may call; repeat (default: all)")
     new.add_argument("--requests-per-minute", type=int)
     new.add_argument("--tokens-per-minute", type=int)
+    new.add_argument("--tenant", help="whose data it is (cached teacher answers stay within it)")
+    new.add_argument("--teacher-usd-per-day", type=float, help="its teacher budget per UTC day")
+    new.add_argument("--teacher-usd-per-month", type=float, help="and per UTC month")
     keys.add_parser("hash", help="read a key on stdin, print its key-file sha256")
     usage = keys.add_parser(
         "usage", help="each key's teacher spend today and this month, and its budgets' state"

@@ -313,16 +313,17 @@ class Pipeline:
         if self.cache is not None and task.caches_teacher and ask.top_logprobs is None:
             scope = caller.tenant_name if caller is not None else ""
             key = cache_key(task, ask, scope if task.cache.scope == "tenant" else "")
-            try:
-                hit = await self.cache.get(task.name, key)
-            except CacheUnavailable:
-                self.observer.cache_looked_up(task.name, "unavailable")
-                hit = key = None
+            with self.tracing.span("teacher_cache") as span:
+                try:
+                    hit = await self.cache.get(task.name, key)
+                    outcome = "miss" if hit is None else "hit"
+                except CacheUnavailable:
+                    hit = key = None
+                    outcome = "unavailable"
+                span.set_attribute("distillgate.cache.outcome", outcome)
+            self.observer.cache_looked_up(task.name, outcome)
             if hit is not None:
-                self.observer.cache_looked_up(task.name, "hit")
                 return hit, True
-            if key is not None:
-                self.observer.cache_looked_up(task.name, "miss")
         reply = await self._ask(runtime, ask, "escalation", caller, deadline)
         storable = reply.finish_reason == "stop" and task.answer_check.valid(reply.text)
         if key is not None and self.cache is not None and storable:

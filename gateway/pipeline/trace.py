@@ -106,7 +106,7 @@ def capture_attributes(record: CaptureRecord, queued: int) -> Attributes:
 
 def answer_attributes(task: Task, answer: Answer) -> Attributes:
     """The request's outcome, on its own span: what a search by route or reason finds."""
-    return {
+    attributes: Attributes = {
         "gen_ai.request.model": task.name,
         "gen_ai.usage.input_tokens": answer.prompt_tokens,
         "gen_ai.usage.output_tokens": answer.completion_tokens,
@@ -115,6 +115,9 @@ def answer_attributes(task: Task, answer: Answer) -> Attributes:
         "distillgate.confidence": answer.confidence,
         "distillgate.student_version": answer.student_version,
     }
+    if answer.budget_spent is not None:  # the teacher was not asked: this budget is spent
+        attributes["distillgate.budget_spent"] = answer.budget_spent
+    return attributes
 
 
 def _redacted(runtime: TaskRuntime, text: str) -> str:

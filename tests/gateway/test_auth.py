@@ -41,6 +41,13 @@ def test_the_key_ring_holds_digests_only_and_identifies_keys(tmp_path: Path) -> 
     assert "k-app" not in path.read_text()
 
 
+def test_a_key_may_carry_teacher_budgets(tmp_path: Path) -> None:
+    budgets = "teacher_usd_per_day = 5\nteacher_usd_per_month = 99.5"
+    path = key_file(tmp_path / "keys.toml", [entry("app", "k-app", budgets)])
+    (key,) = KeyRing.load(file=path)
+    assert (key.teacher_usd_per_day, key.teacher_usd_per_month) == (5.0, 99.5)
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
@@ -48,6 +55,8 @@ def test_the_key_ring_holds_digests_only_and_identifies_keys(tmp_path: Path) -> 
         ('[[keys]]\nname = "a"\n', "sha256 is required"),
         ('[[keys]]\nname = "a"\nsha256 = "abc"\n', "64 hex digits"),
         (entry("a", "k", "requests_per_minute = 0"), "positive integer"),
+        (entry("a", "k", "teacher_usd_per_day = -1"), "positive number of US dollars"),
+        (entry("a", "k", 'teacher_usd_per_month = "5"'), "positive number of US dollars"),
         (entry("a", "k") + entry("b", "k"), "listed twice"),
         ("[[keys]\n", "cannot read"),
     ],

@@ -55,6 +55,7 @@ def test_every_series_the_dashboards_read_is_prepared() -> None:
         "distillgate_http_requests",
         "distillgate_rate_limited",
         "distillgate_rate_limits_shared",
+        "distillgate_teacher_budget_",  # per configured budget (test_budgets.py)
         "distillgate_student_version_info",
         "distillgate_student_trial_share",
         "distillgate_loop_",  # from the task's registry

@@ -120,7 +120,8 @@ def test_an_escalated_request_is_one_trace_through_every_step(
     r = ask(
         traced, "banking77", PROMPT, traceparent=header, **{"x-distillgate-force-route": "teacher"}
     )
-    names = ("POST /v1/chat/completions", "student", "decision", "teacher", "capture")
+    names = ("POST /v1/chat/completions", "student", "decision", "teacher_cache", "teacher")
+    names += ("capture",)
     spans = [s for s in receiver.wait_for(of_trace(trace_id, *names)) if s.trace_id == trace_id]
     by_name = {s.name: s for s in spans}
     edge = by_name["POST /v1/chat/completions"]
@@ -145,6 +146,7 @@ def test_an_escalated_request_is_one_trace_through_every_step(
     assert 0.0 <= decision["distillgate.confidence"] <= 1.0
     assert decision["distillgate.escalate"] is True
     assert f"{decision['distillgate.confidence']:.4f}" == r.headers["x-distillgate-confidence"]
+    assert by_name["teacher_cache"].attributes["distillgate.cache.outcome"] == "miss"
     call = by_name["teacher"]
     assert call.kind == "client"
     assert call.attributes["gen_ai.provider.name"] == "anthropic"
