@@ -22,6 +22,7 @@ from tests.conftest import (
     free_port,
     serve_in_thread,
     serve_process,
+    write_task,
     write_teacher_task,
 )
 
@@ -60,6 +61,7 @@ class Fleet:
     env: dict[str, str] = field(default_factory=dict)
     key_lines: dict[str, str] = field(default_factory=dict)  # key -> more of its entry
     teacher_lines: str = ""  # more of the task's [teacher] section
+    strict_lines: str | None = None  # a second task, "strict": its [teacher] section's extra
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     urls: list[str] = field(default_factory=list)
     sim: Served | None = None
@@ -67,6 +69,11 @@ class Fleet:
     def start(self, student: Path) -> Fleet:
         self.sim = serve_in_thread(create_sim_app(SimulatedAnswers({}, LABELS)))
         write_teacher_task(self.tmp_path, student, self.sim.url, self.teacher_lines)
+        if self.strict_lines is not None:
+            teacher = f'[teacher]\nbase_url = "{self.sim.url}"\napi_key_env = "TEST_TEACHER_KEY"\n'
+            calibrator = f'calibrator = "{self.tmp_path / "c.json"}"\n'
+            extra = calibrator + teacher + self.strict_lines
+            write_task(self.tmp_path / "tasks", student, "strict", extra=extra)
         keys = self.tmp_path / "keys.toml"
         keys.write_text(
             "".join(
@@ -106,6 +113,7 @@ class Outcomes:
     answered: list[str] = field(default_factory=list)  # request ids, escalated to the teacher
     statuses: Counter[str] = field(default_factory=Counter)  # "200", "429 rate_limit_exceeded"
     routes: Counter[str] = field(default_factory=Counter)  # answered: route, spent budget
+    errors: set[str] = field(default_factory=set)  # the error messages seen
     seconds: float = 0.0
 
 
@@ -117,6 +125,7 @@ def drive(
     clients: int = 8,
     during: Any = None,
     at: int = 0,
+    model: str = "banking77",
 ) -> Outcomes:
     """``total`` teacher-routed requests with ``key``, spread round-robin over ``urls`` from
     ``clients`` threads at once; ``during()`` runs once ``at`` requests have finished."""
@@ -134,7 +143,7 @@ def drive(
                 return
             try:
                 raw = sdks[i % len(sdks)].chat.completions.with_raw_response.create(
-                    model="banking77",
+                    model=model,
                     messages=[{"role": "user", "content": f"{key} {worker} request {i}"}],
                     extra_headers={"x-distillgate-force-route": "teacher"},
                 )
@@ -143,6 +152,8 @@ def drive(
                 route = raw.headers["x-distillgate-route"] + (f" ({spent})" if spent else "")
             except openai.APIStatusError as exc:
                 outcome, rid, route = f"{exc.status_code} {exc.code}", "", ""
+                with lock:
+                    out.errors.add(exc.message)
             with lock:
                 out.statuses[outcome] += 1
                 if rid:
