@@ -192,11 +192,12 @@ class Pipeline:
         self.observer.student_answered(task.name, turn.seconds, turn.confidence)
         student = _student_answer(turn, decision.reason)
         if not decision.escalate or runtime.teacher is None:
+            saved = 0.0
             if decision.reason == Reason.CONFIDENT and runtime.teacher is not None:
                 saved = self.costs.mean(task.name)  # the call always-teacher would have paid
-                student = dataclasses.replace(student, teacher_saved_usd=saved)
                 self._maybe_audit(runtime, gen, student, caller)
-            return _served(student, fit(turn.text, turn.shown, turn.finish_reason, options))
+            shown = fit(turn.text, turn.shown, turn.finish_reason, options)
+            return _served(student, shown, saved=saved)
         self.observer.escalated(task.name, decision.reason.value)
         ask = teacher_request(task, gen, options)
         try:
@@ -533,9 +534,10 @@ def _student_answer(turn: StudentTurn, reason: Reason) -> Answer:
     )
 
 
-def _served(answer: Answer, reply: Reply, counted: int | None = None) -> Answer:
+def _served(answer: Answer, reply: Reply, counted: int | None = None, saved: float = 0.0) -> Answer:
     """``answer`` serving ``reply``; its completion tokens are the served tokens, or
-    ``counted`` (the teacher's own count) when the text is not known in student tokens."""
+    ``counted`` (the teacher's own count) when the text is not known in student tokens;
+    ``saved``: what not calling the teacher saved (one replace on the hot path, not two)."""
     completion = len(reply.tokens) if reply.tokens is not None else (counted or 0)
     return dataclasses.replace(
         answer,
@@ -543,4 +545,5 @@ def _served(answer: Answer, reply: Reply, counted: int | None = None) -> Answer:
         tokens=reply.tokens,
         finish_reason=reply.finish_reason,
         completion_tokens=completion,
+        teacher_saved_usd=saved or answer.teacher_saved_usd,
     )

@@ -1,16 +1,24 @@
 """Teacher budgets on a real Redis, three ``TeacherBudgets`` as three replicas: calls asked at
 once overshoot a budget by about one call at most; with Redis killed each counts alone within
-its share of what was left, and once Redis is back every dollar is counted exactly once."""
+its share of what was left, and once Redis is back every dollar is counted exactly once; and
+on a Redis Cluster the budgets and the usage ledger run unchanged (their keys share one slot
+each)."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import math
 import random
 import time
+from pathlib import Path
 
 from gateway.budgets import Budget, OverBudget, TeacherBudgets, budget_key
 from gateway.budgets.base import period_of
+from gateway.redis_clients import async_redis
+from gateway.usage import UsageLedger, read_usage
+from gateway.usage.ledger import Usage
+from tests.redis_cluster import RedisClusterServers
 from tests.redis_server import RedisServer
 
 BUDGET = Budget("key", "tight", "day", 0.01)
@@ -98,3 +106,37 @@ def test_redis_killed_mid_run_is_counted_alone_then_reconciled_once(
     after = fleet_spent(redis_server)
     assert abs(after - own) < 1e-12  # every replica's spend, the outage's included, once
     assert after <= 0.01 + 3 * CALL
+
+
+def test_budgets_and_the_usage_ledger_run_unchanged_on_a_redis_cluster(tmp_path: Path) -> None:
+    cluster = RedisClusterServers(tmp_path / "cluster")
+    cluster.start()
+    try:
+
+        async def run() -> tuple[float, dict[str, Usage]]:
+            fleet = [TeacherBudgets.from_url(cluster.url, replicas=2) for _ in range(2)]
+            ledger = UsageLedger(async_redis(cluster.url))
+            rng = random.Random(3)
+            try:
+                for b in fleet:
+                    for _ in range(4):
+                        assert await call(b, rng)
+                ledger.served("banking77", "acme", "student", 0.001)
+                await asyncio.gather(*(b.flush() for b in fleet), ledger.flush())
+                (figures,) = await fleet[0].figures([BUDGET])
+                today = dt.datetime.now(dt.UTC).date().isoformat()
+                return figures.spent_usd, await read_usage(ledger._redis, [today])
+            finally:
+                for b in fleet:
+                    await b.aclose()
+                await ledger.aclose()
+
+        spent, usage = asyncio.run(run())
+        assert 8 * 0.9 * CALL <= spent <= 8 * CALL  # both replicas' spend, summed once
+        (day,) = usage.values()
+        assert day == {
+            ("banking77", "acme", "requests:student"): 1.0,
+            ("banking77", "acme", "saved_usd"): 0.001,
+        }
+    finally:
+        cluster.stop()
