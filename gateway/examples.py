@@ -2,8 +2,10 @@
 
 A JSONL file, one object a line: ``{"prompt": "...", "answer": "..."}``, where a
 ``messages`` list (OpenAI chat shape, without the final assistant turn) may replace
-``prompt``. Bad lines raise ``ValueError`` naming the file and line, so a broken
-dataset fails before minutes of training are spent on it.
+``prompt``. A free-text task's examples may list every acceptable human text in
+``references`` (``answer`` is one of them), for BLEU and chrF. Bad lines raise
+``ValueError`` naming the file and line, so a broken dataset fails before minutes of
+training are spent on it.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class Example:
     answer: str
     prompt: str | None = None
     messages: tuple[dict[str, str], ...] = field(default=())
+    references: tuple[str, ...] = field(default=())
 
     def chat(self) -> list[dict[str, str]]:
         """The conversation the student sees, ending on the user's turn."""
@@ -38,9 +41,14 @@ class Example:
         return [{"role": "user", "content": self.prompt or ""}]
 
     def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any]
         if self.messages:
-            return {"messages": [dict(m) for m in self.messages], "answer": self.answer}
-        return {"prompt": self.prompt, "answer": self.answer}
+            out = {"messages": [dict(m) for m in self.messages], "answer": self.answer}
+        else:
+            out = {"prompt": self.prompt, "answer": self.answer}
+        if self.references:
+            out["references"] = list(self.references)
+        return out
 
 
 def _parse_line(obj: Any, where: str) -> Example:
@@ -49,6 +57,9 @@ def _parse_line(obj: Any, where: str) -> Example:
     answer = obj.get("answer")
     if not isinstance(answer, str) or not answer:
         raise ValueError(f"{where}: 'answer' must be a non-empty string")
+    references = obj.get("references", [])
+    if not (isinstance(references, list) and all(isinstance(r, str) and r for r in references)):
+        raise ValueError(f"{where}: 'references' must be a list of non-empty strings")
     if "messages" in obj:
         messages = obj["messages"]
         if not isinstance(messages, list) or not messages:
@@ -61,11 +72,11 @@ def _parse_line(obj: Any, where: str) -> Example:
             ):
                 raise ValueError(f"{where}: each message needs string 'role' and 'content'")
         clean = tuple({"role": m["role"], "content": m["content"]} for m in messages)
-        return Example(answer=answer, messages=clean)
+        return Example(answer=answer, messages=clean, references=tuple(references))
     prompt = obj.get("prompt")
     if not isinstance(prompt, str) or not prompt:
         raise ValueError(f"{where}: needs a non-empty string 'prompt' or a 'messages' list")
-    return Example(answer=answer, prompt=prompt)
+    return Example(answer=answer, prompt=prompt, references=tuple(references))
 
 
 @contextlib.contextmanager

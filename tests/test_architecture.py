@@ -44,7 +44,7 @@ LAYERS = {
     "gateway.keys": 0, "gateway.tracing": 0,
     "calibration": 1,  # the math: no I/O
     "gateway.engines": 2, "gateway.teachers": 2, "gateway.capture": 2,  # the parts
-    "gateway.limits": 2, "gateway.budgets": 2,
+    "gateway.limits": 2, "gateway.budgets": 2, "gateway.judges": 2,
     "gateway.pipeline": 3,  # request -> student -> confidence -> accept or escalate
     "gateway.jobs": 4, "gateway.loop": 4, "gateway.training": 4,  # offline work
     "gateway.usage": 4,  # the pipeline's events, counted per day for cost reports

@@ -10,6 +10,7 @@ distillgate student evaluate (--task NAME | --student DIR) --data test.jsonl
 distillgate data import-csv FILE.csv --out FILE.jsonl [--prompt-column C --answer-column C]
 distillgate data import-snips FOLDER --out FILE.jsonl [--schema-out F] [--calibration-out F]
                              [--test-out F] [--held-out-share S]
+distillgate data import-e2e FOLDER --out F --calibration-out F --test-out F [--test-share S]
 distillgate data split FILE.jsonl --fraction F --out-kept A.jsonl --out-split B.jsonl
 distillgate calibrate (--task NAME | --student DIR) --data cal.jsonl
                       [--target-accuracy A | --max-escalation E] [--delta D] [--out FILE]
@@ -74,6 +75,7 @@ def _commands() -> dict[tuple[str, str | None], Command]:
         ("data", "import-csv"): data.import_csv,
         ("data", "split"): data.split,
         ("data", "import-snips"): data.import_snips,
+        ("data", "import-e2e"): data.import_e2e,
     }
 
 

@@ -1,4 +1,5 @@
-"""``distillgate data import-csv|import-snips|split``: labelled data into JSONL, and apart."""
+"""``distillgate data import-csv|import-snips|import-e2e|split``: labelled data into JSONL,
+and apart."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from gateway.settings import Settings
 if TYPE_CHECKING:
     from gateway.examples import Example
 
-__all__ = ["import_csv", "import_snips", "split"]
+__all__ = ["import_csv", "import_e2e", "import_snips", "split"]
 
 
 def import_csv(args: argparse.Namespace, settings: Settings) -> None:
@@ -23,6 +24,27 @@ def import_csv(args: argparse.Namespace, settings: Settings) -> None:
         ),
     )
     print(f"wrote {n} examples to {args.out}")
+
+
+def import_e2e(args: argparse.Namespace, settings: Settings) -> None:
+    """Training pairs from train.csv; test.csv's inputs split between calibration and test
+    by a hash of the input (``export.is_held_out``), so every machine draws the same parts."""
+    from gateway.examples import Example, write_examples
+    from gateway.jobs.export import is_held_out
+    from gateway.training.e2e import by_input, read_e2e
+
+    train = read_e2e(args.folder / "train.csv")
+    held = by_input(read_e2e(args.folder / "test.csv"))
+    test = [e for e in held if is_held_out("e2e-test:" + (e.prompt or ""), args.test_share)]
+    calibration = [e for e in held if e not in test]
+    write_examples(args.out, (Example(answer=ref, prompt=mr) for mr, ref in train))
+    write_examples(args.calibration_out, calibration)
+    write_examples(args.test_out, test)
+    print(
+        f"{len(train)} training pairs; of {len(held)} held-out inputs, {len(calibration)} to "
+        f"calibrate and {len(test)} to test (with {sum(len(e.references) for e in test)} "
+        "human texts)"
+    )
 
 
 def import_snips(args: argparse.Namespace, settings: Settings) -> None:

@@ -112,6 +112,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.1,
         help="of the queries, for each held-out file (default 0.1; by a hash of the query)",
     )
+    e2e = data.add_parser(
+        "import-e2e", help="the E2E NLG CSVs (mr, ref) -> free-text JSONL with references"
+    )
+    e2e.add_argument("folder", type=Path, help="holding train.csv and test.csv")
+    e2e.add_argument("--out", type=Path, required=True, help="training pairs (one per text)")
+    e2e.add_argument("--calibration-out", type=Path, required=True)
+    e2e.add_argument("--test-out", type=Path, required=True)
+    e2e.add_argument(
+        "--test-share",
+        type=float,
+        default=0.5,
+        help="of test.csv's inputs, for the test file (default 0.5; by a hash of the input); "
+        "the rest calibrate",
+    )
     split = data.add_parser("split", help="stratified split of a JSONL file")
     split.add_argument("data", type=Path)
     split.add_argument("--fraction", type=float, required=True)

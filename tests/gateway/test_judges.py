@@ -1,0 +1,148 @@
+"""Judges: the E2E rubric as a program (what it accepts and rejects, and why), judges named
+by import path, and the judge checked against the human references of the E2E test part
+before it is trusted with a student (docs/benchmarks.md has the figures and a hand check)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main as cli_main
+from gateway.examples import Example, read_examples, write_examples
+from gateway.judges import JudgeRequest, ProgramJudge, Verdict, load_function
+from gateway.judges.e2e import judge, parse_mr
+
+ROOT = Path(__file__).resolve().parents[2]
+MR = (
+    "name[The Eagle], eatType[coffee shop], food[Chinese], priceRange[cheap], "
+    "near[Raja Indian Cuisine]"
+)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The Eagle is a cheap Chinese coffee shop near Raja Indian Cuisine.",
+        "Near Raja Indian Cuisine, the Eagle coffee house serves Chinese food at low prices.",
+        "Close to Raja Indian Cuisine you will find The  Eagle, an inexpensive Chinese café.",
+    ],
+)
+def test_every_attribute_realised_and_nothing_added_is_acceptable(text: str) -> None:
+    verdict = judge(MR, text)
+    assert verdict == Verdict(True, "every attribute realised, nothing added")
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("The Eagle is a cheap coffee shop near Raja Indian Cuisine.", "missing food[Chinese]"),
+        ("The Eagle is a cheap Chinese coffee shop.", "missing near[Raja Indian Cuisine]"),
+        (
+            "The Eagle is a cheap Chinese coffee shop near Raja Indian Cuisine in the city centre.",
+            "added area[city centre]",
+        ),
+        (
+            "The Eagle is a cheap, family-friendly Chinese coffee shop near Raja Indian Cuisine.",
+            "added familyFriendly[yes]",
+        ),
+        (
+            "The Mill is a cheap Chinese coffee shop near Raja Indian Cuisine.",
+            "missing name[The Eagle]; added venue[The Mill]",
+        ),
+        (
+            "The Eagle is an expensive Chinese coffee shop near Raja Indian Cuisine.",
+            "missing priceRange[cheap]",
+        ),
+    ],
+)
+def test_a_missing_or_added_attribute_is_rejected_and_named(text: str, reason: str) -> None:
+    verdict = judge(MR, text)
+    assert not verdict.acceptable and verdict.reason.startswith(reason), verdict.reason
+
+
+def test_venue_names_never_count_as_food_or_type_and_negation_is_its_own_value() -> None:
+    # "Raja Indian Cuisine" is a venue: no Indian food added; "Café Brazil" is no café.
+    mr = "name[Aromi], eatType[pub], familyFriendly[no], near[Café Brazil]"
+    assert judge(mr, "Aromi is a pub near Café Brazil. It is not family-friendly.").acceptable
+    said_yes = judge(mr, "Aromi is a family-friendly pub near Café Brazil.")
+    assert not said_yes.acceptable and "missing familyFriendly[no]" in said_yes.reason
+    adults = judge(mr, "Aromi, a pub for adults only, is near Café Brazil.")
+    assert adults.acceptable
+
+
+def test_ratings_and_prices_are_read_in_words_or_numbers_and_kept_apart() -> None:
+    mr = "name[Cotto], priceRange[high], customer rating[1 out of 5]"
+    assert judge(mr, "Cotto has a low customer rating and high prices.").acceptable
+    assert judge(mr, "Cotto is expensive and rated 1 out of 5.").acceptable
+    # "a high price and an average rating": the rating is not high, and it is not 1 of 5.
+    mixed = judge(mr, "Cotto has a high price range and an average customer rating.")
+    assert not mixed.acceptable and "missing customer rating" in mixed.reason
+
+
+def test_a_cleaned_mr_with_two_values_is_realised_by_either() -> None:
+    mr = "name[Cocum], priceRange[cheap], priceRange[moderate]"
+    assert parse_mr(mr)["priceRange"] == ("cheap", "moderate")
+    assert judge(mr, "Cocum is a cheap place.").acceptable
+    assert not judge("no attributes here", "Cocum is cheap.").acceptable
+
+
+def test_a_judge_function_is_named_by_import_path_and_its_answers_take_one_shape() -> None:
+    named = ProgramJudge.from_path("gateway.judges.e2e:judge")
+    request = JudgeRequest("rubric", MR, "The Eagle is a cheap Chinese coffee shop.")
+    verdict = asyncio.run(named.judge(request))
+    assert not verdict.acceptable and "near" in verdict.reason and named.name.endswith(":judge")
+    assert ProgramJudge(lambda p, a: True).verdict("p", "a") == Verdict(True, "")
+    assert ProgramJudge(lambda p, a: (False, "why")).verdict("p", "a") == Verdict(False, "why")
+    with pytest.raises(TypeError):
+        ProgramJudge(lambda p, a: "yes").verdict("p", "a")
+    for bad in ("gateway.judges.e2e", "no_such_module:f", "gateway.judges.e2e:nothing"):
+        with pytest.raises(ValueError, match="judge function"):
+            load_function(bad)
+
+
+def test_the_judge_accepts_the_human_texts_and_rejects_them_for_another_input() -> None:
+    """The E2E test part: each human text for its own input, and for another's. The second
+    holds the issue's floor (97 %); the first is what the data allows: about one text in
+    nine says more than its input (a price, children, a food: docs/benchmarks.md)."""
+    examples = read_examples(ROOT / "data" / "e2e" / "test.jsonl")
+    pairs = [(e.prompt or "", t) for e in examples for t in e.references]
+    rng = random.Random(0)
+    inputs = [e.prompt or "" for e in examples]
+    own = sum(judge(mr, text).acceptable for mr, text in pairs) / len(pairs)
+    rejected = 0
+    for mr, text in pairs:
+        other = mr
+        while other == mr:
+            other = rng.choice(inputs)
+        rejected += not judge(other, text).acceptable
+    other_rejected = rejected / len(pairs)
+    assert len(pairs) > 1000 and own >= 0.87 and other_rejected >= 0.97, (own, other_rejected)
+
+
+def test_import_e2e_splits_held_out_inputs_by_a_hash_and_keeps_every_reference(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "e2e"
+    folder.mkdir()
+    rows = [("name[A], food[Chinese]", f"text {i}") for i in range(3)]
+    rows += [(f"name[B{i}], area[riverside]", f"other {i}") for i in range(40)]
+    csv = "mr,ref,fixed,orig_mr\n" + "".join(f'"{m}","{r}",0,"{m}"\n' for m, r in rows)
+    for name in ("train.csv", "test.csv"):
+        (folder / name).write_text(csv, encoding="utf-8")
+    out = {k: tmp_path / f"{k}.jsonl" for k in ("train", "calibration", "test")}
+    cli_main(
+        ["data", "import-e2e", str(folder), "--out", str(out["train"]),
+         "--calibration-out", str(out["calibration"]), "--test-out", str(out["test"])]
+    )  # fmt: skip
+    assert len(read_examples(out["train"])) == 43
+    held = read_examples(out["calibration"]) + read_examples(out["test"])
+    assert len(held) == 41 and 5 < len(read_examples(out["test"])) < 36
+    first = next(e for e in held if e.prompt == "name[A], food[Chinese]")
+    assert first.references == ("text 0", "text 1", "text 2") and first.answer == "text 0"
+    again = tmp_path / "again.jsonl"
+    write_examples(again, [Example("a", prompt="p", references=("a", "b"))])
+    assert json.loads(again.read_text())["references"] == ["a", "b"]
