@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from gateway.api.state import GatewayState
 from gateway.app.engines import EngineFactory, beside_the_loop
-from gateway.budgets import TeacherBudgets
+from gateway.budgets import TeacherBudgets, all_budgets
 from gateway.capture import CaptureRecorder, Spool
 from gateway.capture.redis import RedisCaptureSink, default_stream_name
 from gateway.engines.base import StudentEngine
@@ -72,6 +72,7 @@ def serving_lifespan(state: GatewayState, engine_factory: EngineFactory) -> Life
             audits=AuditTracker(window=settings.audit_window, on_observe=_audit_metrics(metrics)),
             tracing=state.tracing,
         )
+        metrics.prepare_budgets(all_budgets(state.keyring, tasks.values()))
         reloader = state.reloader = _reloader(state, make_engine, policies)
         async with AsyncExitStack() as stack:  # closed in reverse: the last entered first
             stack.callback(state.tracing.shutdown)  # the last spans exported
@@ -150,12 +151,15 @@ def _reloader(
 
     def on_reload(new: Deployment) -> None:
         metrics.prepare(new.runtimes)
+        tasks = (r.task for r in new.runtimes.values())
+        metrics.prepare_budgets(all_budgets(state.keyring, tasks))
         metrics.prepare_versions(_versions(new))
         policies.clear()
         policies.update({name: r.task.capture for name, r in new.runtimes.items()})
 
     def on_keys(keys: KeyRing) -> None:
         state.keyring = keys
+        metrics.prepare_budgets(all_budgets(keys, ()))
 
     return Reloader(
         state.serving,

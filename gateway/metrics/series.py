@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from gateway.budgets import Budget
 from gateway.errors import TeacherError, TeacherTimeout, TeacherUnavailable
 from gateway.metrics.live import VLLMPassthrough
 from gateway.pipeline.decision import ESCALATION_REASONS, Route
@@ -251,6 +252,12 @@ class Metrics:
                 self.teacher_cache.labels(task, outcome)
             for verdict in ("agree", "disagree"):
                 self.audits.labels(task, verdict)
+
+    def prepare_budgets(self, budgets: Iterable[Budget]) -> None:
+        """Create each configured budget's refusal series at 0, for every purpose."""
+        for b in budgets:
+            for purpose in PURPOSES:
+                self.child(self.budget_refusals, b.scope, b.name, b.period, purpose)
 
     def prepare_versions(self, served: Iterable[tuple[str, str]]) -> None:
         """Create the per-version series of each (task, version) served at 0: the serving

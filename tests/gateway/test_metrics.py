@@ -133,7 +133,7 @@ def test_every_series_a_dashboard_reads_is_there_from_start_up(
     """Scraped before the first request: a loop task serving its first version (no trial
     yet), capture and shared limits in Redis. Every name the dashboards and alerts query
     has a sample, so no panel says "No data" for what has simply not happened yet."""
-    tasks = loop_task(tmp_path, teacher=tiny_student)
+    tasks = loop_task(tmp_path, teacher=tiny_student, extra="usd_per_day = 100.0\n")  # a budget
     registry = Registry(tmp_path / "registry", "banking77")
     version = add_version(registry, tiny_student.path)
     fitted = {"target_accuracy": 0.9, "metrics_after": {"coverage": 0.6}}  # as calibrate writes
