@@ -8,8 +8,15 @@ from calibration.artifact import (
     save_calibration,
     student_fingerprint,
 )
-from calibration.features import confidence, renormalized_logprob, token_features
+from calibration.features import (
+    TEXT_FEATURES,
+    confidence,
+    renormalized_logprob,
+    text_features,
+    token_features,
+)
 from calibration.goal import RoutingGoal
+from calibration.logistic import LogisticCalibrator
 from calibration.metrics import (
     accuracy_score,
     aurc_loss,
@@ -34,10 +41,12 @@ from calibration.threshold import ThresholdSelector
 
 __all__ = [
     "NOTHING_ACCEPTED",
+    "TEXT_FEATURES",
     "AgreementSPRT",
     "AnswerTemperatureScaler",
     "Calibration",
     "GateResult",
+    "LogisticCalibrator",
     "NotFittedError",
     "Outcome",
     "RoutingCurve",
@@ -62,5 +71,6 @@ __all__ = [
     "routing_curve",
     "save_calibration",
     "student_fingerprint",
+    "text_features",
     "token_features",
 ]

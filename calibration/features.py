@@ -12,7 +12,14 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
-__all__ = ["Feature", "confidence", "renormalized_logprob", "token_features"]
+__all__ = [
+    "TEXT_FEATURES",
+    "Feature",
+    "confidence",
+    "renormalized_logprob",
+    "text_features",
+    "token_features",
+]
 
 Feature = Literal["sequence", "mean_token", "min_token"]
 
@@ -27,6 +34,16 @@ def token_features(token_logprobs: Sequence[float]) -> dict[str, float]:
         "mean_logprob": total / len(token_logprobs),
         "min_logprob": float(min(token_logprobs)),
     }
+
+
+TEXT_FEATURES = ("mean_logprob", "min_logprob", "log_length")
+
+
+def text_features(token_logprobs: Sequence[float]) -> list[float]:
+    """A free-text answer's features for ``LogisticCalibrator``, in ``TEXT_FEATURES``'s
+    order: the mean and the least sure token's log-probability, and log(1 + tokens)."""
+    f = token_features(token_logprobs)
+    return [f["mean_logprob"], f["min_logprob"], math.log1p(len(token_logprobs))]
 
 
 def confidence(token_logprobs: Sequence[float], feature: Feature = "sequence") -> float:

@@ -2,7 +2,8 @@
 (``POST /v1/messages``, whole or streamed as its SSE events) and OpenAI's chat
 completions (``POST /v1/chat/completions``).
 
-It answers prompts it knows with their reference answer, at a configurable accuracy
+It answers prompts it knows with their reference answer (and, given a judge function, a
+judge model's question with that function's verdict), at a configurable accuracy
 (deterministically per prompt, so replays agree), and a prompt it does not know with
 the answer of its most similar known prompt (word overlap), after a configurable
 latency; and it
@@ -30,8 +31,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from gateway.examples import Example
+from gateway.judges.model import read_question
+from gateway.judges.program import ProgramJudge
 from gateway.teachers.base import TeacherAnswer, TeacherRequest
-from gateway.teachers.factory import RunningSimulator
+from gateway.teachers.factory import JudgeFunction, RunningSimulator
 
 __all__ = ["SimulatedAnswers", "SimulatedTeacher", "create_sim_app", "start_simulator"]
 
@@ -56,6 +59,7 @@ class SimulatedAnswers:
     answer_set: tuple[str, ...] = ()
     accuracy: float = 1.0
     model: str = "teacher-sim"
+    judge: JudgeFunction | None = None  # a judge model's question gets this one's verdict
     _index: dict[str, list[int]] | None = field(default=None, repr=False)
     _words: list[tuple[frozenset[str], str]] = field(default_factory=list, repr=False)
 
@@ -68,6 +72,9 @@ class SimulatedAnswers:
 
     def answer(self, prompt: str) -> str:
         key = prompt.strip()
+        if self.judge is not None and (asked := read_question(key)) is not None:
+            verdict = ProgramJudge(self.judge).verdict(*asked)
+            return json.dumps({"acceptable": verdict.acceptable, "reason": verdict.reason})
         right = self.references.get(key) or self._nearest(key)
         pool = [a for a in self.answer_set if a != right] or ["unknown"]
         if right is not None and _fraction(key, "correct") < self.accuracy:
@@ -408,12 +415,17 @@ def create_sim_app(
 
 
 async def start_simulator(
-    known: Sequence[Example], *, accuracy: float, answer_set: tuple[str, ...] | None
+    known: Sequence[Example],
+    *,
+    accuracy: float,
+    answer_set: tuple[str, ...] | None,
+    judge: JudgeFunction | None = None,
 ) -> RunningSimulator:
     """The simulator on a free local port, in its own thread and event loop like a separate
     server (``open_teacher``'s ``StartSimulator``); uvicorn leaves signals alone off the main
     thread, so the gateway keeps its own handling of SIGTERM."""
     answers = SimulatedAnswers.from_examples(known, accuracy=accuracy)
+    answers.judge = judge
     if answer_set:
         answers.answer_set = tuple(answer_set)
     with socket.socket() as s:

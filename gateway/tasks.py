@@ -226,6 +226,36 @@ class TeacherConfig(_Section):
     audits_stop_at: float = Field(0.9, gt=0, le=1)
 
 
+class JudgeConfig(_Section):
+    """Who judges a free-text task's answers against its ``rubric`` (gateway/judges/).
+
+    ``function``: a program judge, ``module:function`` (the E2E demo's is
+    ``gateway.judges.e2e:judge``). Otherwise a judge model, asked through the real SDKs for
+    a verdict (Anthropic: a forced tool; OpenAI-compatible: a JSON schema): ``provider``,
+    ``model``, ``base_url`` and ``api_key_env`` default to the teacher's. Without its API
+    key the local simulator judges, with ``simulator_function``; a judge that fails never
+    makes an answer acceptable.
+    """
+
+    rubric: str = Field(min_length=1)
+    function: str | None = None
+    provider: Literal["anthropic", "openai"] | None = None
+    model: str | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None
+    max_tokens: int = Field(256, ge=16)
+    timeout_s: float = Field(20.0, gt=0)
+    deadline_s: float = Field(40.0, gt=0)
+    max_attempts: int = Field(3, ge=1)
+    simulator_function: str | None = None
+
+    @model_validator(mode="after")
+    def _one_judge(self) -> JudgeConfig:
+        if self.function is not None and (self.provider or self.model or self.base_url):
+            raise ValueError("give a judge function or a judge model, not both")
+        return self
+
+
 class CachePolicy(_Section):
     """The cache of teacher answers (``gateway/teachers/cache.py``): an escalation whose
     teacher prompt was answered before, within ``ttl_s``, gets that answer without a call.
@@ -379,6 +409,7 @@ class Task(_Section):
     prices: Prices = Prices()
     capture: CapturePolicy = CapturePolicy()
     cache: CachePolicy = CachePolicy()
+    judge: JudgeConfig | None = None  # a free-text task's judge (no answers, no schema)
     loop: LoopPolicy | None = None
     # Set when the registry's serving version is resolved (gateway/loop/registry.py), never
     # by a task file: which version ``student`` and ``calibrator`` point at.
@@ -401,6 +432,15 @@ class Task(_Section):
             except SchemaProblem as exc:
                 raise ValueError(f"not a valid JSON Schema: {exc}") from None
         return v
+
+    @model_validator(mode="after")
+    def _judged_free_text(self) -> Task:
+        bounded = (self.answers, self.answers_file, self.answer_schema, self.answer_schema_file)
+        if self.judge is not None and any(x is not None for x in bounded):
+            raise ValueError(
+                "a [judge] is for free-text tasks: drop answers/answer_schema, or the judge"
+            )
+        return self
 
     @property
     def answer_set(self) -> frozenset[str] | None:

@@ -9,7 +9,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.examples import Example, read_examples
 from gateway.tasks import TeacherConfig
@@ -18,7 +18,7 @@ from gateway.teachers.base import Teacher
 from gateway.teachers.openai_compat import OpenAICompatTeacher
 from gateway.teachers.resilience import ResilientTeacher
 
-__all__ = ["OpenedTeacher", "RunningSimulator", "StartSimulator", "open_teacher"]
+__all__ = ["JudgeFunction", "OpenedTeacher", "RunningSimulator", "StartSimulator", "open_teacher"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,9 +31,18 @@ class RunningSimulator:
     stop: Callable[[], Awaitable[None]]
 
 
+# A rubric a program checks, (input, answer) -> verdict: what a simulator judges with.
+JudgeFunction = Callable[[str, str], Any]
+
+
 class StartSimulator(Protocol):
     async def __call__(
-        self, known: Sequence[Example], *, accuracy: float, answer_set: tuple[str, ...] | None
+        self,
+        known: Sequence[Example],
+        *,
+        accuracy: float,
+        answer_set: tuple[str, ...] | None,
+        judge: JudgeFunction | None = None,
     ) -> RunningSimulator: ...
 
 
@@ -76,11 +85,13 @@ async def open_teacher(
     *,
     known: Sequence[Example] | None = None,
     simulator: StartSimulator | None = None,
+    judge: JudgeFunction | None = None,
 ) -> OpenedTeacher:
     """``known``: examples a simulator answers from instead of ``config.simulator_data``
     (``evaluate`` passes the set it evaluates, so the simulated teacher knows its references).
     Without a config only a simulator of ``known``, always right, can be opened.
-    ``simulator``: how to start one; without it, only the real API."""
+    ``simulator``: how to start one; without it, only the real API. ``judge``: the
+    simulator's verdicts, for a judge model (``gateway/judges/factory.py``)."""
     config = config or TeacherConfig(api_key_env="", simulator_accuracy=1.0)
     key = os.environ.get(config.api_key_env) if config.api_key_env else None
     if key:
@@ -89,11 +100,13 @@ async def open_teacher(
         )
     if known is None and config.simulator_data:
         known = [ex for path in config.simulator_data for ex in read_examples(path)]
-    if not known or simulator is None:
+    if (not known and judge is None) or simulator is None:
         need = config.api_key_env or "an API key"
         need += " (or simulator_data for a demo)" if simulator is not None else ""
         raise ValueError(f"task {task_name!r}: its teacher needs {need}")
-    running = await simulator(known, accuracy=config.simulator_accuracy, answer_set=answer_set)
+    running = await simulator(
+        known or [], accuracy=config.simulator_accuracy, answer_set=answer_set, judge=judge
+    )
     base_url = running.url + ("/v1" if config.provider == "openai" else "")
     why = f"{config.api_key_env} not set" if config.api_key_env else "no teacher configured"
     label = f"simulator (accuracy {config.simulator_accuracy}, {why})"

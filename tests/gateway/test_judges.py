@@ -12,9 +12,15 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main as cli_main
+from gateway.errors import TeacherTimeout
 from gateway.examples import Example, read_examples, write_examples
 from gateway.judges import JudgeRequest, ProgramJudge, Verdict, load_function
 from gateway.judges.e2e import judge, parse_mr
+from gateway.judges.factory import open_judge
+from gateway.judges.model import VERDICT_SCHEMA, JudgeFailed, ModelJudge, read_question
+from gateway.simulator import start_simulator
+from gateway.tasks import JudgeConfig, Task, TeacherConfig
+from gateway.teachers.base import TeacherAnswer, TeacherRequest
 
 ROOT = Path(__file__).resolve().parents[2]
 MR = (
@@ -146,3 +152,82 @@ def test_import_e2e_splits_held_out_inputs_by_a_hash_and_keeps_every_reference(
     again = tmp_path / "again.jsonl"
     write_examples(again, [Example("a", prompt="p", references=("a", "b"))])
     assert json.loads(again.read_text())["references"] == ["a", "b"]
+
+
+# -- a judge model through the real SDKs, the simulator behind them ---------------------------
+def judged_task(provider: str) -> Task:
+    rubric = "Every attribute of the input is realised in the text, and no other is added."
+    return Task(
+        name="e2e",
+        student=Path("s"),
+        teacher=TeacherConfig(provider=provider, api_key_env="DISTILLGATE_NO_SUCH_KEY"),  # type: ignore[arg-type]
+        judge=JudgeConfig(rubric=rubric, simulator_function="gateway.judges.e2e:judge"),
+    )
+
+
+@pytest.mark.integration  # real HTTP servers, the SDKs
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_a_judge_model_through_the_sdk_gives_the_program_judges_verdicts(provider: str) -> None:
+    examples = read_examples(ROOT / "data" / "e2e" / "test.jsonl")[:40]
+    rng = random.Random(1)
+    cases = [(e.prompt or "", t) for e in examples for t in e.references[:2]]
+    cases += [(rng.choice(examples).prompt or "", e.answer) for e in examples[:20]]  # mismatched
+    cases += [(examples[0].prompt or "", ""), (examples[1].prompt or "", "Ünïcødé “quotes”")]
+
+    async def run() -> list[tuple[Verdict, Verdict]]:
+        opened = await open_judge(judged_task(provider), simulator=start_simulator)
+        try:
+            assert opened.label.startswith("model simulator")
+            out = []
+            for prompt, answer in cases:
+                got = await opened.judge.judge(JudgeRequest(opened.rubric, prompt, answer))
+                out.append((got, judge(prompt, answer)))
+            return out
+        finally:
+            await opened.aclose()
+
+    pairs = asyncio.run(run())
+    assert all(got == expected for got, expected in pairs)
+    assert {got.acceptable for got, _ in pairs} == {True, False}  # both kinds were judged
+
+
+def test_a_judge_that_fails_or_answers_nonsense_never_accepts() -> None:
+    class Broken:
+        name = "broken"
+
+        def __init__(self, text: str | None) -> None:
+            self.text = text
+
+        async def complete(self, request: TeacherRequest) -> TeacherAnswer:
+            assert request.json_schema == VERDICT_SCHEMA and request.system
+            assert read_question(request.messages[0].content) == ("in", "out")
+            if self.text is None:
+                raise TeacherTimeout("judge timed out")
+            return TeacherAnswer(self.text, "m", 1, 1, 0.0)
+
+        async def aclose(self) -> None:
+            pass
+
+    for text in (None, "not json", '{"acceptable": "yes", "reason": "x"}', "[true]"):
+        with pytest.raises(JudgeFailed):
+            asyncio.run(ModelJudge(Broken(text)).judge(JudgeRequest("r", "in", "out")))
+    ok = asyncio.run(
+        ModelJudge(Broken('{"acceptable":true,"reason":"ok"}')).judge(
+            JudgeRequest("r", "in", "out")
+        )
+    )
+    assert ok == Verdict(True, "ok")
+
+
+def test_a_judge_is_for_free_text_tasks_and_is_a_program_or_a_model() -> None:
+    with pytest.raises(ValueError, match="free-text"):
+        Task(name="t", student=Path("s"), answers=("a",), judge=JudgeConfig(rubric="r"))
+    with pytest.raises(ValueError, match="not both"):
+        JudgeConfig(rubric="r", function="m:f", provider="openai")
+    program = Task(
+        name="t",
+        student=Path("s"),
+        judge=JudgeConfig(rubric="r", function="gateway.judges.e2e:judge"),
+    )
+    opened = asyncio.run(open_judge(program))
+    assert opened.label == "program gateway.judges.e2e:judge" and opened.rubric == "r"
