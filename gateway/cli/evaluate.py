@@ -27,6 +27,7 @@ def evaluate_routing(
     from gateway.engines.factory import replay_engine
     from gateway.examples import read_examples
     from gateway.jobs.evaluate import evaluate
+    from gateway.judges.factory import open_judge
     from gateway.pipeline.deployment import TaskRuntime
     from gateway.simulator import start_simulator
     from gateway.teachers.factory import open_teacher
@@ -44,6 +45,8 @@ def evaluate_routing(
         opened = await open_teacher(
             task.name, task.teacher, task.answers, known=examples, simulator=start_simulator
         )
+        # A free-text task is scored by its judge (a program, or a judge model).
+        judge = await open_judge(task, simulator=start_simulator) if task.judge else None
         try:
             result = await evaluate(
                 TaskRuntime(task, engine, calibration, opened.teacher, opened.label),
@@ -51,10 +54,13 @@ def evaluate_routing(
                 client_request=chat_request,
                 max_tokens=max_tokens,
                 concurrency=concurrency,
+                judge=judge.judge if judge is not None else None,
             )
         finally:
             await engine.aclose()
             await opened.aclose()
+            if judge is not None:
+                await judge.aclose()
         r = result.report
         fig = quality_cost_figure(
             result.curve_share,

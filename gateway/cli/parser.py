@@ -58,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     case.add_argument("--no-lowercase", action="store_true", help="keep case (default: auto)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--threads", type=int)
+    train.add_argument(
+        "--select-by",
+        choices=["exact_match", "token_accuracy"],
+        default="exact_match",
+        help="the best held-out checkpoint by whole answers right (labels, records) or "
+        "answer tokens right (free text)",
+    )
     tune = train.add_argument_group("fine-tuning a pretrained base (with --base)")
     tune.add_argument("--base", type=Path, help="a Hugging Face causal LM folder to fine-tune")
     tune.add_argument("--method", choices=("lora", "full"), default="lora")

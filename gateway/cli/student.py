@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from gateway.answers import AnswerCheck
 from gateway.cli.resolve import task_named
@@ -94,6 +94,7 @@ def train_student_from_files(
     threads: int | None = None,
     init_from: Path | None = None,
     answers: Sequence[str] = (),
+    select_by: Literal["exact_match", "token_accuracy"] = "exact_match",
 ) -> None:
     """The from-scratch student (the CPU default)."""
     from gateway.training.trainer import TrainConfig, train_student
@@ -106,6 +107,7 @@ def train_student_from_files(
         lowercase=lowercase,
         seed=seed,
         threads=threads,
+        select_by=select_by,
     )
     work = f"{max_steps} steps, at most {budget:.0f}s" if max_steps else f"budget {budget:.0f}s"
     print(f"training a student on {len(train)} examples ({len(dev)} held out), {work} -> {out}")
@@ -116,7 +118,7 @@ def train_student_from_files(
     print(
         f"done: {result.steps} steps in {result.seconds:.0f}s, "
         f"{result.parameters / 1e6:.2f}M parameters, "
-        f"held-out exact match {result.best_eval_accuracy:.4f}"
+        f"held-out {select_by.replace('_', ' ')} {result.best_eval_accuracy:.4f}"
     )
     if result.cut_short:
         print(
@@ -178,6 +180,7 @@ def build_student(task: Task) -> None:
         budget=task.build.time_budget_s,
         max_steps=task.build.max_steps,
         answers=task.answers or (),
+        select_by="token_accuracy" if task.judge is not None else "exact_match",
     )
 
 
@@ -290,6 +293,7 @@ def train(args: argparse.Namespace, settings: Settings) -> None:
         threads=args.threads,
         init_from=args.init_from,
         answers=_answers(args, settings),
+        select_by=args.select_by,
     )
 
 

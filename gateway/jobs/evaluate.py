@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+from numpy.typing import NDArray
 
 from calibration import (
     apgr_score,
@@ -27,6 +28,8 @@ from gateway.engines.base import GenerationRequest
 from gateway.errors import GatewayError
 from gateway.examples import Example
 from gateway.jobs.fields import field_scores
+from gateway.jobs.judged import Verdicts, slot_error_rate, text_scores
+from gateway.judges import Judge, load_function
 from gateway.pipeline.answer import Pipeline
 from gateway.pipeline.base import Answer
 from gateway.pipeline.decision import Route, routing_goal
@@ -77,6 +80,7 @@ async def evaluate(
     client_request: ClientRequest,
     max_tokens: int | None = None,
     concurrency: int = 64,
+    judge: Judge | None = None,
 ) -> Evaluation:
     """``max_tokens``: replay as if every client sent it (the routing decision must not
     change: it is made on the student's whole answer, and only the served text is cut).
@@ -120,16 +124,32 @@ async def evaluate(
         raise ValueError(f"no example was answered ({dict(failed)})")
     results = [o for o, _ in kept]
     gold = [ex.answer for _, ex in kept]
-    same = task.answer_check.same
     answers = [a for a, _ in results]
     teachers = [t for _, t in results]
-    student_ok = np.array(
-        [same(a.student_text, g) for a, g in zip(answers, gold, strict=True)], dtype=float
-    )
-    teacher_ok = np.array(
-        [same(t.text, g) for t, g in zip(teachers, gold, strict=True)], dtype=float
-    )
-    routed_ok = np.array([same(a.text, g) for a, g in zip(answers, gold, strict=True)], dtype=float)
+    verdicts = None
+    if judge is not None and task.judge is not None:  # free text: right = the judge accepts
+        verdicts = Verdicts(judge, task.judge.rubric)
+        inputs = [ex.chat()[-1]["content"] for _, ex in kept]
+
+        async def accepted_of(texts: list[str]) -> NDArray[np.float64]:
+            assert verdicts is not None
+            ok = await verdicts.acceptable(list(zip(inputs, texts, strict=True)))
+            return np.array(ok, dtype=float)
+
+        student_ok = await accepted_of([a.student_text for a in answers])
+        teacher_ok = await accepted_of([t.text for t in teachers])
+        routed_ok = await accepted_of([a.text for a in answers])
+    else:
+        same = task.answer_check.same
+        student_ok = np.array(
+            [same(a.student_text, g) for a, g in zip(answers, gold, strict=True)], dtype=float
+        )
+        teacher_ok = np.array(
+            [same(t.text, g) for t, g in zip(teachers, gold, strict=True)], dtype=float
+        )
+        routed_ok = np.array(
+            [same(a.text, g) for a, g in zip(answers, gold, strict=True)], dtype=float
+        )
     escalated = np.array([a.route != Route.STUDENT for a in answers])
     conf = np.array([a.confidence for a in answers])
     raw = np.array([a.raw_confidence for a in answers])
@@ -168,6 +188,13 @@ async def evaluate(
         "teacher": runtime.teacher_label or runtime.teacher.name,
         "client_max_tokens": max_tokens,
     }
+    if verdicts is not None:  # the accuracies above are the judge's acceptance
+        report["judge"] = {
+            "judged_by": getattr(judge, "name", type(judge).__name__),
+            "answers_judged": verdicts.asked,
+            "failures": verdicts.failures,  # counted as not acceptable
+        }
+        report |= _text_report(task, [ex for _, ex in kept], answers, teachers)
     check = task.answer_check
     if check.structured:  # per field, beside the record exact match (the accuracies above)
         golds = [check.parse(g) for g in gold]
@@ -176,3 +203,27 @@ async def evaluate(
             "routed": field_scores(golds, [check.parse(a.text) for a in answers]),
         }
     return Evaluation(report, curve.teacher_share.tolist(), curve.accuracy.tolist())
+
+
+def _text_report(
+    task: Task, examples: Sequence[Example], answers: Sequence[Answer], teachers: Sequence[Any]
+) -> dict[str, Any]:
+    """BLEU and chrF against the references; the slot error rate where the rubric's
+    program counts slot errors (its function carries ``slot_errors`` and ``parse``)."""
+    out: dict[str, Any] = {}
+    texts = {
+        "student": [a.student_text for a in answers],
+        "routed": [a.text for a in answers],
+        "teacher": [t.text for t in teachers],
+    }
+    references = [ex.references or (ex.answer,) for ex in examples]
+    out["text_scores"] = {who: text_scores(t, references) for who, t in texts.items()}
+    rubric = task.judge.function or task.judge.simulator_function if task.judge else None
+    program = load_function(rubric) if rubric else None
+    if program is not None and hasattr(program, "slot_errors") and hasattr(program, "parse"):
+        prompts = [ex.chat()[-1]["content"] for ex in examples]
+        out["slot_error_rate"] = {
+            who: slot_error_rate(program.slot_errors, program.parse, prompts, t)
+            for who, t in texts.items()
+        }
+    return out

@@ -230,7 +230,9 @@ def slot_errors(mr: dict[str, tuple[str, ...]], answer: str) -> tuple[list[str],
 
 
 def judge(prompt: str, answer: str) -> Verdict:
-    """The rubric: ``prompt`` holds the MR (the student's input), ``answer`` the text."""
+    """The rubric: ``prompt`` holds the MR (the student's input), ``answer`` the text.
+    It carries ``slot_errors`` and ``parse`` (below), so ``evaluate`` reports the slot error
+    rate for a task it judges."""
     mr = parse_mr(prompt)
     if not mr:
         return Verdict(False, "the input holds no meaning representation")
@@ -243,3 +245,7 @@ def judge(prompt: str, answer: str) -> Verdict:
     if added:
         parts.append("added " + ", ".join(added))
     return Verdict(False, "; ".join(parts))
+
+
+judge.slot_errors = slot_errors  # type: ignore[attr-defined]
+judge.parse = parse_mr  # type: ignore[attr-defined]
