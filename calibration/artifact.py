@@ -3,7 +3,9 @@
 A versioned JSON per task: method, temperature, threshold and how it was chosen, the
 sizes of the disjoint splits, when it was fitted, a fingerprint of the student it was
 fitted for, and its metrics before and after scaling. The gateway refuses an artifact
-whose fingerprint does not match the student it serves.
+whose fingerprint does not match the student it serves. A free-text task's calibrator may
+be logistic instead (``feature = "text"``: the probability that the judge accepts, from
+``features.text_features``, with its coefficients in ``logistic``).
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from calibration.features import Feature, confidence
+from calibration.features import TEXT_FEATURES, Feature, confidence, text_features
+from calibration.logistic import LogisticCalibrator
 
 __all__ = [
     "ARTIFACT_VERSION",
@@ -75,7 +79,8 @@ class Calibration:
     temperature: float
     threshold: float
     student_fingerprint: str
-    feature: Feature = "sequence"
+    feature: Feature | Literal["text"] = "sequence"
+    logistic: dict[str, Any] | None = None  # feature "text": LogisticCalibrator.to_json()
     method: str = "temperature_scaling"
     target_accuracy: float | None = None
     max_escalation: float | None = None
@@ -96,7 +101,15 @@ class Calibration:
         return "cal-" + hashlib.sha256(blob).hexdigest()[:16]
 
     def confidence(self, scaled_logprobs: Sequence[float]) -> float:
+        if self.feature == "text":
+            return self._text_model.predict_one(text_features(scaled_logprobs))
         return confidence(scaled_logprobs, self.feature)
+
+    @cached_property
+    def _text_model(self) -> LogisticCalibrator:
+        if self.logistic is None:
+            raise ValueError("a text calibrator needs its logistic coefficients")
+        return LogisticCalibrator.from_json(self.logistic)
 
 
 def save_calibration(calibration: Calibration, path: str | Path) -> None:
@@ -128,6 +141,11 @@ def load_calibration(
         raise ValueError(f"{path}: malformed calibrator: {exc}") from None
     if not calibration.temperature > 0:
         raise ValueError(f"{path}: temperature must be positive")
+    if calibration.feature == "text":
+        model = calibration.logistic or {}
+        sizes = {len(model.get(k) or ()) for k in ("coef", "mean", "scale")}
+        if sizes != {len(TEXT_FEATURES)} or not isinstance(model.get("intercept"), float | int):
+            raise ValueError(f"{path}: a text calibrator needs {len(TEXT_FEATURES)} coefficients")
     if student_dir is not None:
         actual = fingerprint or student_fingerprint(student_dir)
         if actual != calibration.student_fingerprint:

@@ -11,6 +11,8 @@ style: ``fit``, ``predict_proba``, fitted attributes ending in ``_``.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Self
 
 import numpy as np
@@ -89,6 +91,15 @@ class LogisticCalibrator:
     def predict_proba(self, features: ArrayLike) -> NDArray[np.float64]:
         """[n_answers] probabilities that each answer is accepted."""
         return _sigmoid(self.decision_function(features))
+
+    def predict_one(self, features: Sequence[float]) -> float:
+        """``predict_proba`` of one answer in pure Python: on the request path numpy's call
+        overhead costs more than a few multiplications."""
+        self._check_fitted()
+        z = self.intercept_
+        for x, w, m, s in zip(features, self.coef_, self.mean_, self.scale_, strict=True):
+            z += float(w) * (x - float(m)) / float(s)
+        return 0.5 * (1.0 + math.tanh(0.5 * z))
 
     def _nll(self, x: NDArray[np.float64], y: NDArray[np.float64]) -> float:
         p = np.clip(self.predict_proba(x), 1e-12, 1 - 1e-12)

@@ -9,11 +9,13 @@ import pytest
 
 from calibration import (
     Calibration,
+    LogisticCalibrator,
     confidence,
     load_calibration,
     renormalized_logprob,
     save_calibration,
     student_fingerprint,
+    text_features,
 )
 from calibration.temperature import log_softmax
 
@@ -73,3 +75,30 @@ def test_top_k_renormalisation_matches_the_full_softmax_when_k_covers_the_mass()
     # with little of the mass in the top-k, it overstates the probability
     flat = log_softmax(np.zeros(100))
     assert renormalized_logprob(flat[0], list(flat[:5]), 1.0) > flat[0]
+
+
+def test_a_text_calibrator_round_trips_and_gives_the_logistic_models_probability(
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(0)
+    answers = [list(-rng.exponential(0.1 + 0.3 * (i % 2), size=5 + i % 30)) for i in range(400)]
+    accepted = np.array([float(i % 2 == 0) for i in range(400)])
+    model = LogisticCalibrator().fit([text_features(a) for a in answers], accepted)
+    cal = Calibration(
+        temperature=1.0,
+        threshold=0.6,
+        student_fingerprint="sha256:x",
+        feature="text",
+        logistic=model.to_json(),
+    )
+    save_calibration(cal, tmp_path / "c.json")
+    loaded = load_calibration(tmp_path / "c.json")
+    assert loaded == cal
+    expected = model.predict_proba([text_features(a) for a in answers[:10]])
+    got = [loaded.confidence(a) for a in answers[:10]]
+    assert np.allclose(got, expected) and 0 < min(got) < 0.5 < max(got) < 1
+    broken = json.loads((tmp_path / "c.json").read_text())
+    broken["logistic"]["coef"] = [1.0]
+    (tmp_path / "c.json").write_text(json.dumps(broken))
+    with pytest.raises(ValueError, match="coefficients"):
+        load_calibration(tmp_path / "c.json")

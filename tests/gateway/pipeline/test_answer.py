@@ -584,3 +584,30 @@ def test_a_failed_teacher_call_costs_its_budget_nothing(tmp_path: Path) -> None:
     assert w.pipeline.budgets is not None
     (figures,) = w.pipeline.budgets.snapshot([figures_budget(key)])
     assert figures.spent_usd == 0 and figures.held_usd == 0
+
+
+def test_a_text_calibrator_decides_on_the_answers_text_features(tmp_path: Path) -> None:
+    """A free-text task's calibrator is logistic on the answer's token features: the same
+    answer is accepted or escalated as its model's probability clears the threshold."""
+    from calibration import LogisticCalibrator, text_features
+
+    def text_calibration(threshold: float) -> Calibration:
+        model = LogisticCalibrator().fit([[-0.01, -0.05, 1.0], [-2.0, -3.0, 1.0]] * 5, [1, 0] * 5)
+        return Calibration(
+            temperature=1.0,
+            threshold=threshold,
+            student_fingerprint="x",
+            feature="text",
+            logistic=model.to_json(),
+        )
+
+    routes = []
+    for threshold in (0.5, 0.999):
+        w = world(tmp_path / str(threshold))
+        w.runtime.calibration = text_calibration(threshold)
+        answer = w.run(lambda w: w.ask(SURE))
+        expected = LogisticCalibrator.from_json(text_calibration(threshold).logistic or {})
+        logprobs = [d.logprob for d in answer.deltas]
+        assert answer.confidence == pytest.approx(expected.predict_one(text_features(logprobs)))
+        routes.append(answer.route)
+    assert routes == [Route.STUDENT, Route.TEACHER]
