@@ -31,15 +31,22 @@ def calibrate_student(
     prompt: PromptFormat,
     check: AnswerCheck | None = None,
     engine: ReplayEngine | None = None,
+    judged_by: Task | None = None,
 ) -> None:
-    """``engine``: how the student is opened (default the embedded engine). Long because it
-    prints the report a person reads: metrics before and after, the threshold
+    """``engine``: how the student is opened (default the embedded engine); ``judged_by``: a
+    free-text task, whose judge decides which of the student's answers are right. Long
+    because it prints the report a person reads: metrics before and after, the threshold
     and its guarantee."""
     from tqdm import tqdm
 
-    from calibration import save_calibration
+    from calibration import LogisticCalibrator, save_calibration
     from calibration.plots import reliability_figure, risk_coverage_figure
-    from gateway.jobs.calibrate import fit_calibration, score_set, sequence_confidence
+    from gateway.jobs.calibrate import (
+        fit_calibration,
+        score_set,
+        sequence_confidence,
+        text_confidence,
+    )
 
     with tqdm(total=3, desc="calibrate", bar_format="{l_bar}{bar}| {n}/{total} {postfix}") as bar:
         bar.set_postfix_str(f"replaying {len(examples)} examples through the student")
@@ -53,18 +60,23 @@ def calibrate_student(
                 engine=engine,
             )
         )
+        if judged_by is not None:
+            bar.set_postfix_str("judging the student's answers")
+            scored = asyncio.run(_judged(scored, judged_by))
         bar.update()
         bar.set_postfix_str("fitting temperature and threshold")
         calibration, held = fit_calibration(scored, student, goal=goal)
         bar.update()
         bar.set_postfix_str("writing artifact and plots")
         save_calibration(calibration, out)
-        curves = {
-            "before (T = 1)": sequence_confidence(held.greedy, 1.0),
-            f"after (T = {calibration.temperature:.2f})": sequence_confidence(
+        curves = {"before (T = 1)": sequence_confidence(held.greedy, 1.0)}
+        if calibration.logistic is not None:
+            model = LogisticCalibrator.from_json(calibration.logistic)
+            curves["after (logistic, text features)"] = text_confidence(model, held.greedy)
+        else:
+            curves[f"after (T = {calibration.temperature:.2f})"] = sequence_confidence(
                 held.greedy, calibration.temperature
-            ),
-        }
+            )
         stem = out.with_suffix("")
         reliability_figure(held.correct, curves).savefig(f"{stem}.reliability.png", dpi=110)
         coverage = calibration.metrics_after.get("coverage")
@@ -84,6 +96,12 @@ def calibrate_student(
         else f"escalate at most {calibration.max_escalation}"
     )
     warning = "" if calibration.certified else " -- NOT CERTIFIED: everything escalates"
+    if "nll_text" in after:
+        print(
+            f"\nfree text, right = the judge accepts: logistic on text features held-out NLL "
+            f"{after['nll_text']:.4f}, temperature {after['nll_sequence']:.4f}: "
+            f"{calibration.method}"
+        )
     print(
         f"\ntemperature {calibration.temperature:.4f}; "
         f"threshold {calibration.threshold:.4f} for {asked}: "
@@ -91,6 +109,31 @@ def calibrate_student(
         f"(error bound {calibration.error_bound:.4f}){warning}"
     )
     print(f"wrote {out}, {stem}.reliability.png and {stem}.risk_coverage.png")
+
+
+async def _judged(scored: Any, task: Task) -> Any:
+    """``scored`` with the task's judge's verdicts on the student's own answers."""
+    import dataclasses
+
+    import numpy as np
+
+    from gateway.jobs.judged import Verdicts
+    from gateway.judges.factory import open_judge
+    from gateway.simulator import start_simulator
+
+    opened = await open_judge(task, simulator=start_simulator)
+    try:
+        verdicts = Verdicts(opened.judge, opened.rubric)
+        pairs = [
+            (e.chat()[-1]["content"], a.text)
+            for e, a in zip(scored.examples, scored.answers, strict=True)
+        ]
+        accepted = await verdicts.acceptable(pairs)
+    finally:
+        await opened.aclose()
+    if verdicts.failures:
+        print(f"the judge failed on {verdicts.failures} answers (counted as not acceptable)")
+    return dataclasses.replace(scored, verdicts=np.array(accepted, dtype=np.float64))
 
 
 def calibrate_task(task: Task, data: Path | None = None) -> None:
@@ -115,6 +158,7 @@ def _calibrate_for(task: Task, examples: Sequence[Example]) -> None:
         prompt=task.prompt,
         check=task.answer_check,
         engine=replay_engine(task),
+        judged_by=task if task.judge is not None else None,
     )
 
 

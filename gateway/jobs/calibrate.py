@@ -5,6 +5,11 @@ the student's own greedy answers were right, under their sequence probability at
 ``calibration/temperature.py`` for why not the reference tokens' NLL), the threshold
 chosen on the rest (the same confidences at T against correctness), and that part's
 metrics are reported before and after scaling, with the reference answers' token NLL.
+
+A free-text task's answers are right when its judge accepts them (``verdicts``). There a
+logistic calibrator on the answer's token features competes with the temperature: both
+are fitted on half of the first third and compared by NLL on its other half (the threshold's
+part stays untouched), and the winner is refitted on the whole third.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from numpy.typing import NDArray
 from calibration import (
     AnswerTemperatureScaler,
     Calibration,
+    LogisticCalibrator,
     RoutingGoal,
     ThresholdSelector,
     aurc_loss,
@@ -30,6 +36,7 @@ from calibration import (
     log_loss,
     maximum_calibration_error,
     student_fingerprint,
+    text_features,
 )
 from calibration.temperature import log_softmax
 from gateway.answers import AnswerCheck
@@ -67,9 +74,12 @@ class ScoredSet:
     greedy: list[ScoredAnswer]  # the student's own answers, teacher-forced
     prompt_ids: list[list[int]]  # what the student read, exactly as serving encodes it
     check: AnswerCheck = field(default_factory=AnswerCheck)  # when an answer is right
+    verdicts: NDArray[np.float64] | None = None  # a free-text task: the judge accepted (1)
 
     @property
     def correct(self) -> NDArray[np.float64]:
+        if self.verdicts is not None:
+            return self.verdicts
         return np.array(
             [
                 self.check.same(a.text, e.answer)
@@ -86,6 +96,7 @@ class ScoredSet:
             [self.greedy[i] for i in idx],
             [self.prompt_ids[i] for i in idx],
             self.check,
+            None if self.verdicts is None else self.verdicts[list(idx)],
         )
 
 
@@ -157,6 +168,50 @@ async def teacher_forced(
     return [top_k_scored(rows) for rows in await engine.score_ids(prompts, answers)]
 
 
+def own_token_logprobs(scored: Sequence[ScoredAnswer]) -> list[list[float]]:
+    """Each answer's own tokens' log-probabilities at T = 1 (what serving reads)."""
+    return [
+        log_softmax(s.logits, 1.0)[np.arange(s.targets.size), s.targets].tolist() for s in scored
+    ]
+
+
+def text_confidence(
+    model: LogisticCalibrator, scored: Sequence[ScoredAnswer]
+) -> NDArray[np.float64]:
+    return np.array([model.predict_one(text_features(lp)) for lp in own_token_logprobs(scored)])
+
+
+def _text_model(part: ScoredSet) -> LogisticCalibrator:
+    features = [text_features(lp) for lp in own_token_logprobs(part.greedy)]
+    return LogisticCalibrator().fit(features, part.correct)
+
+
+def _temperature(part: ScoredSet) -> float:
+    scaler = AnswerTemperatureScaler().fit(
+        [g.logits for g in part.greedy], [g.targets for g in part.greedy], part.correct
+    )
+    return float(scaler.temperature_)
+
+
+def choose_text_calibrator(fit_part: ScoredSet, seed: int) -> tuple[str, dict[str, float]]:
+    """``"text"`` or ``"sequence"``: which has the lower NLL on half of ``fit_part`` when
+    fitted on the other half; and both NLLs."""
+    n = len(fit_part.examples)
+    order = list(range(n))
+    random.Random(seed + 1).shuffle(order)
+    train, test = fit_part.subset(sorted(order[: n // 2])), fit_part.subset(sorted(order[n // 2 :]))
+    y = test.correct
+    nll = {
+        "nll_text": log_loss(
+            y, np.clip(text_confidence(_text_model(train), test.greedy), 1e-6, 1 - 1e-6)
+        ),
+        "nll_sequence": log_loss(
+            y, np.clip(sequence_confidence(test.greedy, _temperature(train)), 1e-6, 1 - 1e-6)
+        ),
+    }
+    return ("text" if nll["nll_text"] <= nll["nll_sequence"] else "sequence"), nll
+
+
 def calibration_metrics(
     correct: NDArray[np.float64], confidence: NDArray[np.float64]
 ) -> dict[str, float]:
@@ -190,18 +245,23 @@ def fit_calibration(
         raise ValueError(f"calibration needs at least {MIN_EXAMPLES} labelled examples")
     fit_idx, select_idx = split_for_calibration(len(scored.examples), seed)
     fit_part, select_part = scored.subset(fit_idx), scored.subset(select_idx)
-    scaler = AnswerTemperatureScaler().fit(
-        [g.logits for g in fit_part.greedy], [g.targets for g in fit_part.greedy], fit_part.correct
-    )
-    temperature = float(scaler.temperature_)
+    feature, choice = "sequence", dict[str, float]()
+    if scored.verdicts is not None:  # free text: the logistic calibrator may do better
+        feature, choice = choose_text_calibrator(fit_part, seed)
+    text_model = _text_model(fit_part) if feature == "text" else None
+    temperature = 1.0 if text_model is not None else _temperature(fit_part)
     correct = select_part.correct
     before = sequence_confidence(select_part.greedy, 1.0)
-    after = sequence_confidence(select_part.greedy, temperature)
+    after = (
+        text_confidence(text_model, select_part.greedy)
+        if text_model is not None
+        else sequence_confidence(select_part.greedy, temperature)
+    )
     selector = ThresholdSelector(
         target_accuracy=goal.target_accuracy, max_escalation=goal.max_escalation, delta=goal.delta
     )
     selector.fit(after, correct)
-    metrics_after = calibration_metrics(correct, after)
+    metrics_after = calibration_metrics(correct, after) | choice
     metrics_after.update(
         coverage=float(selector.coverage_),
         accepted_accuracy=float(selector.accepted_accuracy_),
@@ -214,6 +274,9 @@ def fit_calibration(
         temperature=temperature,
         threshold=float(selector.threshold_),
         student_fingerprint=student_fingerprint(student_dir),
+        feature="text" if text_model is not None else "sequence",
+        logistic=text_model.to_json() if text_model is not None else None,
+        method="logistic" if text_model is not None else "temperature_scaling",
         target_accuracy=goal.target_accuracy,
         max_escalation=goal.max_escalation,
         delta=goal.delta,
