@@ -248,6 +248,9 @@ class JudgeConfig(_Section):
     deadline_s: float = Field(40.0, gt=0)
     max_attempts: int = Field(3, ge=1)
     simulator_function: str | None = None
+    # A loop round's judge calls (calibration and gate; verdicts known from earlier rounds
+    # are free): past it the round stops, its candidate not judged.
+    max_calls_per_round: int = Field(5000, ge=1)
 
     @model_validator(mode="after")
     def _one_judge(self) -> JudgeConfig:

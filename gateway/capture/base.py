@@ -70,6 +70,10 @@ class CaptureRecord:
     student_version: str | None = None
     # A structured task's student answer, field by field: each field's confidence.
     student_fields: dict[str, float] = field(default_factory=dict)
+    # A free-text task's judge on the student's answer (audits, shadows): None, not judged
+    # (not a judged task, or the judge failed); the reason as the judge gave it.
+    verdict: bool | None = None
+    verdict_reason: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)

@@ -113,27 +113,20 @@ def calibrate_student(
 
 async def _judged(scored: Any, task: Task) -> Any:
     """``scored`` with the task's judge's verdicts on the student's own answers."""
-    import dataclasses
-
-    import numpy as np
-
-    from gateway.jobs.judged import Verdicts
+    from gateway.jobs.judged import judged
     from gateway.judges.factory import open_judge
+    from gateway.judges.verdicts import Verdicts
     from gateway.simulator import start_simulator
 
     opened = await open_judge(task, simulator=start_simulator)
     try:
         verdicts = Verdicts(opened.judge, opened.rubric)
-        pairs = [
-            (e.chat()[-1]["content"], a.text)
-            for e, a in zip(scored.examples, scored.answers, strict=True)
-        ]
-        accepted = await verdicts.acceptable(pairs)
+        scored = await judged(scored, verdicts)
     finally:
         await opened.aclose()
     if verdicts.failures:
         print(f"the judge failed on {verdicts.failures} answers (counted as not acceptable)")
-    return dataclasses.replace(scored, verdicts=np.array(accepted, dtype=np.float64))
+    return scored
 
 
 def calibrate_task(task: Task, data: Path | None = None) -> None:

@@ -28,8 +28,9 @@ from gateway.engines.base import GenerationRequest
 from gateway.errors import GatewayError
 from gateway.examples import Example
 from gateway.jobs.fields import field_scores
-from gateway.jobs.judged import Verdicts, slot_error_rate, text_scores
+from gateway.jobs.judged import slot_error_rate, text_scores
 from gateway.judges import Judge, load_function
+from gateway.judges.verdicts import Verdicts
 from gateway.pipeline.answer import Pipeline
 from gateway.pipeline.base import Answer
 from gateway.pipeline.decision import Route, routing_goal

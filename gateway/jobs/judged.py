@@ -1,47 +1,32 @@
-"""What an evaluation of a free-text task adds: the judge's verdicts on every answer (each
-distinct answer judged once), BLEU and chrF against the human references (sacrebleu), and
-the slot error rate where the rubric's program counts slot errors (E2E)."""
+"""What calibrating and evaluating a free-text task add: the judge's verdicts on the
+student's answers (each distinct answer judged once, ``judges/verdicts.py``), BLEU and
+chrF against the human references (sacrebleu), and the slot error rate where the rubric's
+program counts slot errors (E2E)."""
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
+import numpy as np
 import sacrebleu
 
-from gateway.judges import Judge, JudgeRequest
+from gateway.jobs.calibrate import ScoredSet
+from gateway.judges.verdicts import Verdicts
 
-__all__ = ["Verdicts", "slot_error_rate", "text_scores"]
+__all__ = ["judged", "slot_error_rate", "text_scores"]
 
 
-class Verdicts:
-    """A judge's verdicts, asked at most once per (input, answer); a judge that fails gives
-    no verdict, and an answer without one is not acceptable (counted in ``failures``)."""
-
-    def __init__(self, judge: Judge, rubric: str, *, concurrency: int = 16) -> None:
-        self.judge, self.rubric = judge, rubric
-        self._known: dict[tuple[str, str], bool] = {}
-        self._gate = asyncio.Semaphore(concurrency)
-        self.failures = 0
-        self.asked = 0
-
-    async def acceptable(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
-        todo = list(dict.fromkeys(p for p in pairs if p not in self._known))
-
-        async def one(pair: tuple[str, str]) -> None:
-            async with self._gate:
-                self.asked += 1
-                try:
-                    verdict = await self.judge.judge(JudgeRequest(self.rubric, *pair))
-                except Exception:  # any failure: not judged, so never acceptable
-                    self.failures += 1
-                    self._known[pair] = False
-                    return
-                self._known[pair] = verdict.acceptable
-
-        await asyncio.gather(*(one(p) for p in todo))
-        return [self._known[p] for p in pairs]
+async def judged(scored: ScoredSet, verdicts: Verdicts) -> ScoredSet:
+    """``scored`` with the judge's verdicts on the student's own answers, each asked of
+    the input as the student read it (the last user turn)."""
+    pairs = [
+        (e.chat()[-1]["content"], a.text)
+        for e, a in zip(scored.examples, scored.answers, strict=True)
+    ]
+    accepted = await verdicts.acceptable(pairs)
+    return dataclasses.replace(scored, verdicts=np.array(accepted, dtype=np.float64))
 
 
 def text_scores(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:

@@ -14,6 +14,7 @@ class Verdict:
 
     acceptable: bool
     reason: str
+    cost_usd: float = 0.0  # what asking cost (a judge model's tokens at the task's prices)
 
 
 @dataclass(frozen=True)

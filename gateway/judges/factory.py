@@ -53,5 +53,10 @@ async def open_judge(task: Task, *, simulator: StartSimulator | None = None) -> 
     opened = await open_teacher(
         task.name, as_teacher, None, known=[], simulator=simulator, judge=judging
     )
-    model = ModelJudge(opened.teacher, max_tokens=config.max_tokens, name=opened.label)
+    model = ModelJudge(
+        opened.teacher,
+        max_tokens=config.max_tokens,
+        name=opened.label,
+        price=task.prices.teacher_cost,
+    )
     return OpenedJudge(model, f"model {opened.label}", config.rubric, opened)

@@ -11,6 +11,7 @@ reply) raises ``JudgeFailed``: a judge that did not decide never accepts an answ
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from gateway.engines.base import Message
@@ -56,10 +57,19 @@ def read_question(text: str) -> tuple[str, str] | None:
 
 
 class ModelJudge:
-    def __init__(self, client: Teacher, *, max_tokens: int = 256, name: str = "") -> None:
+    def __init__(
+        self,
+        client: Teacher,
+        *,
+        max_tokens: int = 256,
+        name: str = "",
+        price: Callable[[int, int], float] | None = None,
+    ) -> None:
+        """``price``: USD for a call's (input, output) tokens; without it, calls cost 0."""
         self.client = client
         self.max_tokens = max_tokens
         self.name = name or client.name
+        self.price = price
 
     async def judge(self, request: JudgeRequest) -> Verdict:
         ask = TeacherRequest(
@@ -80,7 +90,8 @@ class ModelJudge:
         acceptable = value.get("acceptable") if isinstance(value, dict) else None
         if not isinstance(acceptable, bool):
             raise JudgeFailed(f"{self.name} answered no verdict: {reply.text[:80]!r}")
-        return Verdict(acceptable, str(value.get("reason", "")))
+        cost = self.price(reply.input_tokens, reply.output_tokens) if self.price else 0.0
+        return Verdict(acceptable, str(value.get("reason", "")), cost)
 
     async def aclose(self) -> None:
         await self.client.aclose()

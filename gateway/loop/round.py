@@ -7,6 +7,11 @@ a folder that does not load, a calibrator that cannot be fitted), ``gate_failed`
 rejected first (``interrupted``): the round runs under the task's lease, so no other round
 is building them. Too little data ends the round before it adds anything; whatever
 happens, the serving student serves on until a transition says otherwise.
+
+A free-text task (one with a ``[judge]``) is calibrated and gated on its judge's verdicts:
+an answer is right when the judge accepts it. Each distinct answer is judged once (the
+registry keeps the verdicts, so the serving student's answers to the frozen set are not
+judged again each round), within the task's ``max_calls_per_round``.
 """
 
 from __future__ import annotations
@@ -38,7 +43,10 @@ from gateway.engines.factory import replay_engine
 from gateway.engines.student_folder import is_student
 from gateway.examples import Example, read_examples, write_examples
 from gateway.jobs.calibrate import MIN_EXAMPLES, fit_calibration, score_set
+from gateway.jobs.judged import judged
 from gateway.jobs.replay import replay
+from gateway.judges.base import Judge
+from gateway.judges.verdicts import JudgeBudgetSpent, VerdictFile, Verdicts
 from gateway.loop.data import RoundData, round_data, with_labelled
 from gateway.loop.lifecycle import Event, State, first_stage
 from gateway.loop.registry import Manifest, Registry, now
@@ -65,6 +73,7 @@ class RoundReport:
     data: dict[str, Any] = field(default_factory=dict)
     gate: dict[str, Any] = field(default_factory=dict)
     calibration: dict[str, Any] = field(default_factory=dict)
+    judge: dict[str, Any] = field(default_factory=dict)  # a free-text task's judge calls
     seconds: dict[str, float] = field(default_factory=dict)
     records_seen: int = 0
 
@@ -77,11 +86,16 @@ def _labelled(path: Path | None) -> list[Example]:
 
 
 async def judge(
-    student: Path, calibration: Calibration, task: Task, examples: Sequence[Example]
+    student: Path,
+    calibration: Calibration,
+    task: Task,
+    examples: Sequence[Example],
+    verdicts: Verdicts | None = None,
 ) -> list[Outcome]:
     """What serving would do with each prompt: accept or escalate by the same rule
     (``pipeline.decision.decide``) at the same temperature, on the task's engine kind, and
-    whether the answer is right."""
+    whether the answer is right: the reference's answer, or ``verdicts`` (a free-text
+    task: the judge accepts it; only the answers the student would keep are judged)."""
     engine = replay_engine(task)(student, len(examples) + 1)
     await engine.start()
     try:
@@ -96,8 +110,8 @@ async def judge(
         )
     finally:
         await engine.aclose()
-    out = []
-    for answer, example in zip(answers, examples, strict=True):
+    accepted = []
+    for answer in answers:
         valid = answer.finish_reason == "stop" and task.answer_check.valid(answer.text)
         decision = decide(
             confidence=calibration.confidence(answer.scaled_logprobs),
@@ -106,13 +120,17 @@ async def judge(
             forced=None,
             has_teacher=True,
         )
-        out.append(
-            Outcome(
-                accepted=not decision.escalate,
-                correct=task.answer_check.same(answer.text, example.answer),
-            )
-        )
-    return out
+        accepted.append(not decision.escalate)
+    if verdicts is None:
+        correct = [
+            task.answer_check.same(a.text, e.answer) for a, e in zip(answers, examples, strict=True)
+        ]
+    else:  # the gate counts right answers among the accepted ones only
+        kept = [i for i, ok in enumerate(accepted) if ok]
+        pairs = [(examples[i].chat()[-1]["content"], answers[i].text) for i in kept]
+        right = dict(zip(kept, await verdicts.acceptable(pairs), strict=True))
+        correct = [right.get(i, False) for i in range(len(answers))]
+    return [Outcome(accepted=a, correct=c) for a, c in zip(accepted, correct, strict=True)]
 
 
 async def run_round(
@@ -122,10 +140,13 @@ async def run_round(
     trainer: Trainer,
     *,
     trigger: str,
+    judge_with: Judge | None = None,
 ) -> RoundReport:
-    """The round's script: each step a call, and a report of where and why it stopped."""
+    """The round's script: each step a call, and a report of where and why it stopped.
+    ``judge_with``: a free-text task's judge (required there)."""
     policy: LoopPolicy | None = task.loop
     assert policy is not None, "a round needs the task's [loop] section"
+    verdicts = _verdicts(task, registry, judge_with)
     report = RoundReport(task.name, trigger, records_seen=len(records))
     for left in registry.candidates():
         registry.reject(left, Event.INTERRUPTED, "its round died before the gate judged it")
@@ -161,21 +182,46 @@ async def run_round(
     goal = routing_goal(task.routing)
     try:
         with _timed(report, "calibrate"):
-            calibration = await _calibrate(task, student, sets.calibrate, goal)
+            calibration = await _calibrate(task, student, sets.calibrate, goal, verdicts)
             save_calibration(calibration, folder / "calibration.json")
     except Exception as exc:  # a candidate that cannot be run or calibrated is rejected
+        report.judge = verdicts.summary() if verdicts else {}
         return _build_failed(registry, report, folder, f"calibration failed: {exc}")
     report.calibration = _calibration_summary(calibration)
 
-    with _timed(report, "gate"):
-        candidate = await judge(student, calibration, task, sets.evaluate)
-        current = None
-        if current_dir is not None and current_calibrator is not None:
-            current_calibration = load_calibration(current_calibrator)
-            current = await judge(current_dir, current_calibration, task, sets.evaluate)
-        result = promotion_gate(candidate, current, goal=goal, alpha=policy.gate_alpha)
+    try:
+        with _timed(report, "gate"):
+            candidate = await judge(student, calibration, task, sets.evaluate, verdicts)
+            current = None
+            if current_dir is not None and current_calibrator is not None:
+                current_calibration = load_calibration(current_calibrator)
+                current = await judge(
+                    current_dir, current_calibration, task, sets.evaluate, verdicts
+                )
+            result = promotion_gate(candidate, current, goal=goal, alpha=policy.gate_alpha)
+    except JudgeBudgetSpent as exc:
+        report.judge = verdicts.summary() if verdicts else {}
+        registry.reject(version, Event.GATE_FAILED, f"not judged: {exc}", report.judge)
+        report.outcome, report.reason = "rejected", f"not judged: {exc}"
+        return _finish(registry, report)
+    report.judge = verdicts.summary() if verdicts else {}
     _apply_verdict(registry, report, policy, result, calibration, goal)
     return _finish(registry, report)
+
+
+def _verdicts(task: Task, registry: Registry, judge_with: Judge | None) -> Verdicts | None:
+    """A free-text task's verdicts for this round: its budget of calls, the registry's
+    verdicts of earlier rounds."""
+    if task.judge is None:
+        return None
+    if judge_with is None:
+        raise ValueError(f"task {task.name!r} is judged: its rounds need the judge")
+    return Verdicts(
+        judge_with,
+        task.judge.rubric,
+        max_calls=task.judge.max_calls_per_round,
+        store=VerdictFile(registry.dir / "verdicts.jsonl"),
+    )
 
 
 @dataclass(frozen=True)
@@ -247,7 +293,11 @@ def _train_job(task: Task, sets: _RoundSets, folder: Path, parent: Path | None) 
 
 
 async def _calibrate(
-    task: Task, student: Path, examples: Sequence[Example], goal: RoutingGoal
+    task: Task,
+    student: Path,
+    examples: Sequence[Example],
+    goal: RoutingGoal,
+    verdicts: Verdicts | None,
 ) -> Calibration:
     scored = await score_set(
         student,
@@ -257,6 +307,8 @@ async def _calibrate(
         check=task.answer_check,
         engine=replay_engine(task),
     )
+    if verdicts is not None:  # right = the judge accepts the student's own answer
+        scored = await judged(scored, verdicts)
     calibration, _ = fit_calibration(scored, student, goal=goal)
     return calibration
 

@@ -63,6 +63,11 @@ def _sprt(
 
 
 def _agreements(task: Task, records: Sequence[CaptureRecord]) -> list[bool]:
+    """Each record's evidence, oldest first: the judge's verdict on a free-text task (a
+    record the judge failed on is no evidence either way), else agreement with the
+    teacher's answer."""
+    if task.judge is not None:
+        return [r.verdict for r in records if r.verdict is not None]
     judged = [r for r in records if r.teacher_answer is not None and not r.teacher_error]
     check = task.answer_check
     return [answers_agree(r.student_answer, r.teacher_answer or "", check) for r in judged]

@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 from calibration import load_calibration
 from gateway.capture.base import CaptureRecord
 from gateway.engines.student_folder import is_student
+from gateway.judges.base import Judge
 from gateway.loop.lease import Lease
 from gateway.loop.lifecycle import Event, TrialState, next_stage
 from gateway.loop.notify import publish_serving
@@ -58,15 +59,18 @@ class LoopWorker:
         history: CaptureHistory,
         *,
         trainer: Trainer | None = None,
+        judge: Judge | None = None,
         redis_url: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``judge``: a free-text task's judge, for its rounds' calibration and gate."""
         if task.loop is None:
             raise ValueError(f"task {task.name!r} has no [loop] section")
         self.task, self.policy = task, task.loop
         self.history = history
         self.registry = Registry(task.loop.registry, task.name)
         self.trainer = trainer or trainer_for(task)
+        self.judge = judge
         self.redis_url = redis_url
         self.clock = clock
         self.lease = Lease(
@@ -139,7 +143,12 @@ class LoopWorker:
                 return None
             self._status("a round runs", trigger)
             report = await run_round(
-                self.task, self.registry, records, self.trainer, trigger=trigger
+                self.task,
+                self.registry,
+                records,
+                self.trainer,
+                trigger=trigger,
+                judge_with=self.judge,
             )
         if report.outcome == "promoted":
             await publish_serving(self.redis_url, self.task.name)

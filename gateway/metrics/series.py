@@ -32,6 +32,7 @@ ROUTES = tuple(r.value for r in Route)
 REASONS = tuple(r.value for r in ESCALATION_REASONS)
 TEACHER_ERRORS = tuple(str(e.code) for e in (TeacherError, TeacherTimeout, TeacherUnavailable))
 PURPOSES = ("escalation", "audit", "shadow")
+VERDICTS = ("accepted", "rejected", "failed")
 CAPTURE_OUTCOMES = ("written", "spooled", "replayed", "dropped")
 CACHE_OUTCOMES = ("hit", "miss", "unavailable")
 
@@ -159,6 +160,18 @@ class Metrics:
             "Teacher spend the cache avoided: each hit's tokens at the task's prices.",
             "task",
         )
+        self.judge_verdicts = c(
+            "judge_verdicts",
+            "A free-text task's judge on audited and shadow answers, by outcome (accepted, "
+            "rejected, failed: no verdict, so not acceptable).",
+            "task",
+            "outcome",
+        )
+        self.judge_cost = c(
+            "judge_cost_usd",
+            "What the judge's calls cost, at the task's teacher prices (a program judge: 0).",
+            "task",
+        )
         self.budget_refusals = c(
             "teacher_budget_refusals",
             "Teacher calls not made because a budget was spent, by budget (scope key or "
@@ -230,6 +243,7 @@ class Metrics:
                 self.engine_rejections,
                 self.savings,
                 self.cache_savings,
+                self.judge_cost,
             )
             for metric in per_task:
                 metric.labels(task)
@@ -250,6 +264,8 @@ class Metrics:
                 self.capture_records.labels(task, outcome)
             for outcome in CACHE_OUTCOMES:
                 self.teacher_cache.labels(task, outcome)
+            for outcome in VERDICTS:
+                self.judge_verdicts.labels(task, outcome)
             for verdict in ("agree", "disagree"):
                 self.audits.labels(task, verdict)
 
@@ -338,6 +354,11 @@ class Metrics:
     def audited(self, task: str, version: str, agreed: bool) -> None:
         yes, no = self.audit_series(task, version)
         (yes if agreed else no).inc()
+
+    def judged(self, task: str, outcome: str, cost_usd: float) -> None:
+        self.child(self.judge_verdicts, task, outcome).inc()
+        if cost_usd:
+            self.child(self.judge_cost, task).inc(cost_usd)
 
     def render(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

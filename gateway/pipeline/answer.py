@@ -38,6 +38,7 @@ from gateway.budgets import OverBudget, TeacherBudgets, budgets_of
 from gateway.capture import CapturedRoute, CaptureRecorder
 from gateway.engines.base import GenerationRequest, StudentEngine
 from gateway.errors import BudgetSpent, EngineError, EngineUnavailable, TeacherError, UnknownTask
+from gateway.judges.base import JudgeRequest, Verdict
 from gateway.keys import ClientKey
 from gateway.pipeline.audit import AuditTracker, answers_agree
 from gateway.pipeline.base import Answer, NullObserver, PipelineObserver
@@ -385,10 +386,11 @@ class Pipeline:
         error: str | None = None,
         *,
         reply: TeacherAnswer | None = None,
+        verdict: Verdict | None = None,
     ) -> None:
         if self.recorder is None or not runtime.task.capture.enabled:
             return
-        record = capture_record(runtime, gen, answer, route, reason, reply, error)
+        record = capture_record(runtime, gen, answer, route, reason, reply, error, verdict)
         with self.tracing.span("capture", kind=SpanKind.PRODUCER) as span:
             self.recorder.submit(record)  # written to Redis in batches, off the request path
             if span.is_recording():
@@ -448,7 +450,10 @@ class Pipeline:
                 return
             except OverBudget:
                 return  # counted (budget_refused); shadows stop before escalations do
-            self._capture(candidate, gen, answer, "shadow", answer.reason.value, reply=reply)
+            verdict = await self._verdict(candidate, gen, answer)
+            self._capture(
+                candidate, gen, answer, "shadow", answer.reason.value, reply=reply, verdict=verdict
+            )
 
     async def _audit(
         self,
@@ -476,15 +481,44 @@ class Pipeline:
             return
         except OverBudget:
             return  # counted (budget_refused); audits stop before escalations do
-        agreed = answers_agree(answer.text, reply.text, runtime.task.answer_check)
-        if self.audits is not None:
-            self.audits.observe(runtime.task.name, agreed)
-        self.observer.audited(runtime.task.name, runtime.version_label, agreed)
-        self._capture(runtime, gen, answer, "audit", "audit", reply=reply)
+        verdict = await self._verdict(runtime, gen, answer)
+        agreed: bool | None = answers_agree(answer.text, reply.text, runtime.task.answer_check)
+        if runtime.judge is not None:  # free text: the judge decides, not exact agreement
+            agreed = verdict.acceptable if verdict is not None else None
+        if agreed is not None:
+            if self.audits is not None:
+                self.audits.observe(runtime.task.name, agreed)
+            self.observer.audited(runtime.task.name, runtime.version_label, agreed)
+        self._capture(runtime, gen, answer, "audit", "audit", reply=reply, verdict=verdict)
+
+    async def _verdict(
+        self, runtime: TaskRuntime, gen: GenerationRequest, answer: Answer
+    ) -> Verdict | None:
+        """A free-text task's judge on the student's answer; None without a judge or when
+        it fails (counted: a failed judge never makes an answer acceptable)."""
+        judge, config = runtime.judge, runtime.task.judge
+        if judge is None or config is None:
+            return None
+        question = JudgeRequest(config.rubric, _last_user_turn(gen), answer.student_text)
+        try:
+            verdict = await judge.judge(question)
+        except Exception as exc:  # any failure: no verdict
+            logger.info("the judge failed on %s: %s", gen.request_id, exc)
+            self.observer.judged(runtime.task.name, "failed", 0.0)
+            return None
+        outcome = "accepted" if verdict.acceptable else "rejected"
+        self.observer.judged(runtime.task.name, outcome, verdict.cost_usd)
+        return verdict
 
 
 def _cost(task: Task, reply: TeacherAnswer) -> float:
     return task.prices.teacher_cost(reply.input_tokens, reply.output_tokens)
+
+
+def _last_user_turn(gen: GenerationRequest) -> str:
+    """The input a judge reads: the last user turn, as calibration judges it."""
+    users = [m.content for m in gen.messages if m.role == "user"]
+    return users[-1] if users else gen.prompt or ""
 
 
 def _on_budget(runtime: TaskRuntime) -> str:

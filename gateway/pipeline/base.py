@@ -80,6 +80,10 @@ class PipelineObserver(Protocol):
     def audited(self, task: str, version: str, agreed: bool) -> None:
         """An audit of ``version``'s accepted answer came back."""
 
+    def judged(self, task: str, outcome: str, cost_usd: float) -> None:
+        """A free-text task's judge gave its verdict on an answer (``accepted``,
+        ``rejected``) or gave none (``failed``: the answer is not counted as acceptable)."""
+
 
 class NullObserver:
     """Watches nothing: offline replays (``evaluate``) and tests."""
@@ -119,6 +123,9 @@ class NullObserver:
         pass
 
     def audited(self, task: str, version: str, agreed: bool) -> None:
+        pass
+
+    def judged(self, task: str, outcome: str, cost_usd: float) -> None:
         pass
 
 
@@ -181,3 +188,7 @@ class Observers:
     def audited(self, task: str, version: str, agreed: bool) -> None:
         for o in self.observers:
             o.audited(task, version, agreed)
+
+    def judged(self, task: str, outcome: str, cost_usd: float) -> None:
+        for o in self.observers:
+            o.judged(task, outcome, cost_usd)

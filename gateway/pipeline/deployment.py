@@ -20,7 +20,9 @@ from calibration import Calibration, load_calibration, student_fingerprint
 from gateway.capture import Redactor
 from gateway.engines.base import StudentEngine
 from gateway.engines.student_folder import is_student
-from gateway.tasks import Task, TeacherConfig
+from gateway.judges.base import Judge
+from gateway.judges.factory import OpenedJudge, open_judge
+from gateway.tasks import JudgeConfig, Prices, Task, TeacherConfig
 from gateway.teachers.base import Teacher
 from gateway.teachers.factory import OpenedTeacher, StartSimulator, open_teacher
 
@@ -38,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 EngineMaker = Callable[[Task], StudentEngine]
 _TeacherKey = tuple[TeacherConfig, tuple[str, ...] | None]
+_JudgeKey = tuple[JudgeConfig, TeacherConfig | None, Prices]
 
 
 @dataclass
@@ -54,6 +57,7 @@ class TaskRuntime:
     # The registry version serving (gateway/loop/registry.py); None: the task's own folder.
     student_version: str | None = None
     trial: CandidateRuntime | None = None  # a candidate on trial beside it (shadow, canary)
+    judge: Judge | None = None  # a free-text task's: judges its audits and shadow answers
 
     @property
     def version_label(self) -> str:
@@ -90,6 +94,7 @@ class Deployment:
     runtimes: dict[str, TaskRuntime]
     engines: dict[tuple[str, str], StudentEngine] = field(default_factory=dict)
     teachers: dict[_TeacherKey, OpenedTeacher] = field(default_factory=dict)
+    judges: dict[_JudgeKey, OpenedJudge] = field(default_factory=dict)
     in_flight: int = 0
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -159,6 +164,7 @@ async def build_deployment(
     """
     old_engines = previous.engines if previous else {}
     old_teachers = previous.teachers if previous else {}
+    old_judges = previous.judges if previous else {}
     new = Deployment(runtimes={})
     try:
         for task in tasks.values():
@@ -171,6 +177,7 @@ async def build_deployment(
             else:
                 runtime = await _student_runtime(task, new, old_engines, make_engine, redactor)
             await _attach_teacher(runtime, new, old_teachers, simulator)
+            await _attach_judge(runtime, new, old_judges, simulator)
             trial = task.trial
             if trial is not None:
                 candidate_task = _candidate_task(task)
@@ -178,6 +185,7 @@ async def build_deployment(
                     candidate_task, new, old_engines, make_engine, redactor
                 )
                 candidate.teacher, candidate.teacher_label = runtime.teacher, runtime.teacher_label
+                candidate.judge = runtime.judge
                 runtime.trial = CandidateRuntime(trial.stage, trial.share, candidate)
             new.runtimes[task.name] = runtime
     except BaseException:
@@ -250,10 +258,32 @@ async def _attach_teacher(
     runtime.teacher, runtime.teacher_label = opened.teacher, opened.label
 
 
+async def _attach_judge(
+    runtime: TaskRuntime,
+    new: Deployment,
+    old_judges: Mapping[_JudgeKey, OpenedJudge],
+    simulator: StartSimulator | None,
+) -> None:
+    task = runtime.task
+    if task.judge is None:
+        return
+    key: _JudgeKey = (task.judge, task.teacher, task.prices)
+    opened = new.judges.get(key) or old_judges.get(key)
+    if opened is None:
+        opened = await open_judge(task, simulator=simulator)
+        logger.info("task %s: audits are judged by %s", task.name, opened.label)
+    new.judges[key] = opened
+    runtime.judge = opened.judge
+
+
 async def retire(old: Deployment, keep: Deployment | None = None) -> None:
     """Close what ``old`` opened and ``keep`` does not share."""
     kept_engines = {id(e) for e in keep.engines.values()} if keep else set()
     kept_teachers = {id(t) for t in keep.teachers.values()} if keep else set()
+    kept_judges = {id(j) for j in keep.judges.values()} if keep else set()
+    for opened_judge in old.judges.values():
+        if id(opened_judge) not in kept_judges:
+            await opened_judge.aclose()
     for opened in old.teachers.values():
         if id(opened) not in kept_teachers:
             await opened.aclose()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from gateway.capture import CapturedRoute, CaptureRecord, new_record_id
 from gateway.engines.base import GenerationRequest, Message
+from gateway.judges.base import Verdict
 from gateway.pipeline.base import Answer
 from gateway.pipeline.deployment import TaskRuntime
 from gateway.pipeline.fields import field_confidences
@@ -25,11 +26,13 @@ def capture_record(
     reason: str,
     reply: TeacherAnswer | None = None,
     error: str | None = None,
+    verdict: Verdict | None = None,
 ) -> CaptureRecord:
     """The record of one escalation or audit, redacted when the task asks for it."""
     turns = gen.messages or (Message("user", gen.prompt or ""),)
     messages = [{"role": m.role, "content": m.content} for m in turns]
     student, teacher = answer.student_text, reply.text if reply else None
+    why = verdict.reason if verdict else None
     redacted: tuple[str, ...] | None = None
     redactor = runtime.redactor
     if redactor is not None:
@@ -43,6 +46,7 @@ def capture_record(
         messages = [{**m, "content": scrub(m["content"])} for m in messages]
         student = scrub(student)
         teacher = scrub(teacher) if teacher is not None else None
+        why = scrub(why) if why is not None else None
         redacted = tuple(sorted(kinds))
     usage_counts = {
         "student_prompt_tokens": answer.prompt_tokens,
@@ -78,4 +82,6 @@ def capture_record(
         student_fields=field_confidences(answer.deltas)
         if runtime.task.answer_check.structured
         else {},
+        verdict=verdict.acceptable if verdict else None,
+        verdict_reason=why,
     )

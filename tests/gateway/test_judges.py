@@ -18,6 +18,7 @@ from gateway.judges import JudgeRequest, ProgramJudge, Verdict, load_function
 from gateway.judges.e2e import judge, parse_mr
 from gateway.judges.factory import open_judge
 from gateway.judges.model import VERDICT_SCHEMA, JudgeFailed, ModelJudge, read_question
+from gateway.judges.verdicts import JudgeBudgetSpent, VerdictFile, Verdicts
 from gateway.simulator import start_simulator
 from gateway.tasks import JudgeConfig, Task, TeacherConfig
 from gateway.teachers.base import TeacherAnswer, TeacherRequest
@@ -187,8 +188,9 @@ def test_a_judge_model_through_the_sdk_gives_the_program_judges_verdicts(provide
             await opened.aclose()
 
     pairs = asyncio.run(run())
-    assert all(got == expected for got, expected in pairs)
+    assert all((g.acceptable, g.reason) == (e.acceptable, e.reason) for g, e in pairs)
     assert {got.acceptable for got, _ in pairs} == {True, False}  # both kinds were judged
+    assert all(got.cost_usd > 0 for got, _ in pairs)  # priced at the task's teacher prices
 
 
 def test_a_judge_that_fails_or_answers_nonsense_never_accepts() -> None:
@@ -231,3 +233,45 @@ def test_a_judge_is_for_free_text_tasks_and_is_a_program_or_a_model() -> None:
     )
     opened = asyncio.run(open_judge(program))
     assert opened.label == "program gateway.judges.e2e:judge" and opened.rubric == "r"
+
+
+class CountingJudge:
+    """Accepts answers that name the venue; counts its calls; fails on "boom"."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def judge(self, request: JudgeRequest) -> Verdict:
+        self.calls += 1
+        if request.answer == "boom":
+            raise TimeoutError("no verdict")
+        return Verdict("Aromi" in request.answer, "", cost_usd=0.001)
+
+    async def aclose(self) -> None:
+        pass
+
+
+def test_verdicts_ask_each_pair_once_within_a_budget_and_keep_them_on_disk(
+    tmp_path: Path,
+) -> None:
+    judge = CountingJudge()
+    store = VerdictFile(tmp_path / "verdicts.jsonl")
+    verdicts = Verdicts(judge, "names the venue", max_calls=3, store=store)
+    pairs = [("p", "Aromi is a pub."), ("p", "A pub."), ("p", "Aromi is a pub."), ("p", "boom")]
+    assert asyncio.run(verdicts.acceptable(pairs)) == [True, False, True, False]
+    assert judge.calls == 3 and verdicts.failures == 1  # "boom": no verdict, not acceptable
+    assert verdicts.cost_usd == pytest.approx(0.002)
+    with pytest.raises(JudgeBudgetSpent):  # one new pair (and "boom" again) passes 3 calls
+        asyncio.run(verdicts.acceptable([("q", "Aromi")]))
+    assert judge.calls == 3  # nothing asked past the budget
+    # A torn last line (a crash mid-write) is skipped; the next run asks only the failure.
+    with (tmp_path / "verdicts.jsonl").open("a") as f:
+        f.write('["abc", tr')
+    again = Verdicts(judge, "names the venue", store=VerdictFile(tmp_path / "verdicts.jsonl"))
+    assert asyncio.run(again.acceptable(pairs)) == [True, False, True, False]
+    assert judge.calls == 4 and again.asked == 1  # only "boom" again: failures are not kept
+    other = Verdicts(judge, "another rubric", store=VerdictFile(tmp_path / "verdicts.jsonl"))
+    asyncio.run(other.acceptable(pairs[:1]))
+    assert judge.calls == 5  # a verdict holds for its rubric only

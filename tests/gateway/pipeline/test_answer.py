@@ -82,6 +82,9 @@ class Observed:
     def audited(self, task: str, version: str, agreed: bool) -> None:
         self.events.append(("audited", version, agreed))
 
+    def judged(self, task: str, outcome: str, cost_usd: float) -> None:
+        self.events.append(("judged", outcome, cost_usd))
+
 
 class World:
     """A pipeline over one task, with its fakes, a recorder into memory and an observer."""
