@@ -74,6 +74,7 @@ _REAL_MODULES = (
     "tests/test_cli.py",
     "tests/gateway/teachers/",
     "tests/gateway/loop/test_round.py",
+    "tests/gateway/loop/test_judged_round.py",
     "tests/gateway/training/test_finetune.py",
     "tests/gateway/engines/test_vllm_engine.py",
 )
