@@ -36,7 +36,13 @@ from gateway.judges.program import ProgramJudge
 from gateway.teachers.base import TeacherAnswer, TeacherRequest
 from gateway.teachers.factory import JudgeFunction, RunningSimulator
 
-__all__ = ["SimulatedAnswers", "SimulatedTeacher", "create_sim_app", "start_simulator"]
+__all__ = [
+    "SimulatedAnswers",
+    "SimulatedTeacher",
+    "create_sim_app",
+    "simulated_tokens",
+    "start_simulator",
+]
 
 FaultMode = Literal["429", "529", "500", "timeout", "stall", "garbage"]
 _GARBAGE = b'{"id": "msg_x", "type": "message", "content": "\x00 not a list", "usage": null'
@@ -105,6 +111,11 @@ class SimulatedAnswers:
 _CHARS_PER_TOKEN = 4  # the simulator's notion of a token, for usage and max_tokens
 
 
+def simulated_tokens(text: str) -> int:
+    """The tokens the simulator bills for ``text`` (what a test needs to price a call)."""
+    return len(text) // _CHARS_PER_TOKEN + 1
+
+
 def within(text: str, max_tokens: int | None, stop: Sequence[str]) -> tuple[str, bool]:
     """``text`` as a real API would return it under ``max_tokens`` and ``stop`` (the stop
     sequence left out), and whether it was cut at the token limit."""
@@ -138,7 +149,7 @@ class SimulatedTeacher:
             text,
             self.answers.model,
             prompt_chars // _CHARS_PER_TOKEN + 1,
-            len(text) // _CHARS_PER_TOKEN + 1,
+            simulated_tokens(text),
             0.0,
             finish_reason="length" if cut else "stop",
         )
@@ -253,7 +264,7 @@ def create_sim_app(
     app.state.faults = faults
 
     def usage(prompt: str, text: str) -> tuple[int, int]:
-        return len(prompt) // _CHARS_PER_TOKEN + 1, len(text) // _CHARS_PER_TOKEN + 1
+        return simulated_tokens(prompt), simulated_tokens(text)
 
     async def before(api: str, request: Request) -> FaultMode | None:
         faults.served[api] = faults.served.get(api, 0) + 1
