@@ -32,6 +32,7 @@ ROUTES = tuple(r.value for r in Route)
 REASONS = tuple(r.value for r in ESCALATION_REASONS)
 TEACHER_ERRORS = tuple(str(e.code) for e in (TeacherError, TeacherTimeout, TeacherUnavailable))
 PURPOSES = ("escalation", "audit", "shadow")
+BUDGET_PURPOSES = (*PURPOSES, "judge")  # a judge model's calls are held too
 VERDICTS = ("accepted", "rejected", "failed")
 CAPTURE_OUTCOMES = ("written", "spooled", "replayed", "dropped")
 CACHE_OUTCOMES = ("hit", "miss", "unavailable")
@@ -272,7 +273,7 @@ class Metrics:
     def prepare_budgets(self, budgets: Iterable[Budget]) -> None:
         """Create each configured budget's refusal series at 0, for every purpose."""
         for b in budgets:
-            for purpose in PURPOSES:
+            for purpose in BUDGET_PURPOSES:
                 self.child(self.budget_refusals, b.scope, b.name, b.period, purpose)
 
     def prepare_versions(self, served: Iterable[tuple[str, str]]) -> None:

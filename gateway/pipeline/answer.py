@@ -450,7 +450,7 @@ class Pipeline:
                 return
             except OverBudget:
                 return  # counted (budget_refused); shadows stop before escalations do
-            verdict = await self._verdict(candidate, gen, answer)
+            verdict = await self._verdict(candidate, gen, answer, caller)
             self._capture(
                 candidate, gen, answer, "shadow", answer.reason.value, reply=reply, verdict=verdict
             )
@@ -481,7 +481,7 @@ class Pipeline:
             return
         except OverBudget:
             return  # counted (budget_refused); audits stop before escalations do
-        verdict = await self._verdict(runtime, gen, answer)
+        verdict = await self._verdict(runtime, gen, answer, caller)
         agreed: bool | None = answers_agree(answer.text, reply.text, runtime.task.answer_check)
         if runtime.judge is not None:  # free text: the judge decides, not exact agreement
             agreed = verdict.acceptable if verdict is not None else None
@@ -492,22 +492,44 @@ class Pipeline:
         self._capture(runtime, gen, answer, "audit", "audit", reply=reply, verdict=verdict)
 
     async def _verdict(
-        self, runtime: TaskRuntime, gen: GenerationRequest, answer: Answer
+        self,
+        runtime: TaskRuntime,
+        gen: GenerationRequest,
+        answer: Answer,
+        caller: ClientKey | None,
     ) -> Verdict | None:
-        """A free-text task's judge on the student's answer; None without a judge or when
-        it fails (counted: a failed judge never makes an answer acceptable)."""
-        judge, config = runtime.judge, runtime.task.judge
+        """A free-text task's judge on the student's answer; None without a judge, when it
+        fails (counted: a failed judge never makes an answer acceptable) or when a budget
+        refuses it. A judge model's call is held against the caller's and the task's
+        teacher budgets like an audit's (a program judge is free)."""
+        judge, config, task = runtime.judge, runtime.task.judge, runtime.task
         if judge is None or config is None:
             return None
+        priced = f"{task.name}:judge"  # its calls' costs, apart from the teacher's
+        hold = None
+        budgets = budgets_of(task, caller) if self.budgets is not None else ()
+        if self.budgets is not None and budgets and config.function is None:
+            try:
+                estimate = self.costs.estimate(priced)
+                hold = await self.budgets.admit(budgets, estimate, _audits_stop_at(runtime))
+            except OverBudget as spent:
+                self.observer.budget_refused(spent.figures.budget.label, "judge")
+                return None
         question = JudgeRequest(config.rubric, _last_user_turn(gen), answer.student_text)
+        cost = 0.0
         try:
             verdict = await judge.judge(question)
+            cost = verdict.cost_usd
+            self.costs.record(priced, cost)
         except Exception as exc:  # any failure: no verdict
             logger.info("the judge failed on %s: %s", gen.request_id, exc)
-            self.observer.judged(runtime.task.name, "failed", 0.0)
+            self.observer.judged(task.name, "failed", 0.0)
             return None
+        finally:
+            if hold is not None and self.budgets is not None:
+                self.budgets.settle(hold, cost)
         outcome = "accepted" if verdict.acceptable else "rejected"
-        self.observer.judged(runtime.task.name, outcome, verdict.cost_usd)
+        self.observer.judged(task.name, outcome, verdict.cost_usd)
         return verdict
 
 

@@ -9,15 +9,16 @@ import dataclasses
 from pathlib import Path
 
 from calibration import Calibration
+from gateway.budgets import TeacherBudgets, budgets_of
 from gateway.capture import CaptureRecord, CaptureRecorder, Spool
 from gateway.engines.base import GenerationRequest, Message, SamplingParams
-from gateway.judges import ProgramJudge, Verdict
+from gateway.judges import JudgeRequest, ProgramJudge, Verdict
 from gateway.loop.watch import watch_serving
 from gateway.pipeline.answer import Pipeline
 from gateway.pipeline.audit import AuditTracker
 from gateway.pipeline.decision import Route
 from gateway.pipeline.deployment import TaskRuntime
-from gateway.tasks import CapturePolicy, JudgeConfig, LoopPolicy, Task
+from gateway.tasks import CapturePolicy, JudgeConfig, LoopPolicy, Prices, Task, TeacherConfig
 from gateway.testing import FakeEngine, FakeTeacher, MemorySink
 from tests.gateway.loop.helpers import captured
 from tests.gateway.pipeline.test_answer import Observed
@@ -99,3 +100,59 @@ def test_the_rollback_watch_reads_verdicts_on_a_judged_task(tmp_path: Path) -> N
     assert watch.verdict != "fell"
     rejected = [audit(i, False) for i in range(200)]
     assert watch_serving(task, "v1", rejected, target=0.95).verdict == "fell"
+
+
+class PricedJudge:
+    """A judge model's stand-in: every verdict costs ``usd``."""
+
+    name = "priced"
+
+    def __init__(self, usd: float) -> None:
+        self.usd, self.calls = usd, 0
+
+    async def judge(self, request: JudgeRequest) -> Verdict:
+        self.calls += 1
+        return Verdict(True, "fine", cost_usd=self.usd)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def test_a_judge_models_calls_are_held_against_the_teacher_budget(tmp_path: Path) -> None:
+    """The teacher's audits are free here; the judge's verdicts cost $0.004 each against a
+    $0.01 daily budget that audits may spend to 90 %: three are judged (the third admitted
+    at $0.008), then the budget stops the audits. Its spend is the judge's."""
+    task = Task(
+        name="t",
+        student=tmp_path / "s",
+        capture=CapturePolicy(audit_rate=1.0),
+        teacher=TeacherConfig(usd_per_day=0.01),
+        prices=Prices(teacher_input=0.0, teacher_output=0.0),
+        judge=JudgeConfig(rubric="names the venue", provider="openai"),  # a judge model
+    )
+    judge = PricedJudge(0.004)
+    engine = FakeEngine({PROMPT: (STUDENT, 0.99)})
+    calibration = Calibration(temperature=1.0, threshold=0.9, student_fingerprint="x")
+    runtime = TaskRuntime(task, engine, calibration, FakeTeacher(STUDENT), judge=judge)
+    budgets, sink = TeacherBudgets(), MemorySink()
+
+    async def go() -> float:
+        recorder = CaptureRecorder(sink, Spool(tmp_path / "spool"))
+        await recorder.start()
+        pipeline = Pipeline(
+            {"t": runtime}, recorder=recorder, audits=AuditTracker(seed=0), budgets=budgets
+        )
+        for i in range(6):
+            gen = GenerationRequest(
+                f"r{i}", SamplingParams(max_tokens=24), (Message("user", PROMPT),)
+            )
+            await pipeline.answer(runtime, gen)
+            await asyncio.sleep(0.05)  # the audit (teacher, then judge) runs in the background
+        await pipeline.aclose()
+        await recorder.aclose()
+        (figures,) = await budgets.figures(budgets_of(task, None))
+        return figures.spent_usd
+
+    spent = asyncio.run(go())
+    assert judge.calls == 3 and abs(spent - 3 * 0.004) < 1e-12, (judge.calls, spent)
+    assert [r.verdict for r in sink.records.values()] == [True, True, True]
