@@ -243,6 +243,17 @@ DASHBOARDS = [
                 },
             ),
             Panel(
+                "Judge (free-text tasks): verdicts by outcome, and its spend",
+                {
+                    "{{outcome}}": (
+                        f"sum by (outcome) (rate({q('distillgate_judge_verdicts_total')}[{RI}]))"
+                    ),
+                    "spent USD/h": (
+                        f"sum(rate({q('distillgate_judge_cost_usd_total')}[{RI}])) * 3600"
+                    ),
+                },
+            ),
+            Panel(
                 "Teacher budgets: share spent this period",
                 {
                     "{{scope}} {{name}} per {{period}}": (
