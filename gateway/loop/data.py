@@ -10,7 +10,9 @@ the evaluation part is frozen: no student is ever trained or calibrated on it.
 Quality gates: export's (``jobs/export.drop_reason``: teacher errors, empty or cut answers,
 answers outside the answer set), and one more the loop needs because it reads the whole
 history: the same prompt captured with different teacher answers is decided by a strict
-majority of them, or dropped when there is none.
+majority of them, or dropped when there is none. A free-text task's (judged) texts do not
+vote: each wording is an answer, so each is a training pair of its own, and a held-out
+prompt is one example with every wording as its references.
 
 Each part comes in a fixed pseudo-random order of its prompts (a hash), not in the order
 they were captured: concurrent requests land in the stream in any order, and a round must
@@ -82,25 +84,39 @@ def round_data(records: Iterable[CaptureRecord], task: Task, *, eval_share: floa
         first.setdefault(key, example)
     for key in sorted(votes, key=_fixed_order):
         counted = votes[key]
-        top, n = counted.most_common(1)[0]
-        total = sum(counted.values())
-        if len(counted) > 1:
-            if n * 2 <= total:
-                data.dropped["teacher answers disagree, no majority"] += total
-                continue
-            data.dropped["outvoted teacher answer"] += total - n
-        data.dropped["duplicate prompt"] += n - 1
         example = first[key]
-        if same(example.answer) != top:
-            answer = spelled[top]
-            example = Example(answer=answer, prompt=example.prompt, messages=example.messages)
-        if not is_held_out(key, task.capture.holdout_share):
+        held = is_held_out(key, task.capture.holdout_share)
+        if task.judge is not None:  # free text: every wording, most captured first
+            texts = [spelled[t] for t in sorted(counted, key=lambda t: (-counted[t], t))]
+            data.dropped["duplicate prompt"] += sum(counted.values()) - len(texts)
+            if not held:
+                data.train += [_answered(example, text) for text in texts]
+                continue
+            example = _answered(example, texts[0], references=tuple(texts))
+        else:
+            top, n = counted.most_common(1)[0]
+            total = sum(counted.values())
+            if len(counted) > 1:
+                if n * 2 <= total:
+                    data.dropped["teacher answers disagree, no majority"] += total
+                    continue
+                data.dropped["outvoted teacher answer"] += total - n
+            data.dropped["duplicate prompt"] += n - 1
+            if same(example.answer) != top:
+                example = _answered(example, spelled[top])
+        if not held:
             data.train.append(example)
         elif is_held_out("evaluate:" + key, eval_share):
             data.evaluate.append(example)
         else:
             data.calibrate.append(example)
     return data
+
+
+def _answered(example: Example, answer: str, references: tuple[str, ...] = ()) -> Example:
+    return Example(
+        answer=answer, prompt=example.prompt, messages=example.messages, references=references
+    )
 
 
 def _fixed_order(key: str) -> bytes:

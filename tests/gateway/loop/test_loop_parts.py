@@ -20,7 +20,7 @@ from gateway.loop.lifecycle import Event, State, first_stage
 from gateway.loop.registry import Manifest, Registry, served
 from gateway.loop.watch import watch_escalation, watch_serving
 from gateway.loop.worker import LoopWorker
-from gateway.tasks import CapturePolicy, LoopPolicy, RoutingPolicy, Task
+from gateway.tasks import CapturePolicy, JudgeConfig, LoopPolicy, RoutingPolicy, Task
 from tests.gateway.loop.helpers import captured
 from tests.loop_fleet import promote
 
@@ -56,6 +56,29 @@ def test_disagreeing_teacher_answers_are_voted_or_dropped(tmp_path: Path) -> Non
         "teacher answers disagree, no majority": 2,
         "outside the answer set": 1,
     }
+
+
+def test_a_free_text_tasks_wordings_do_not_vote_each_is_an_answer(tmp_path: Path) -> None:
+    """A judged task: two wordings of one prompt are two training pairs (none dropped as a
+    disagreement); a held-out prompt is one example, every wording its references."""
+    t = task(tmp_path).model_copy(
+        update={"answers": None, "judge": JudgeConfig(rubric="r", function="m:f")}
+    )
+    prompts = [f"name[Venue {i}], area[riverside]" for i in range(40)]
+    records = []
+    for p in prompts:
+        records += [captured(p, f"{p} by the river."), captured(p, f"By the river: {p}.")]
+        records.append(captured(p, f"By the river: {p}."))  # the same wording again
+    data = round_data(records, t, eval_share=0.5)
+    assert "teacher answers disagree, no majority" not in data.dropped
+    assert data.dropped == {"duplicate prompt": 40}
+    assert len(data.train) == 2 * len({e.prompt for e in data.train}) > 0
+    held = data.calibrate + data.evaluate
+    assert held and len(held) + len(data.train) // 2 == 40
+    for e in held:  # the wording captured most first
+        assert e.answer == f"By the river: {e.prompt}." and len(e.references) == 2
+    again = round_data(list(reversed(records)), t, eval_share=0.5)
+    assert again.train == data.train and again.calibrate == data.calibrate
 
 
 def test_structured_teacher_answers_vote_by_value_and_only_valid_ones_are_kept(
