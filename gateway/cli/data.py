@@ -31,9 +31,9 @@ def import_e2e(args: argparse.Namespace, settings: Settings) -> None:
     by a hash of the input (``export.is_held_out``), so every machine draws the same parts."""
     from gateway.examples import Example, write_examples
     from gateway.jobs.export import is_held_out
-    from gateway.training.e2e import by_input, read_e2e, with_new_names
+    from gateway.training.e2e import by_input, read_e2e
 
-    train = with_new_names(read_e2e(args.folder / "train.csv"), args.name_copies)
+    train = read_e2e(args.folder / "train.csv")
     held = by_input(read_e2e(args.folder / "test.csv"))
     test = [e for e in held if is_held_out("e2e-test:" + (e.prompt or ""), args.test_share)]
     calibration = [e for e in held if e not in test]

@@ -133,13 +133,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="of test.csv's inputs, for the test file (default 0.5; by a hash of the input); "
         "the rest calibrate",
     )
-    e2e.add_argument(
-        "--name-copies",
-        type=int,
-        default=0,
-        help="more copies of each training pair with its venue names made up, so a small "
-        "student learns to copy names (default 0)",
-    )
     split = data.add_parser("split", help="stratified split of a JSONL file")
     split.add_argument("data", type=Path)
     split.add_argument("--fraction", type=float, required=True)

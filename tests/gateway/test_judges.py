@@ -15,14 +15,13 @@ from gateway.cli import main as cli_main
 from gateway.errors import TeacherTimeout
 from gateway.examples import Example, read_examples, write_examples
 from gateway.judges import JudgeRequest, ProgramJudge, Verdict, load_function
-from gateway.judges.e2e import VENUES, judge, parse_mr
+from gateway.judges.e2e import judge, parse_mr
 from gateway.judges.factory import open_judge
 from gateway.judges.model import VERDICT_SCHEMA, JudgeFailed, ModelJudge, read_question
 from gateway.judges.verdicts import JudgeBudgetSpent, VerdictFile, Verdicts
 from gateway.simulator import start_simulator
 from gateway.tasks import JudgeConfig, Task, TeacherConfig
 from gateway.teachers.base import TeacherAnswer, TeacherRequest
-from gateway.training.e2e import with_new_names
 
 ROOT = Path(__file__).resolve().parents[2]
 MR = (
@@ -154,22 +153,6 @@ def test_import_e2e_splits_held_out_inputs_by_a_hash_and_keeps_every_reference(
     again = tmp_path / "again.jsonl"
     write_examples(again, [Example("a", prompt="p", references=("a", "b"))])
     assert json.loads(again.read_text())["references"] == ["a", "b"]
-
-
-def test_name_copies_make_up_the_venues_of_the_mr_and_its_text_alike() -> None:
-    rows = [
-        ("name[Blue Spice], eatType[pub], near[Burger King]",
-         "Blue Spice is a pub near Burger King."),
-        ("name[The Mill], area[riverside]", "By the river is a place called Mill."),
-    ]  # fmt: skip
-    out = with_new_names(rows, copies=3, seed=4)
-    assert out[:2] == rows and len(out) == 5  # the second text does not write its name
-    for mr, text in out[2:]:
-        mr_values = parse_mr(mr)
-        name, near = mr_values["name"][0], mr_values["near"][0]
-        assert name != near and {name, near}.isdisjoint(VENUES)
-        assert text == f"{name} is a pub near {near}."
-    assert with_new_names(rows, copies=3, seed=4) == out  # seeded: the same file each time
 
 
 # -- a judge model through the real SDKs, the simulator behind them ---------------------------
