@@ -34,7 +34,7 @@ import time
 from collections.abc import Coroutine, Mapping
 from typing import Literal
 
-from gateway.budgets import OverBudget, TeacherBudgets, budgets_of
+from gateway.budgets import Hold, OverBudget, TeacherBudgets, budgets_of
 from gateway.capture import CapturedRoute, CaptureRecorder
 from gateway.engines.base import GenerationRequest, StudentEngine
 from gateway.errors import BudgetSpent, EngineError, EngineUnavailable, TeacherError, UnknownTask
@@ -344,15 +344,7 @@ class Pipeline:
         """One teacher call, held against the caller's and the task's budgets while it runs
         (``OverBudget`` when one is spent), its cost settled after."""
         task = runtime.task
-        hold = None
-        budgets = budgets_of(task, caller) if self.budgets is not None else ()
-        if self.budgets is not None and budgets:
-            stop_at = 1.0 if purpose == "escalation" else _audits_stop_at(runtime)
-            try:
-                hold = await self.budgets.admit(budgets, self.costs.estimate(task.name), stop_at)
-            except OverBudget as spent:
-                self.observer.budget_refused(spent.figures.budget.label, purpose)
-                raise
+        hold = await self._hold(runtime, caller, purpose, task.name)
         cost = 0.0
         try:
             key = caller.name if caller is not None else ""
@@ -362,9 +354,28 @@ class Pipeline:
             cost = _cost(task, reply)
             self.costs.record(task.name, cost)
         finally:
-            if hold is not None and self.budgets is not None:
-                self.budgets.settle(hold, cost)
+            self._settle(hold, cost)
         return reply
+
+    async def _hold(
+        self, runtime: TaskRuntime, caller: ClientKey | None, purpose: str, priced: str
+    ) -> Hold | None:
+        """Hold a call's estimate (the largest recent cost of ``priced``) against the
+        caller's and the task's budgets; ``OverBudget``, counted, when one is spent.
+        Escalations may spend a budget whole; audits, shadows and judges stop earlier."""
+        budgets = budgets_of(runtime.task, caller) if self.budgets is not None else ()
+        if self.budgets is None or not budgets:
+            return None
+        stop_at = 1.0 if purpose == "escalation" else _audits_stop_at(runtime)
+        try:
+            return await self.budgets.admit(budgets, self.costs.estimate(priced), stop_at)
+        except OverBudget as spent:
+            self.observer.budget_refused(spent.figures.budget.label, purpose)
+            raise
+
+    def _settle(self, hold: Hold | None, cost_usd: float) -> None:
+        if hold is not None and self.budgets is not None:
+            self.budgets.settle(hold, cost_usd)
 
     async def _student(
         self, runtime: TaskRuntime, gen: GenerationRequest, deadline: float
@@ -507,13 +518,10 @@ class Pipeline:
             return None
         priced = f"{task.name}:judge"  # its calls' costs, apart from the teacher's
         hold = None
-        budgets = budgets_of(task, caller) if self.budgets is not None else ()
-        if self.budgets is not None and budgets and config.function is None:
+        if config.function is None:  # a judge model; a program judge is free
             try:
-                estimate = self.costs.estimate(priced)
-                hold = await self.budgets.admit(budgets, estimate, _audits_stop_at(runtime))
-            except OverBudget as spent:
-                self.observer.budget_refused(spent.figures.budget.label, "judge")
+                hold = await self._hold(runtime, caller, "judge", priced)
+            except OverBudget:
                 return None
         question = JudgeRequest(config.rubric, _last_user_turn(gen), answer.student_text)
         cost = 0.0
@@ -526,8 +534,7 @@ class Pipeline:
             self.observer.judged(task.name, "failed", 0.0)
             return None
         finally:
-            if hold is not None and self.budgets is not None:
-                self.budgets.settle(hold, cost)
+            self._settle(hold, cost)
         outcome = "accepted" if verdict.acceptable else "rejected"
         self.observer.judged(task.name, outcome, verdict.cost_usd)
         return verdict
