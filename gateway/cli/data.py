@@ -28,20 +28,31 @@ def import_csv(args: argparse.Namespace, settings: Settings) -> None:
 
 def import_e2e(args: argparse.Namespace, settings: Settings) -> None:
     """Training pairs from train.csv; test.csv's inputs split between calibration and test
-    by a hash of the input (``export.is_held_out``), so every machine draws the same parts."""
+    by a hash of the input (``export.is_held_out``), so every machine draws the same parts.
+
+    ``--texts confirmed`` (the default) keeps, for training and test, the texts whose MR the
+    cleaning confirmed (``read_e2e``): a student learns no attribute its input lacks, and the
+    test's texts are right for their inputs. The calibration part keeps every input and
+    text: calibration judges the student's own answers, and more inputs tighten its bound."""
     from gateway.examples import Example, write_examples
     from gateway.jobs.export import is_held_out
-    from gateway.training.e2e import by_input, read_e2e
+    from gateway.training.e2e import E2ERow, by_input, read_e2e
 
-    train = read_e2e(args.folder / "train.csv")
-    held = by_input(read_e2e(args.folder / "test.csv"))
-    test = [e for e in held if is_held_out("e2e-test:" + (e.prompt or ""), args.test_share)]
-    calibration = [e for e in held if e not in test]
-    write_examples(args.out, (Example(answer=ref, prompt=mr) for mr, ref in train))
+    def kept(rows: list[E2ERow]) -> list[E2ERow]:
+        return [r for r in rows if r.confirmed or args.texts == "all"]
+
+    def tested(mr: str) -> bool:
+        return is_held_out("e2e-test:" + mr, args.test_share)
+
+    train = kept(read_e2e(args.folder / "train.csv"))
+    held = read_e2e(args.folder / "test.csv")
+    test = by_input(kept([r for r in held if tested(r.mr)]))
+    calibration = by_input([r for r in held if not tested(r.mr)])
+    write_examples(args.out, (Example(answer=r.ref, prompt=r.mr) for r in train))
     write_examples(args.calibration_out, calibration)
     write_examples(args.test_out, test)
     print(
-        f"{len(train)} training pairs; of {len(held)} held-out inputs, {len(calibration)} to "
+        f"{len(train)} training pairs ({args.texts} texts); {len(calibration)} inputs to "
         f"calibrate and {len(test)} to test (with {sum(len(e.references) for e in test)} "
         "human texts)"
     )

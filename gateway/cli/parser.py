@@ -133,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="of test.csv's inputs, for the test file (default 0.5; by a hash of the input); "
         "the rest calibrate",
     )
+    e2e.add_argument(
+        "--texts",
+        choices=("confirmed", "all"),
+        default="confirmed",
+        help="texts kept for training and test: those whose MR the cleaning confirmed "
+        "(fixed = 0; the default) or all; the calibration part keeps all",
+    )
     split = data.add_parser("split", help="stratified split of a JSONL file")
     split.add_argument("data", type=Path)
     split.add_argument("--fraction", type=float, required=True)

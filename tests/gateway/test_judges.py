@@ -14,6 +14,7 @@ import pytest
 from gateway.cli import main as cli_main
 from gateway.errors import TeacherTimeout
 from gateway.examples import Example, read_examples, write_examples
+from gateway.jobs.export import is_held_out
 from gateway.judges import JudgeRequest, ProgramJudge, Verdict, load_function
 from gateway.judges.e2e import judge, parse_mr
 from gateway.judges.factory import open_judge
@@ -112,9 +113,9 @@ def test_a_judge_function_is_named_by_import_path_and_its_answers_take_one_shape
 
 
 def test_the_judge_accepts_the_human_texts_and_rejects_them_for_another_input() -> None:
-    """The E2E test part: each human text for its own input, and for another's. The second
-    holds the issue's floor (97 %); the first is what the data allows: about one text in
-    nine says more than its input (a price, children, a food: docs/benchmarks.md)."""
+    """The E2E test part (the texts whose input the cleaning confirmed: ``import-e2e``):
+    each human text for its own input, and for another's (docs/benchmarks.md has the hand
+    check of what it rejects, and the figures on the texts the cleaning changed)."""
     examples = read_examples(ROOT / "data" / "e2e" / "test.jsonl")
     pairs = [(e.prompt or "", t) for e in examples for t in e.references]
     rng = random.Random(0)
@@ -127,7 +128,7 @@ def test_the_judge_accepts_the_human_texts_and_rejects_them_for_another_input() 
             other = rng.choice(inputs)
         rejected += not judge(other, text).acceptable
     other_rejected = rejected / len(pairs)
-    assert len(pairs) > 1000 and own >= 0.87 and other_rejected >= 0.97, (own, other_rejected)
+    assert len(pairs) > 700 and own >= 0.97 and other_rejected >= 0.97, (own, other_rejected)
 
 
 def test_import_e2e_splits_held_out_inputs_by_a_hash_and_keeps_every_reference(
@@ -135,9 +136,11 @@ def test_import_e2e_splits_held_out_inputs_by_a_hash_and_keeps_every_reference(
 ) -> None:
     folder = tmp_path / "e2e"
     folder.mkdir()
-    rows = [("name[A], food[Chinese]", f"text {i}") for i in range(3)]
-    rows += [(f"name[B{i}], area[riverside]", f"other {i}") for i in range(40)]
-    csv = "mr,ref,fixed,orig_mr\n" + "".join(f'"{m}","{r}",0,"{m}"\n' for m, r in rows)
+    rows = [("name[A], food[Chinese]", f"text {i}", 0) for i in range(3)]
+    rows += [(f"name[B{i}], area[riverside]", f"other {i}", 0) for i in range(40)]
+    # A text whose MR the cleaning changed is not trusted for training or test.
+    rows += [(f"name[C{i}], area[riverside]", f"changed {i}", 1) for i in range(40)]
+    csv = "mr,ref,fixed,orig_mr\n" + "".join(f'"{m}","{r}",{f},"{m}"\n' for m, r, f in rows)
     for name in ("train.csv", "test.csv"):
         (folder / name).write_text(csv, encoding="utf-8")
     out = {k: tmp_path / f"{k}.jsonl" for k in ("train", "calibration", "test")}
@@ -146,8 +149,12 @@ def test_import_e2e_splits_held_out_inputs_by_a_hash_and_keeps_every_reference(
          "--calibration-out", str(out["calibration"]), "--test-out", str(out["test"])]
     )  # fmt: skip
     assert len(read_examples(out["train"])) == 43
-    held = read_examples(out["calibration"]) + read_examples(out["test"])
-    assert len(held) == 41 and 5 < len(read_examples(out["test"])) < 36
+    test, calibration = read_examples(out["test"]), read_examples(out["calibration"])
+    assert all("changed" not in e.answer for e in test) and 5 < len(test) < 36
+    assert any("changed" in e.answer for e in calibration)  # every input calibrates
+    held = calibration + test
+    drawn = sum(is_held_out(f"e2e-test:name[C{i}], area[riverside]", 0.5) for i in range(40))
+    assert len(held) == 81 - drawn and 5 < drawn < 35  # 81 inputs, of which 40 changed
     first = next(e for e in held if e.prompt == "name[A], food[Chinese]")
     assert first.references == ("text 0", "text 1", "text 2") and first.answer == "text 0"
     again = tmp_path / "again.jsonl"
