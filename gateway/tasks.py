@@ -64,6 +64,21 @@ class PromptFormat(_Section):
 
     input: Literal["last_user_message", "conversation"] = "last_user_message"
     system: str | None = None
+    # Values the student copies from its input, masked for a student trained on them:
+    # placeholder -> the pattern whose one group finds its value (gateway.engines.placeholders).
+    placeholders: dict[str, str] = {}
+
+    @field_validator("placeholders")
+    @classmethod
+    def _one_group_each(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, pattern in value.items():
+            try:
+                groups = re.compile(pattern).groups
+            except re.error as exc:
+                raise ValueError(f"placeholder {name!r}: {exc}") from exc
+            if groups != 1:
+                raise ValueError(f"placeholder {name!r}: the pattern needs one capture group")
+        return value
 
 
 class _EngineSection(_Section):

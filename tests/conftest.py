@@ -76,6 +76,7 @@ _REAL_MODULES = (
     "tests/gateway/loop/test_round.py",
     "tests/gateway/loop/test_judged_round.py",
     "tests/gateway/training/test_finetune.py",
+    "tests/gateway/training/test_placeholder_student.py",
     "tests/gateway/engines/test_vllm_engine.py",
 )
 

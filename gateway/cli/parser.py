@@ -39,13 +39,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     answers = train.add_mutually_exclusive_group()
     answers.add_argument(
-        "--task", help="put this task's whole answer set in the tokenizer (labels not in --data)"
+        "--task",
+        help="put this task's whole answer set in the tokenizer (labels not in --data), and "
+        "train with its [prompt] placeholders",
     )
     answers.add_argument("--answers-file", type=Path, help="the same, from a JSON list of answers")
     train.add_argument(
         "--held-out", type=Path, help="JSONL for checkpoint selection (default: 5%% of --data)"
     )
     train.add_argument("--out", type=Path, required=True)
+    train.add_argument(
+        "--placeholder",
+        type=_placeholder,
+        action="append",
+        default=[],
+        metavar="NAME=PATTERN",
+        help="mask a value the student copies from its input: NAME in the input and the "
+        "answer where PATTERN's one group matches; repeat (default: the task's, or those of "
+        "--init-from)",
+    )
     train.add_argument(
         "--time-budget",
         type=float,
@@ -237,3 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--accuracy", type=float, default=1.0)
     sim.add_argument("--latency-ms", type=float, default=0.0)
     return p
+
+
+def _placeholder(text: str) -> tuple[str, str]:
+    name, equals, pattern = text.partition("=")
+    if not name or not equals or not pattern:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=PATTERN")
+    return name, pattern

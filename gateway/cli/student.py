@@ -19,6 +19,7 @@ from gateway.settings import Settings
 from gateway.tasks import BuildRecipe, PromptFormat, Task
 
 if TYPE_CHECKING:
+    from gateway.engines.placeholders import Placeholders
     from gateway.examples import Example
     from gateway.training.finetune import FinetuneConfig
 
@@ -72,14 +73,30 @@ def _progress_report() -> Iterator[Callable[[float, dict[str, float]], None]]:
 
 
 def _read_data(
-    data: Sequence[Path], held_out: Path | None, seed: int
+    data: Sequence[Path], held_out: Path | None, seed: int, placeholders: Placeholders | None
 ) -> tuple[list[Example], list[Example]]:
+    """The pairs, masked as the student will read and write them when it has placeholders."""
     from gateway.examples import read_examples, stratified_split
 
     train = [ex for path in data for ex in read_examples(path)]
     if held_out is not None:
-        return train, read_examples(held_out)
-    return stratified_split(train, fraction=0.05, seed=seed)
+        dev = read_examples(held_out)
+    else:
+        train, dev = stratified_split(train, fraction=0.05, seed=seed)
+    if placeholders is None:
+        return train, dev
+    return [placeholders.mask_example(e) for e in train], [
+        placeholders.mask_example(e) for e in dev
+    ]
+
+
+def _placeholders(configured: dict[str, str], parent: Path | None) -> Placeholders | None:
+    """The task's placeholders; else those of the student training continues from."""
+    from gateway.engines.placeholders import Placeholders, read_placeholders
+
+    if configured:
+        return Placeholders(configured)
+    return read_placeholders(parent) if parent is not None else None
 
 
 def train_student_from_files(
@@ -95,11 +112,12 @@ def train_student_from_files(
     init_from: Path | None = None,
     answers: Sequence[str] = (),
     select_by: Literal["exact_match", "token_accuracy"] = "exact_match",
+    placeholders: Placeholders | None = None,
 ) -> None:
     """The from-scratch student (the CPU default)."""
     from gateway.training.trainer import TrainConfig, train_student
 
-    train, dev = _read_data(data, held_out, seed)
+    train, dev = _read_data(data, held_out, seed, placeholders)
     cfg = TrainConfig(
         time_budget_s=budget,
         max_steps=max_steps,
@@ -115,6 +133,8 @@ def train_student_from_files(
         result = train_student(
             train, dev, out, cfg, progress=progress, init_from=init_from, answers=answers
         )
+    if placeholders is not None:
+        placeholders.save(out)
     print(
         f"done: {result.steps} steps in {result.seconds:.0f}s, "
         f"{result.parameters / 1e6:.2f}M parameters, "
@@ -137,11 +157,12 @@ def finetune_from_files(
     *,
     policy: PromptFormat | None = None,
     init_from: Path | None = None,
+    placeholders: Placeholders | None = None,
 ) -> None:
     """A pretrained base fine-tuned (LoRA or every weight) on the same data."""
     from gateway.training.finetune import finetune
 
-    train, dev = _read_data(data, held_out, cfg.seed)
+    train, dev = _read_data(data, held_out, cfg.seed, placeholders)
     print(
         f"fine-tuning {base} ({cfg.method}) on {len(train)} examples "
         f"({min(len(dev), cfg.eval_limit)} held out), budget {cfg.time_budget_s:.0f}s -> {out}"
@@ -150,6 +171,8 @@ def finetune_from_files(
         result = finetune(
             base, train, dev, out, cfg, policy=policy, init_from=init_from, progress=progress
         )
+    if placeholders is not None:
+        placeholders.save(out)
     print(
         f"done: {result.steps} steps in {result.seconds:.0f}s, "
         f"{result.trainable / 1e6:.2f}M of {result.parameters / 1e6:.1f}M parameters trained, "
@@ -171,6 +194,7 @@ def build_student(task: Task) -> None:
             task.student,
             _recipe_config(task.build),
             policy=task.prompt,
+            placeholders=_placeholders(task.prompt.placeholders, None),
         )
         return
     train_student_from_files(
@@ -181,6 +205,7 @@ def build_student(task: Task) -> None:
         max_steps=task.build.max_steps,
         answers=task.answers or (),
         select_by="token_accuracy" if task.judge is not None else "exact_match",
+        placeholders=_placeholders(task.prompt.placeholders, None),
     )
 
 
@@ -251,10 +276,12 @@ def _recipe_config(recipe: BuildRecipe) -> FinetuneConfig:
 
 
 def train(args: argparse.Namespace, settings: Settings) -> None:
+    task = task_named(settings, args.task) if args.task else None
+    configured = dict(args.placeholder) or (task.prompt.placeholders if task else {})
+    placeholders = _placeholders(configured, args.init_from)
     if args.base is not None:
         from gateway.training.finetune import FinetuneConfig
 
-        task = task_named(settings, args.task) if args.task else None
         cfg = FinetuneConfig(
             method=args.method,
             lora_rank=args.lora_rank,
@@ -280,6 +307,7 @@ def train(args: argparse.Namespace, settings: Settings) -> None:
             cfg,
             policy=policy,
             init_from=args.init_from,
+            placeholders=placeholders,
         )
         return
     train_student_from_files(
@@ -292,15 +320,16 @@ def train(args: argparse.Namespace, settings: Settings) -> None:
         seed=args.seed,
         threads=args.threads,
         init_from=args.init_from,
-        answers=_answers(args, settings),
+        answers=_answers(args, task),
         select_by=args.select_by,
+        placeholders=placeholders,
     )
 
 
-def _answers(args: argparse.Namespace, settings: Settings) -> tuple[str, ...]:
+def _answers(args: argparse.Namespace, task: Task | None) -> tuple[str, ...]:
     if args.answers_file is not None:
         return tuple(json.loads(args.answers_file.read_text()))
-    return (task_named(settings, args.task).answers or ()) if args.task else ()
+    return (task.answers or ()) if task else ()
 
 
 def build(args: argparse.Namespace, settings: Settings) -> None:

@@ -13,15 +13,15 @@ import asyncio
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
-from gateway.engines.base import GenerationRequest, ScoredText, StudentEngine, TokenDelta
+from gateway.engines.base import GenerationRequest, StudentEngine, TokenDelta, WrappedEngine
 from gateway.errors import Overloaded
 
 __all__ = ["GatedEngine"]
 
 
-class GatedEngine:
+class GatedEngine(WrappedEngine):
     def __init__(self, engine: StudentEngine, *, max_running: int, max_waiting: int) -> None:
-        self.engine = engine
+        super().__init__(engine)
         self.max_running = max_running
         self.max_waiting = max_waiting
         self.running = 0
@@ -52,20 +52,3 @@ class GatedEngine:
         finally:
             self.running -= 1
             self._places.release()
-
-    async def score(
-        self, request: GenerationRequest, text: str, *, logprobs: bool
-    ) -> ScoredText | None:
-        return await self.engine.score(request, text, logprobs=logprobs)
-
-    async def abort(self, request_id: str) -> None:
-        await self.engine.abort(request_id)
-
-    async def check_health(self) -> None:
-        await self.engine.check_health()
-
-    async def start(self) -> None:
-        await self.engine.start()
-
-    async def aclose(self) -> None:
-        await self.engine.aclose()

@@ -149,6 +149,31 @@ class StudentEngine(Protocol):
     async def aclose(self) -> None: ...
 
 
+class WrappedEngine:
+    """An engine around another (admission, placeholders): what it does not change, it
+    passes on."""
+
+    def __init__(self, engine: StudentEngine) -> None:
+        self.engine = engine
+
+    async def score(
+        self, request: GenerationRequest, text: str, *, logprobs: bool
+    ) -> ScoredText | None:
+        return await self.engine.score(request, text, logprobs=logprobs)
+
+    async def abort(self, request_id: str) -> None:
+        await self.engine.abort(request_id)
+
+    async def check_health(self) -> None:
+        await self.engine.check_health()
+
+    async def start(self) -> None:
+        await self.engine.start()
+
+    async def aclose(self) -> None:
+        await self.engine.aclose()
+
+
 @runtime_checkable
 class Queued(Protocol):
     """An engine that knows its queue: requests accepted and not yet finished (metrics)."""

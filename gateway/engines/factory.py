@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from gateway.engines.admission import GatedEngine
 from gateway.engines.base import StudentEngine
+from gateway.engines.placeholders import PlaceholderEngine, read_placeholders
 from gateway.engines.student_folder import is_student, open_student
 from gateway.settings import Settings
 from gateway.tasks import RemoteEngineConfig, Task, VLLMEngineConfig
@@ -49,6 +50,21 @@ def open_engine(
     """``on_step``: called with each decode step's batch size, by engines that batch.
     ``bases``: where a vLLM task whose student is an adapter finds the engine of its base,
     shared with the other adapters on it (without: an engine of its own)."""
+    return _reading_placeholders(_open_engine(task, settings, on_step, bases), task.student)
+
+
+def _reading_placeholders(engine: StudentEngine, student: Path) -> StudentEngine:
+    """The engine as the student was trained to be read: its placeholders filled in."""
+    placeholders = read_placeholders(student)
+    return engine if placeholders is None else PlaceholderEngine(engine, placeholders)
+
+
+def _open_engine(
+    task: Task,
+    settings: Settings,
+    on_step: Callable[[int], None] | None,
+    bases: SharedBases | None,
+) -> StudentEngine:
     config = task.engine
     if isinstance(config, RemoteEngineConfig):
         from gateway.engines.remote import RemoteEngine
@@ -125,6 +141,9 @@ def replay_engine(task: Task | None, *, batch: int = 64) -> ReplayEngine:
     config = task.engine if task is not None else None
 
     def open_student_engine(student: Path, queue: int) -> StudentEngine:
+        return _reading_placeholders(open_bare(student, queue), student)
+
+    def open_bare(student: Path, queue: int) -> StudentEngine:
         if task is not None and isinstance(config, VLLMEngineConfig):
             problem = missing_dependency(task)
             if problem is not None:

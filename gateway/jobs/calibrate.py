@@ -42,6 +42,7 @@ from calibration.temperature import log_softmax
 from gateway.answers import AnswerCheck
 from gateway.engines.base import SamplingParams, TopKScorer
 from gateway.engines.factory import ReplayEngine, replay_engine
+from gateway.engines.placeholders import PlaceholderEngine
 from gateway.engines.transformers import TransformersEngine
 from gateway.examples import Example
 from gateway.jobs.replay import StudentAnswer, replay
@@ -141,15 +142,18 @@ async def score_set(
             prefix="calibrate",
             json_schema=check.schema_json if check else None,
         )
-        if not isinstance(student, TransformersEngine | TopKScorer):
-            raise TypeError(f"{type(student).__name__} cannot score answers for calibration")
+        # A student that reads placeholders is scored on the ids it reads and writes.
+        scorer = student.engine if isinstance(student, PlaceholderEngine) else student
+        if not isinstance(scorer, TransformersEngine | TopKScorer):
+            raise TypeError(f"{type(scorer).__name__} cannot score answers for calibration")
+        encoder = student if isinstance(student, PlaceholderEngine) else scorer
         sampling = SamplingParams(max_tokens=1)
         requests = [example_request(prompt, e, "encode", sampling) for e in examples]
-        prompts = [student.encode(r) for r in requests]
-        refs = [student.encode_answer(r, e.answer) for r, e in zip(requests, examples, strict=True)]
+        prompts = [encoder.encode(r) for r in requests]
+        refs = [encoder.encode_answer(r, e.answer) for r, e in zip(requests, examples, strict=True)]
         own = [list(a.token_ids) for a in answers]
-        references = await teacher_forced(student, prompts, refs)
-        greedy = await teacher_forced(student, prompts, own)
+        references = await teacher_forced(scorer, prompts, refs)
+        greedy = await teacher_forced(scorer, prompts, own)
     finally:
         await student.aclose()
     return ScoredSet(list(examples), answers, references, greedy, prompts, check or AnswerCheck())

@@ -99,6 +99,8 @@ class BuiltinTrainer:
             argv += ["--max-steps", str(p.train_max_steps)]
         if job.parent is not None:
             argv += ["--init-from", str(job.parent)]
+        for name, pattern in self.prompt.placeholders.items():
+            argv += ["--placeholder", f"{name}={pattern}"]
         recipe = self.recipe
         if recipe is not None and recipe.base is not None:
             argv += ["--base", str(recipe.base), "--method", recipe.method]

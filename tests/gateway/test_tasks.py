@@ -30,6 +30,8 @@ def write(tmp_path: Path, text: str) -> Path:
         ('student = "s"\ncolour = "red"\n', "colour: Extra inputs are not permitted"),
         ('student = "s"\n[generation]\nmax_tokens = 0\n', "generation.max_tokens"),
         ('student = "s"\n[prompt]\ninput = "everything"\n', "prompt.input"),
+        ('student = "s"\n[prompt]\nplaceholders = { X = "name" }\n', "one capture group"),
+        ('student = "s"\n[prompt]\nplaceholders = { X = "(a" }\n', "placeholder 'X'"),
         ('student = "s"\nanswers = []\n', "answers"),
         (
             'student = "s"\nanswers = ["a"]\nanswers_file = "a.json"\n',

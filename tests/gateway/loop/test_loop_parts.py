@@ -426,15 +426,15 @@ def test_the_builtin_trainer_fine_tunes_the_recipes_base_and_continues_the_paren
     scratch = trainer_for(task(tmp_path))
     assert isinstance(scratch, BuiltinTrainer) and "--base" not in scratch.argv(job)
     recipe = BuildRecipe(train=tmp_path / "t.jsonl", base=tmp_path / "smollm2", lora_rank=8)
-    with_base = task(tmp_path).model_copy(
-        update={"build": recipe, "prompt": PromptFormat(system="Reply with a label.")}
-    )
+    prompt = PromptFormat(system="Reply with a label.", placeholders={"X-N": r"n\[(\w+)\]"})
+    with_base = task(tmp_path).model_copy(update={"build": recipe, "prompt": prompt})
     argv = trainer_for(with_base).argv(job)  # type: ignore[attr-defined]
     assert argv[argv.index("--base") + 1] == str(tmp_path / "smollm2")
     assert argv[argv.index("--method") + 1] == "lora"
     assert argv[argv.index("--lora-rank") + 1] == "8"
     assert argv[argv.index("--init-from") + 1] == str(job.parent)
     assert argv[argv.index("--system") + 1] == "Reply with a label."
+    assert argv[argv.index("--placeholder") + 1] == r"X-N=n\[(\w+)\]"  # read as trained
 
 
 def test_a_round_that_waits_its_turn_is_logged_once_however_often_it_is_polled(
