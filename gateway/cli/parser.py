@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the best held-out checkpoint by whole answers right (labels, records) or "
         "answer tokens right (free text)",
     )
+    train.add_argument(
+        "--word-dropout",
+        type=float,
+        default=0.1,
+        help="share of input words dropped in training, against wording the student has not "
+        "seen (default 0.1; 0 for inputs whose every word the answer must reflect)",
+    )
     tune = train.add_argument_group("fine-tuning a pretrained base (with --base)")
     tune.add_argument("--base", type=Path, help="a Hugging Face causal LM folder to fine-tune")
     tune.add_argument("--method", choices=("lora", "full"), default="lora")
@@ -139,11 +146,18 @@ def build_parser() -> argparse.ArgumentParser:
     e2e.add_argument("--calibration-out", type=Path, required=True)
     e2e.add_argument("--test-out", type=Path, required=True)
     e2e.add_argument(
+        "--train-share",
+        type=float,
+        default=1 / 3,
+        help="of test.csv's inputs, for training beside train.csv (default 1/3; by a hash of "
+        "the input)",
+    )
+    e2e.add_argument(
         "--test-share",
         type=float,
         default=0.5,
-        help="of test.csv's inputs, for the test file (default 0.5; by a hash of the input); "
-        "the rest calibrate",
+        help="of test.csv's other inputs, for the test file (default 0.5; by a hash of the "
+        "input); the rest calibrate",
     )
     e2e.add_argument(
         "--texts",

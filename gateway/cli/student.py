@@ -36,6 +36,11 @@ __all__ = [
     "train_student_from_files",
 ]
 
+# A judged free-text task's input (a meaning representation, a record) is what the answer
+# must say, word for word: dropping a word while the answer keeps it would teach the student
+# to say what its input does not.
+FREE_TEXT_WORD_DROPOUT = 0.0
+
 
 @contextlib.contextmanager
 def _progress_report() -> Iterator[Callable[[float, dict[str, float]], None]]:
@@ -113,6 +118,7 @@ def train_student_from_files(
     answers: Sequence[str] = (),
     select_by: Literal["exact_match", "token_accuracy"] = "exact_match",
     placeholders: Placeholders | None = None,
+    word_dropout: float = 0.1,
 ) -> None:
     """The from-scratch student (the CPU default)."""
     from gateway.training.trainer import TrainConfig, train_student
@@ -126,6 +132,7 @@ def train_student_from_files(
         seed=seed,
         threads=threads,
         select_by=select_by,
+        word_dropout=word_dropout,
     )
     work = f"{max_steps} steps, at most {budget:.0f}s" if max_steps else f"budget {budget:.0f}s"
     print(f"training a student on {len(train)} examples ({len(dev)} held out), {work} -> {out}")
@@ -206,6 +213,7 @@ def build_student(task: Task) -> None:
         answers=task.answers or (),
         select_by="token_accuracy" if task.judge is not None else "exact_match",
         placeholders=_placeholders(task.prompt.placeholders, None),
+        word_dropout=FREE_TEXT_WORD_DROPOUT if task.judge is not None else 0.1,
     )
 
 
@@ -323,6 +331,7 @@ def train(args: argparse.Namespace, settings: Settings) -> None:
         answers=_answers(args, task),
         select_by=args.select_by,
         placeholders=placeholders,
+        word_dropout=args.word_dropout,
     )
 
 

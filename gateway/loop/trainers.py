@@ -86,8 +86,11 @@ class BuiltinTrainer:
         policy: LoopPolicy,
         recipe: BuildRecipe | None = None,
         prompt: PromptFormat | None = None,
+        *,
+        free_text: bool = False,
     ) -> None:
         self.policy, self.recipe, self.prompt = policy, recipe, prompt or PromptFormat()
+        self.free_text = free_text
 
     def argv(self, job: TrainJob) -> list[str]:
         p = self.policy
@@ -99,6 +102,8 @@ class BuiltinTrainer:
             argv += ["--max-steps", str(p.train_max_steps)]
         if job.parent is not None:
             argv += ["--init-from", str(job.parent)]
+        if self.free_text:  # as `student build` trains a judged task's student
+            argv += ["--select-by", "token_accuracy", "--word-dropout", "0"]
         for name, pattern in self.prompt.placeholders.items():
             argv += ["--placeholder", f"{name}={pattern}"]
         recipe = self.recipe
@@ -149,5 +154,5 @@ def trainer_for(task: Task) -> Trainer:
     if policy is None:
         raise ValueError(f"task {task.name!r} has no [loop] section")
     if policy.trainer == "builtin":
-        return BuiltinTrainer(policy, task.build, task.prompt)
+        return BuiltinTrainer(policy, task.build, task.prompt, free_text=task.judge is not None)
     return CommandTrainer(policy.trainer, policy)

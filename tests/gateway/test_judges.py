@@ -14,7 +14,6 @@ import pytest
 from gateway.cli import main as cli_main
 from gateway.errors import TeacherTimeout
 from gateway.examples import Example, read_examples, write_examples
-from gateway.jobs.export import is_held_out
 from gateway.judges import JudgeRequest, ProgramJudge, Verdict, load_function
 from gateway.judges.e2e import judge, parse_mr
 from gateway.judges.factory import open_judge
@@ -128,35 +127,48 @@ def test_the_judge_accepts_the_human_texts_and_rejects_them_for_another_input() 
             other = rng.choice(inputs)
         rejected += not judge(other, text).acceptable
     other_rejected = rejected / len(pairs)
-    assert len(pairs) > 700 and own >= 0.97 and other_rejected >= 0.97, (own, other_rejected)
+    assert len(pairs) > 400 and own >= 0.97 and other_rejected >= 0.97, (own, other_rejected)
 
 
-def test_import_e2e_splits_held_out_inputs_by_a_hash_and_keeps_every_reference(
+def test_import_e2e_splits_inputs_by_a_hash_and_trusts_only_confirmed_texts(
     tmp_path: Path,
 ) -> None:
     folder = tmp_path / "e2e"
     folder.mkdir()
+
+    def write(name: str, rows: list[tuple[str, str, int]]) -> None:
+        lines = "".join(f'"{m}","{r}",{f},"{m}"\n' for m, r, f in rows)
+        (folder / name).write_text("mr,ref,fixed,orig_mr\n" + lines, encoding="utf-8")
+
+    write(
+        "train.csv",
+        [(f"name[T{i}], area[riverside]", f"dev {i}", int(i % 5 == 0)) for i in range(20)],
+    )
     rows = [("name[A], food[Chinese]", f"text {i}", 0) for i in range(3)]
-    rows += [(f"name[B{i}], area[riverside]", f"other {i}", 0) for i in range(40)]
+    rows += [(f"name[B{i}], area[riverside]", f"other {i}", 0) for i in range(60)]
     # A text whose MR the cleaning changed is not trusted for training or test.
-    rows += [(f"name[C{i}], area[riverside]", f"changed {i}", 1) for i in range(40)]
-    csv = "mr,ref,fixed,orig_mr\n" + "".join(f'"{m}","{r}",{f},"{m}"\n' for m, r, f in rows)
-    for name in ("train.csv", "test.csv"):
-        (folder / name).write_text(csv, encoding="utf-8")
+    rows += [(f"name[C{i}], area[riverside]", f"changed {i}", 1) for i in range(60)]
+    write("test.csv", rows)
     out = {k: tmp_path / f"{k}.jsonl" for k in ("train", "calibration", "test")}
     cli_main(
         ["data", "import-e2e", str(folder), "--out", str(out["train"]),
          "--calibration-out", str(out["calibration"]), "--test-out", str(out["test"])]
     )  # fmt: skip
-    assert len(read_examples(out["train"])) == 43
-    test, calibration = read_examples(out["test"]), read_examples(out["calibration"])
-    assert all("changed" not in e.answer for e in test) and 5 < len(test) < 36
-    assert any("changed" in e.answer for e in calibration)  # every input calibrates
-    held = calibration + test
-    drawn = sum(is_held_out(f"e2e-test:name[C{i}], area[riverside]", 0.5) for i in range(40))
-    assert len(held) == 81 - drawn and 5 < drawn < 35  # 81 inputs, of which 40 changed
-    first = next(e for e in held if e.prompt == "name[A], food[Chinese]")
-    assert first.references == ("text 0", "text 1", "text 2") and first.answer == "text 0"
+    train, test, calibration = (read_examples(out[k]) for k in ("train", "test", "calibration"))
+    assert not any("changed" in e.answer for e in train + test)
+    assert sum(e.answer.startswith("dev") for e in train) == 16  # train.csv's confirmed texts
+    # A share of test.csv's inputs trains too (train.csv has few of some kinds of input),
+    # and no input is in two parts.
+    moved = {e.prompt for e in train if not e.answer.startswith("dev")}
+    assert 5 < len(moved) < 40
+    parts = [moved, {e.prompt for e in test}, {e.prompt for e in calibration}]
+    assert all(not a & b for i, a in enumerate(parts) for b in parts[i + 1 :])
+    assert 5 < len(test) < 40 and any("changed" in e.answer for e in calibration)
+    dropped = {f"name[C{i}], area[riverside]" for i in range(60)} - parts[2]
+    assert len(calibration) + len(test) + len(moved) + len(dropped) == 121  # every input
+    a = [e for e in test + calibration if e.prompt == "name[A], food[Chinese]"]
+    if a:  # one example, every text its reference
+        assert a[0].references == ("text 0", "text 1", "text 2") and a[0].answer == "text 0"
     again = tmp_path / "again.jsonl"
     write_examples(again, [Example("a", prompt="p", references=("a", "b"))])
     assert json.loads(again.read_text())["references"] == ["a", "b"]

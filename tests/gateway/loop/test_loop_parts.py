@@ -413,7 +413,7 @@ def test_the_builtin_trainer_fine_tunes_the_recipes_base_and_continues_the_paren
     tmp_path: Path,
 ) -> None:
     from gateway.loop.trainers import BuiltinTrainer, TrainJob, trainer_for
-    from gateway.tasks import BuildRecipe, PromptFormat
+    from gateway.tasks import BuildRecipe, JudgeConfig, PromptFormat
 
     job = TrainJob(
         train=tmp_path / "t.jsonl",
@@ -425,6 +425,14 @@ def test_the_builtin_trainer_fine_tunes_the_recipes_base_and_continues_the_paren
     )
     scratch = trainer_for(task(tmp_path))
     assert isinstance(scratch, BuiltinTrainer) and "--base" not in scratch.argv(job)
+    assert "--word-dropout" not in scratch.argv(job)
+    # A judged free-text task's student is trained as `student build` trains it.
+    judged = task(tmp_path).model_copy(
+        update={"judge": JudgeConfig(rubric="r", function="gateway.judges.e2e:judge")}
+    )
+    argv = trainer_for(judged).argv(job)  # type: ignore[attr-defined]
+    assert argv[argv.index("--word-dropout") + 1] == "0"
+    assert argv[argv.index("--select-by") + 1] == "token_accuracy"
     recipe = BuildRecipe(train=tmp_path / "t.jsonl", base=tmp_path / "smollm2", lora_rank=8)
     prompt = PromptFormat(system="Reply with a label.", placeholders={"X-N": r"n\[(\w+)\]"})
     with_base = task(tmp_path).model_copy(update={"build": recipe, "prompt": prompt})
