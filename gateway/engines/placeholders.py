@@ -80,7 +80,8 @@ class Placeholders:
     def held_back(self, text: str) -> int:
         """How many characters at the end of ``text`` might begin a placeholder: held until
         the next piece says whether they do."""
-        for n in range(min(len(text), max(map(len, self.patterns)) - 1), 0, -1):
+        longest = max(map(len, self.patterns), default=0)
+        for n in range(min(len(text), longest - 1), 0, -1):
             if any(name.startswith(text[-n:]) for name in self.patterns):
                 return n
         return 0
@@ -135,7 +136,8 @@ class _Restoring:
 def read_placeholders(folder: Path) -> Placeholders | None:
     """The placeholders a student was trained with, if any."""
     path = folder / FILE
-    return Placeholders(json.loads(path.read_text())) if path.is_file() else None
+    patterns = json.loads(path.read_text()) if path.is_file() else None
+    return Placeholders(patterns) if patterns else None
 
 
 class PlaceholderEngine(WrappedEngine):
