@@ -37,7 +37,7 @@ def main() -> None:
         by_provenance(args.csv)
         return
     examples = read_examples(args.data)
-    pairs = [(e.prompt or "", text) for e in examples for text in e.references or (e.answer,)]
+    pairs = [(e.prompt or "", text) for e in examples for text in e.references]
     rng = random.Random(args.seed)
     inputs = [e.prompt or "" for e in examples]
     accepted, rejected_other = 0, 0

@@ -33,16 +33,22 @@ def import_e2e(args: argparse.Namespace, settings: Settings) -> None:
     development set) describes coffee shops almost only (4 of its 4,299 texts a pub): a
     student trained on it alone has never written "pub", which most test inputs are.
 
-    ``--texts confirmed`` (the default) keeps, for training and test, the texts whose MR the
-    cleaning confirmed (``read_e2e``): a student learns no attribute its input lacks, and the
-    test's texts are right for their inputs. The calibration part keeps every input and
-    text: calibration judges the student's own answers, and more inputs tighten its bound."""
+    Training keeps, by ``--train-texts``, the texts the E2E program judge accepts for their
+    MR (the default), those whose MR the cleaning confirmed (``read_e2e``), or all: a
+    student learns no attribute its input lacks. Calibration and test keep every input of
+    their part, so the two are drawn alike and the threshold's guarantee carries to the
+    test; an input's ``references`` are its confirmed texts (those the judge is checked
+    on), and its ``answer`` (what the simulator teacher says) the first of them, or its first
+    text where none is confirmed."""
     from gateway.examples import Example, write_examples
     from gateway.jobs.export import is_held_out
+    from gateway.judges.e2e import judge
     from gateway.training.e2e import E2ERow, by_input, read_e2e
 
-    def kept(rows: list[E2ERow]) -> list[E2ERow]:
-        return [r for r in rows if r.confirmed or args.texts == "all"]
+    def trained_on(row: E2ERow) -> bool:
+        if args.train_texts == "accepted":
+            return judge(row.mr, row.ref).acceptable
+        return row.confirmed or args.train_texts == "all"
 
     def part(mr: str) -> str:
         if is_held_out("e2e-train:" + mr, args.train_share):
@@ -50,16 +56,17 @@ def import_e2e(args: argparse.Namespace, settings: Settings) -> None:
         return "test" if is_held_out("e2e-test:" + mr, args.test_share) else "calibration"
 
     rows = read_e2e(args.folder / "test.csv")
-    train = kept(read_e2e(args.folder / "train.csv") + [r for r in rows if part(r.mr) == "train"])
-    test = by_input(kept([r for r in rows if part(r.mr) == "test"]))
+    train = read_e2e(args.folder / "train.csv") + [r for r in rows if part(r.mr) == "train"]
+    train = [r for r in train if trained_on(r)]
+    test = by_input([r for r in rows if part(r.mr) == "test"])
     calibration = by_input([r for r in rows if part(r.mr) == "calibration"])
     write_examples(args.out, (Example(answer=r.ref, prompt=r.mr) for r in train))
     write_examples(args.calibration_out, calibration)
     write_examples(args.test_out, test)
     print(
-        f"{len(train)} training pairs ({args.texts} texts); {len(calibration)} inputs to "
-        f"calibrate and {len(test)} to test (with {sum(len(e.references) for e in test)} "
-        "human texts)"
+        f"{len(train)} training pairs ({args.train_texts} texts); {len(calibration)} inputs "
+        f"to calibrate and {len(test)} to test (with {sum(len(e.references) for e in test)} "
+        "confirmed human texts)"
     )
 
 

@@ -160,11 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
         "input); the rest calibrate",
     )
     e2e.add_argument(
-        "--texts",
-        choices=("confirmed", "all"),
-        default="confirmed",
-        help="texts kept for training and test: those whose MR the cleaning confirmed "
-        "(fixed = 0; the default) or all; the calibration part keeps all",
+        "--train-texts",
+        choices=("accepted", "confirmed", "all"),
+        default="accepted",
+        help="training texts: those the E2E program judge accepts for their MR (the "
+        "default), those whose MR the cleaning confirmed (fixed = 0), or all",
     )
     split = data.add_parser("split", help="stratified split of a JSONL file")
     split.add_argument("data", type=Path)

@@ -51,11 +51,14 @@ def read_e2e(path: Path) -> list[E2ERow]:
 
 
 def by_input(rows: list[E2ERow]) -> list[Example]:
-    """One example per MR, in first-seen order: the first text its answer, all its
-    references."""
-    texts: dict[str, list[str]] = {}
-    for mr, ref, _ in rows:
-        texts.setdefault(mr, []).append(ref)
-    return [
-        Example(answer=refs[0], prompt=mr, references=tuple(refs)) for mr, refs in texts.items()
-    ]
+    """One example per MR, in first-seen order: its confirmed texts its references, and the
+    first of them its answer (its first text, where none is confirmed)."""
+    texts: dict[str, list[E2ERow]] = {}
+    for row in rows:
+        texts.setdefault(row.mr, []).append(row)
+    examples = []
+    for mr, group in texts.items():
+        confirmed = tuple(r.ref for r in group if r.confirmed)
+        answer = confirmed[0] if confirmed else group[0].ref
+        examples.append(Example(answer=answer, prompt=mr, references=confirmed))
+    return examples

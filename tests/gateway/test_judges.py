@@ -15,7 +15,7 @@ from gateway.cli import main as cli_main
 from gateway.errors import TeacherTimeout
 from gateway.examples import Example, read_examples, write_examples
 from gateway.judges import JudgeRequest, ProgramJudge, Verdict, load_function
-from gateway.judges.e2e import judge, parse_mr
+from gateway.judges.e2e import VENUES, judge, parse_mr
 from gateway.judges.factory import open_judge
 from gateway.judges.model import VERDICT_SCHEMA, JudgeFailed, ModelJudge, read_question
 from gateway.judges.verdicts import JudgeBudgetSpent, VerdictFile, Verdicts
@@ -130,7 +130,7 @@ def test_the_judge_accepts_the_human_texts_and_rejects_them_for_another_input() 
     assert len(pairs) > 400 and own >= 0.97 and other_rejected >= 0.97, (own, other_rejected)
 
 
-def test_import_e2e_splits_inputs_by_a_hash_and_trusts_only_confirmed_texts(
+def test_import_e2e_splits_inputs_by_a_hash_and_trains_on_texts_the_judge_accepts(
     tmp_path: Path,
 ) -> None:
     folder = tmp_path / "e2e"
@@ -140,35 +140,37 @@ def test_import_e2e_splits_inputs_by_a_hash_and_trusts_only_confirmed_texts(
         lines = "".join(f'"{m}","{r}",{f},"{m}"\n' for m, r, f in rows)
         (folder / name).write_text("mr,ref,fixed,orig_mr\n" + lines, encoding="utf-8")
 
-    write(
-        "train.csv",
-        [(f"name[T{i}], area[riverside]", f"dev {i}", int(i % 5 == 0)) for i in range(20)],
-    )
-    rows = [("name[A], food[Chinese]", f"text {i}", 0) for i in range(3)]
-    rows += [(f"name[B{i}], area[riverside]", f"other {i}", 0) for i in range(60)]
-    # A text whose MR the cleaning changed is not trusted for training or test.
-    rows += [(f"name[C{i}], area[riverside]", f"changed {i}", 1) for i in range(60)]
+    venues = VENUES[:30]
+    dev = [(f"name[{v}], area[riverside]", f"{v} is by the riverside.", 0) for v in venues[:10]]
+    dev += [(f"name[{v}], area[riverside]", f"{v} is cheap, by the river.", 0) for v in venues[10:]]
+    write("train.csv", dev)
+    # The cleaning kept the pubs' MRs and changed the restaurants'.
+    rows = [
+        (f"name[{v}], eatType[{t}]", f"{v} is a {t}.", int(t == "restaurant"))
+        for v in venues
+        for t in ("pub", "restaurant")
+    ]
     write("test.csv", rows)
     out = {k: tmp_path / f"{k}.jsonl" for k in ("train", "calibration", "test")}
-    cli_main(
-        ["data", "import-e2e", str(folder), "--out", str(out["train"]),
-         "--calibration-out", str(out["calibration"]), "--test-out", str(out["test"])]
-    )  # fmt: skip
+    argv = ["data", "import-e2e", str(folder), "--out", str(out["train"])]
+    argv += ["--calibration-out", str(out["calibration"]), "--test-out", str(out["test"])]
+    cli_main(argv)
     train, test, calibration = (read_examples(out[k]) for k in ("train", "test", "calibration"))
-    assert not any("changed" in e.answer for e in train + test)
-    assert sum(e.answer.startswith("dev") for e in train) == 16  # train.csv's confirmed texts
-    # A share of test.csv's inputs trains too (train.csv has few of some kinds of input),
-    # and no input is in two parts.
-    moved = {e.prompt for e in train if not e.answer.startswith("dev")}
+    # Training: the texts the program judge accepts (no "cheap" the input lacks), from
+    # train.csv and a share of test.csv's inputs (train.csv may lack kinds of input).
+    assert sum("riverside" in (e.prompt or "") for e in train) == 10
+    moved = {e.prompt for e in train} - {m for m, _, _ in dev}
     assert 5 < len(moved) < 40
+    # Calibration and test: every other input, drawn alike; references only the texts
+    # whose MR the cleaning confirmed, the answer the first text where none is.
     parts = [moved, {e.prompt for e in test}, {e.prompt for e in calibration}]
     assert all(not a & b for i, a in enumerate(parts) for b in parts[i + 1 :])
-    assert 5 < len(test) < 40 and any("changed" in e.answer for e in calibration)
-    dropped = {f"name[C{i}], area[riverside]" for i in range(60)} - parts[2]
-    assert len(calibration) + len(test) + len(moved) + len(dropped) == 121  # every input
-    a = [e for e in test + calibration if e.prompt == "name[A], food[Chinese]"]
-    if a:  # one example, every text its reference
-        assert a[0].references == ("text 0", "text 1", "text 2") and a[0].answer == "text 0"
+    assert sum(map(len, parts)) == 60 and 5 < len(test) < 40
+    for e in test + calibration:
+        confirmed = "pub" in (e.prompt or "")
+        assert e.references == ((e.answer,) if confirmed else ()) and e.answer.endswith(".")
+    cli_main([*argv, "--train-texts", "confirmed"])
+    assert all("pub" in (e.prompt or "") for e in read_examples(out["train"]) if e.prompt in moved)
     again = tmp_path / "again.jsonl"
     write_examples(again, [Example("a", prompt="p", references=("a", "b"))])
     assert json.loads(again.read_text())["references"] == ["a", "b"]
