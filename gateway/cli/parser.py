@@ -80,9 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--word-dropout",
         type=float,
-        default=0.1,
         help="share of input words dropped in training, against wording the student has not "
-        "seen (default 0.1; 0 for inputs whose every word the answer must reflect)",
+        "seen (default: the recipe's, 0.1; 0 for inputs whose every word the answer must "
+        "reflect)",
     )
     tune = train.add_argument_group("fine-tuning a pretrained base (with --base)")
     tune.add_argument("--base", type=Path, help="a Hugging Face causal LM folder to fine-tune")

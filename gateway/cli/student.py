@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import sys
 import time
@@ -118,9 +119,9 @@ def train_student_from_files(
     answers: Sequence[str] = (),
     select_by: Literal["exact_match", "token_accuracy"] = "exact_match",
     placeholders: Placeholders | None = None,
-    word_dropout: float = 0.1,
+    word_dropout: float | None = None,
 ) -> None:
-    """The from-scratch student (the CPU default)."""
+    """The from-scratch student (the CPU default); ``word_dropout``: None, the recipe's."""
     from gateway.training.trainer import TrainConfig, train_student
 
     train, dev = _read_data(data, held_out, seed, placeholders)
@@ -132,8 +133,9 @@ def train_student_from_files(
         seed=seed,
         threads=threads,
         select_by=select_by,
-        word_dropout=word_dropout,
     )
+    if word_dropout is not None:
+        cfg = dataclasses.replace(cfg, word_dropout=word_dropout)
     work = f"{max_steps} steps, at most {budget:.0f}s" if max_steps else f"budget {budget:.0f}s"
     print(f"training a student on {len(train)} examples ({len(dev)} held out), {work} -> {out}")
     with _progress_report() as progress:
@@ -213,7 +215,7 @@ def build_student(task: Task) -> None:
         answers=task.answers or (),
         select_by="token_accuracy" if task.judge is not None else "exact_match",
         placeholders=_placeholders(task.prompt.placeholders, None),
-        word_dropout=FREE_TEXT_WORD_DROPOUT if task.judge is not None else 0.1,
+        word_dropout=FREE_TEXT_WORD_DROPOUT if task.judge is not None else None,
     )
 
 
